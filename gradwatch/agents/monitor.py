@@ -1,0 +1,399 @@
+"""``gradwatch.watch()`` and the ``Monitor`` that lives in the training loop.
+
+Per optimizer step the monitor records the loss (and anything else the user
+passes) without reading it on the host. Every ``stats_every`` steps it also
+computes per-layer gradient statistics just before ``optimizer.step()`` (the
+gradients are gone by the time ``mon.step()`` runs, after ``zero_grad``) and
+weight statistics just after it, through the optimizer's step hooks.
+
+Nothing here may raise into the training loop: every entry point is guarded,
+an internal failure is logged once, and a monitor that keeps failing turns
+itself off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import numbers
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gradwatch import __version__
+from gradwatch.agents import stats
+from gradwatch.agents.gather import DeviceGather, HostValues, Slot
+from gradwatch.agents.layout import LayerLayout
+from gradwatch.agents.options import AgentOptions, default_endpoint
+from gradwatch.agents.ranks import detect_rank
+from gradwatch.agents.sender import HttpTransport, Sender, Transport
+from gradwatch.wire import is_valid_run_name
+
+logger = logging.getLogger("gradwatch.agent")
+
+#: Value of one field of a step record before the report is read on the host.
+Pending = float | Slot | None
+
+_MAX_FAILURES = 3
+
+
+@dataclass
+class _LayerPending:
+    """Device results of one statistics step (one entry per device group)."""
+
+    grads: list[Slot] = field(default_factory=list)
+    weights: list[Slot] = field(default_factory=list)
+    updates: list[Slot] = field(default_factory=list)
+    grad_layers: set[int] = field(default_factory=set)
+
+
+@dataclass
+class _StepPending:
+    step: int
+    values: dict[str, Pending]
+    scalars: dict[str, Pending]
+    skipped: bool
+    layers: _LayerPending | None
+
+
+class _PendingReport:
+    """Step records of one report, decoded on the sender thread."""
+
+    def __init__(self, steps: list[_StepPending], host: HostValues, layout: LayerLayout) -> None:
+        self._steps = steps
+        self._host = host
+        self._layout = layout
+        self.num_steps = len(steps)
+
+    def records(self) -> list[dict]:
+        values = self._host.read()
+        num_layers = self._layout.num_layers
+
+        def resolve(item: Pending) -> float | None:
+            if isinstance(item, tuple):
+                key, offset, _ = item
+                return values[key][offset]
+            return item
+
+        def combined(slots: list[Slot], row: int) -> list[float]:
+            """Row 0 (sum of squares) adds over devices; row 1 (max-abs) takes the max."""
+            parts = [values[key][offset + row * num_layers : offset + (row + 1) * num_layers] for key, offset, _ in slots]
+            if len(parts) == 1:
+                return parts[0]
+            reduce = max if row == 1 else sum
+            return [reduce(column) for column in zip(*parts)]
+
+        out = []
+        for pending in self._steps:
+            record: dict[str, Any] = {"step": pending.step, "skipped": pending.skipped}
+            for name, item in pending.values.items():
+                record[name] = resolve(item)
+            if pending.scalars:
+                record["scalars"] = {name: resolve(item) for name, item in pending.scalars.items()}
+            if pending.layers is not None:
+                layers = pending.layers
+                grad_sumsq = combined(layers.grads, 0)
+                record["grad_norm"] = math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers)) if layers.grad_layers else None
+                record["layers"] = self._layer_record(layers, grad_sumsq, combined)
+            out.append(record)
+        return out
+
+    def _layer_record(self, layers: _LayerPending, grad_sumsq: list[float], combined: Any) -> dict:
+        present = layers.grad_layers
+        record: dict[str, Any] = {
+            "names": list(self._layout.names),
+            "numel": list(self._layout.numel),
+            "grad_norm": [math.sqrt(v) if i in present else None for i, v in enumerate(grad_sumsq)],
+            "grad_max_abs": [v if i in present else None for i, v in enumerate(combined(layers.grads, 1))],
+            "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
+            "weight_max_abs": combined(layers.weights, 1),
+        }
+        if layers.updates:
+            deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)
+            record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores)]
+        return record
+
+
+def _ratio(delta_sumsq: float, before_sumsq: float) -> float:
+    if before_sumsq > 0:
+        return math.sqrt(delta_sumsq / before_sumsq)
+    # A zero tensor that stayed zero did not change; one that moved changed without bound.
+    return 0.0 if delta_sumsq == 0 else math.inf
+
+
+class Monitor:
+    """Watches one model in one training process. Create it with :func:`gradwatch.watch`."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        *,
+        run: str,
+        endpoint: str,
+        options: AgentOptions,
+        transport: Transport | None = None,
+    ) -> None:
+        self.run = run
+        self.endpoint = endpoint
+        self._options = options
+        self._layout = LayerLayout.from_model(model)
+        self._optimizer = optimizer
+        rank = detect_rank()
+        envelope = {
+            "run": run,
+            "rank": rank.rank,
+            "world_size": rank.world_size,
+            "host": socket.gethostname()[:255],
+            "agent": __version__,
+        }
+        self._sender = Sender(
+            envelope,
+            transport or HttpTransport(endpoint),
+            options,
+            describe=f"run {run!r} rank {rank.rank} -> {endpoint}",
+        )
+        self._step = 0
+        self._stats_taken = 0
+        self._last_time: float | None = None
+        self._steps: list[_StepPending] = []
+        self._gather = DeviceGather()
+        self._layers: _LayerPending | None = None
+        self._weights_before: list[list[torch.Tensor]] | None = None
+        self._optimizer_stepped = False
+        self._failures = 0
+        self._closed = False
+        self._warned: set[str] = set()
+        self._hooks = []
+        if optimizer is not None:
+            self._hooks = [
+                optimizer.register_step_pre_hook(self._before_optimizer_step),
+                optimizer.register_step_post_hook(self._after_optimizer_step),
+            ]
+
+    # --- public API --------------------------------------------------------
+    @property
+    def delivered(self) -> int:
+        """Step records the service has accepted so far."""
+        return self._sender.delivered
+
+    @property
+    def dropped(self) -> int:
+        """Step records given up on (buffer full, or rejected by the service)."""
+        return self._sender.dropped
+
+    def step(self, loss: Any = None, *, val_loss: Any = None, **scalars: Any) -> None:
+        """Record one optimizer step. Call it once per ``optimizer.step()``, after it.
+
+        ``loss`` and ``val_loss`` may be Python numbers or tensors (a tensor is
+        never read on the host here); extra keyword arguments are recorded as
+        named scalars. Never raises.
+        """
+        if self._closed or self._failures >= _MAX_FAILURES:
+            return
+        try:
+            self._record_step(loss, val_loss, scalars)
+        except Exception:  # noqa: BLE001 - the training loop comes first
+            self._fail("step")
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Send everything recorded so far; True when it was delivered within ``timeout``."""
+        try:
+            self._submit()
+            return self._sender.flush(timeout)
+        except Exception:  # noqa: BLE001
+            self._fail("flush")
+            return False
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver what is left (waiting at most ``timeout`` seconds), then detach. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for hook in self._hooks:
+                hook.remove()
+            self._submit()
+            self._sender.close(self._options.close_timeout if timeout is None else timeout)
+        except Exception:  # noqa: BLE001
+            self._fail("close")
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- optimizer hooks ------------------------------------------------------
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self._closed or self._failures >= _MAX_FAILURES or not self._is_stats_step():
+            return
+        try:
+            self._take_gradient_stats()
+            if self._is_update_sample():
+                self._weights_before = [stats.snapshot_weights(g) for g in self._layout.groups]
+        except Exception:  # noqa: BLE001
+            self._fail("gradient statistics")
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self._optimizer_stepped = True
+        if self._layers is None or self._closed:
+            return
+        try:
+            self._take_weight_stats()
+        except Exception:  # noqa: BLE001
+            self._fail("weight statistics")
+
+    # --- internals --------------------------------------------------------------
+    def _is_stats_step(self) -> bool:
+        return self._step % self._options.stats_every == 0
+
+    def _is_update_sample(self) -> bool:
+        every = self._options.update_ratio_every
+        return every > 0 and self._stats_taken % every == 0
+
+    def _take_gradient_stats(self) -> None:
+        layers = _LayerPending()
+        for group in self._layout.groups:
+            values, present = stats.gradient_stats(group, self._layout.num_layers)
+            layers.grads.append(self._gather.add(values))
+            layers.grad_layers |= present
+        self._layers = layers
+
+    def _take_weight_stats(self) -> None:
+        assert self._layers is not None
+        num_layers = self._layout.num_layers
+        for index, group in enumerate(self._layout.groups):
+            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers)))
+            if self._weights_before is not None:
+                self._layers.updates.append(self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers)))
+        self._weights_before = None
+
+    def _record_step(self, loss: Any, val_loss: Any, scalars: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if self._optimizer is None and self._is_stats_step():
+            # Without an optimizer there are no hooks: read what is there now.
+            self._take_gradient_stats()
+            self._take_weight_stats()
+        values: dict[str, Pending] = {
+            "loss": self._value(loss, "loss"),
+            "val_loss": self._value(val_loss, "val_loss"),
+            "lr": self._learning_rate(),
+            "step_time": None if self._last_time is None else now - self._last_time,
+        }
+        record = _StepPending(
+            step=self._step,
+            values={k: v for k, v in values.items() if v is not None},
+            scalars={k: self._value(v, k) for k, v in scalars.items()},
+            skipped=self._optimizer is not None and not self._optimizer_stepped,
+            layers=self._layers,
+        )
+        if self._layers is not None and self._layers.weights:
+            self._stats_taken += 1
+        self._steps.append(record)
+        self._layers = None
+        self._weights_before = None
+        self._optimizer_stepped = False
+        self._last_time = now
+        self._step += 1
+        if record.layers is not None or len(self._steps) >= self._options.stats_every:
+            self._submit()
+
+    def _submit(self) -> None:
+        if not self._steps:
+            return
+        steps, gather = self._steps, self._gather
+        self._steps, self._gather = [], DeviceGather()
+        self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
+
+    def _value(self, value: Any, name: str) -> Pending:
+        """A number now, or a slot in the report's device copy for a tensor."""
+        if value is None:
+            return None
+        if isinstance(value, torch.Tensor):
+            if value.numel() != 1:
+                self._warn_once(name, f"gradwatch: {name} has {value.numel()} elements; recording its mean")
+                value = value.detach().float().mean()
+            return self._gather.add(value)
+        if isinstance(value, numbers.Real):
+            return float(value)
+        self._warn_once(name, f"gradwatch: ignoring {name} of type {type(value).__name__}; pass a number or a tensor")
+        return None
+
+    def _learning_rate(self) -> Pending:
+        if self._optimizer is None or not self._optimizer.param_groups:
+            return None
+        return self._value(self._optimizer.param_groups[0].get("lr"), "lr")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            logger.warning(message)
+
+    def _fail(self, where: str) -> None:
+        self._failures += 1
+        self._layers = None
+        self._weights_before = None
+        self._steps.clear()
+        self._gather = DeviceGather()
+        if self._failures >= _MAX_FAILURES:
+            logger.exception("gradwatch: %s failed %d times; monitoring is off for this run", where, self._failures)
+        else:
+            logger.exception("gradwatch: %s failed; this step is not recorded", where)
+
+
+class NullMonitor:
+    """The same interface as :class:`Monitor`, doing nothing (``enabled=False``)."""
+
+    run = ""
+    delivered = 0
+    dropped = 0
+
+    def step(self, loss: Any = None, *, val_loss: Any = None, **scalars: Any) -> None:
+        """Do nothing."""
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Nothing to send."""
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Do nothing."""
+
+    def __enter__(self) -> NullMonitor:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def watch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    run: str,
+    endpoint: str | None = None,
+    **options: Any,
+) -> Monitor | NullMonitor:
+    """Start watching ``model`` (and ``optimizer``'s steps) as run ``run``.
+
+    ``endpoint`` defaults to ``$GRADWATCH_ENDPOINT`` or the service on this
+    host. ``options`` are the fields of :class:`AgentOptions`. Mistakes in the
+    arguments raise ``ValueError`` here, before training starts; after this,
+    nothing the monitor does raises.
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    if not isinstance(run, str) or not is_valid_run_name(run):
+        raise ValueError(
+            f"run name {run!r} is not valid: use 1-128 characters from letters, digits and ._:@+=/- "
+            "starting with a letter or digit"
+        )
+    parsed = AgentOptions(**options)
+    if not parsed.enabled:
+        return NullMonitor()
+    return Monitor(model, optimizer, run=run, endpoint=endpoint or default_endpoint(), options=parsed)

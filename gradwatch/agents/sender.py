@@ -1,0 +1,269 @@
+"""Background delivery of step records to the aggregator.
+
+The training thread only appends to an in-memory queue. A named daemon thread
+turns finished device→host copies into step records, keeps them in a bounded
+buffer (the oldest are dropped, and counted, when it is full), and posts them
+in batches. Every exception on that thread is logged once and swallowed: the
+training process never sees it, and a dead endpoint costs one warning.
+"""
+
+from __future__ import annotations
+
+import atexit
+import http.client
+import logging
+import os
+import threading
+import time
+import urllib.parse
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from gradwatch.agents.options import AgentOptions
+from gradwatch.wire import Report
+
+logger = logging.getLogger("gradwatch.agent")
+
+REPORTS_PATH = "/v1/reports"
+
+
+class PendingRecords(Protocol):
+    """Step records whose values may still be on their way to the host."""
+
+    num_steps: int
+
+    def records(self) -> list[dict]:
+        """Wait for the values (off the training thread) and return step records."""
+
+
+#: (body, timeout) -> (HTTP status, response text). Raises OSError when the
+#: service cannot be reached. The seam lets unit tests run without a server.
+Transport = Callable[[bytes, float], tuple[int, str]]
+
+
+class HttpTransport:
+    """POSTs JSON bodies over one kept-alive HTTP/1.1 connection."""
+
+    def __init__(self, endpoint: str, headers: dict[str, str] | None = None) -> None:
+        parsed = urllib.parse.urlsplit(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"endpoint {endpoint!r} must look like http://host:port")
+        self._https = parsed.scheme == "https"
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._path = parsed.path.rstrip("/") + REPORTS_PATH
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._conn: http.client.HTTPConnection | None = None
+
+    def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
+        if self._conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            self._conn = cls(self._host, self._port, timeout=timeout)
+        try:
+            self._conn.request("POST", self._path, body=body, headers=self._headers)
+            response = self._conn.getresponse()
+            text = response.read(4096).decode("utf-8", "replace")
+            if response.will_close:
+                self.close()
+            return response.status, text
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            raise OSError(str(exc) or type(exc).__name__) from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class Sender:
+    """Owns the delivery thread of one monitor."""
+
+    def __init__(self, envelope: dict, transport: Transport, options: AgentOptions, describe: str) -> None:
+        self._envelope = envelope
+        self._transport = transport
+        self._options = options
+        self._describe = describe
+        self.delivered = 0
+        self.dropped = 0
+        self._dropped_unreported = 0
+        self._closed = False
+        self._reset_thread_state()
+        os.register_at_fork(after_in_child=_weak_call(self, Sender._reset_thread_state))
+        atexit.register(_weak_call(self, Sender._at_exit))
+
+    def _reset_thread_state(self) -> None:
+        # Called at construction and in a forked child, where the parent's
+        # thread does not exist and its locks may be held by nobody.
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._inbox: deque[PendingRecords] = deque()
+        self._buffer: deque[dict] = deque()
+        self._thread: threading.Thread | None = None
+        self._warned_unreachable = False
+        self._warned_rejected = False
+        self._failing_since: float | None = None
+
+    # --- training thread -------------------------------------------------
+    def submit(self, pending: PendingRecords) -> None:
+        """Queue records for delivery; never blocks, never raises."""
+        if self._closed:
+            return
+        with self._lock:
+            self._idle.clear()
+            self._inbox.append(pending)
+        # The inbox is bounded like the buffer: if the thread is stuck in a
+        # hanging request, the oldest pending copies are dropped.
+        while len(self._inbox) > self._options.buffer_steps:
+            self._count_dropped(self._inbox.popleft().num_steps)
+        if self._thread is None or not self._thread.is_alive():
+            self._start_thread()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted so far was delivered (or given up on)."""
+        if self._thread is None:
+            return not self._inbox and not self._buffer
+        self._wake.set()
+        return self._idle.wait(timeout)
+
+    def close(self, timeout: float) -> None:
+        """Deliver what is buffered within ``timeout``, then stop the thread. Idempotent."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(min(timeout, self._options.request_timeout) if timeout else 0)
+        if hasattr(self._transport, "close"):
+            self._transport.close()
+
+    def _at_exit(self) -> None:
+        self.close(self._options.close_timeout)
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"gradwatch-sender[{self._describe}]", daemon=True)
+        self._thread.start()
+
+    # --- sender thread ---------------------------------------------------
+    def _run(self) -> None:
+        backoff = 0.0
+        while not self._closed:
+            self._wake.wait(max(self._options.flush_interval, backoff))
+            self._wake.clear()
+            delivered = False
+            try:
+                self._drain_inbox()
+                delivered = self._send_buffer()
+            except Exception:  # noqa: BLE001 - nothing may reach the training process
+                logger.exception("gradwatch: unexpected error in the sender thread; continuing")
+            backoff = 0.0 if delivered else min(max(2 * backoff, 0.1), self._options.max_backoff)
+            with self._lock:
+                # After a failed attempt a flush stops waiting: close() must not
+                # hang on a dead service.
+                if not self._inbox:
+                    self._idle.set()
+
+    def _drain_inbox(self) -> None:
+        while self._inbox:
+            pending = self._inbox.popleft()
+            try:
+                records = pending.records()
+            except Exception:  # noqa: BLE001
+                logger.exception("gradwatch: could not read statistics for %d steps; dropped", pending.num_steps)
+                self._count_dropped(pending.num_steps)
+                continue
+            self._buffer.extend(records)
+            excess = len(self._buffer) - self._options.buffer_steps
+            for _ in range(max(excess, 0)):
+                self._buffer.popleft()
+            if excess > 0:
+                self._count_dropped(excess)
+
+    def _send_buffer(self) -> bool:
+        """Post everything buffered; False when the service could not take it."""
+        while self._buffer:
+            batch = [self._buffer[i] for i in range(min(len(self._buffer), self._options.max_steps_per_post))]
+            with self._lock:
+                dropped = self._dropped_unreported
+            try:
+                body = Report(**self._envelope, dropped=dropped, steps=batch).model_dump_json(exclude_none=True).encode()
+            except ValidationError as exc:
+                # Cannot happen with records built by the monitor; if it does,
+                # retrying would loop forever, so the batch is dropped.
+                logger.warning("gradwatch: dropped %d steps that do not fit the wire schema: %s", len(batch), exc)
+                for _ in batch:
+                    self._buffer.popleft()
+                self._count_dropped(len(batch))
+                continue
+            try:
+                status, text = self._transport(body, self._options.request_timeout)
+            except OSError as exc:
+                self._note_unreachable(str(exc))
+                return False
+            if status >= 500 or status in (408, 429):
+                self._note_unreachable(f"HTTP {status}: {text[:200]}")
+                return False
+            for _ in batch:
+                self._buffer.popleft()
+            with self._lock:
+                self._dropped_unreported -= dropped
+            if 200 <= status < 300:
+                self.delivered += len(batch)
+                self._note_reachable()
+            else:
+                self._count_dropped(len(batch))
+                if not self._warned_rejected:
+                    self._warned_rejected = True
+                    logger.warning("gradwatch: the service rejected a report (HTTP %d): %s", status, text[:500])
+        return True
+
+    def _count_dropped(self, n: int) -> None:
+        with self._lock:
+            self.dropped += n
+            self._dropped_unreported += n
+
+    def _note_unreachable(self, reason: str) -> None:
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+        if not self._warned_unreachable:
+            self._warned_unreachable = True
+            logger.warning(
+                "gradwatch: cannot deliver reports for %s (%s). Training continues; up to %d steps are "
+                "buffered and retried, older ones are dropped and counted.",
+                self._describe,
+                reason,
+                self._options.buffer_steps,
+            )
+
+    def _note_reachable(self) -> None:
+        if self._failing_since is not None:
+            logger.warning(
+                "gradwatch: reports for %s are delivered again after %.1f s (%d steps dropped so far)",
+                self._describe,
+                time.monotonic() - self._failing_since,
+                self.dropped,
+            )
+            self._failing_since = None
+            self._warned_unreachable = False
+
+
+def _weak_call(obj: object, method: Callable[[object], None]) -> Callable[[], None]:
+    """A callback that calls ``method(obj)`` while obj is alive, without keeping it alive."""
+    ref = weakref.ref(obj)
+
+    def call() -> None:
+        target = ref()
+        if target is not None:
+            try:
+                method(target)
+            except Exception:  # noqa: BLE001 - runs at exit or after fork
+                logger.debug("gradwatch: cleanup callback failed", exc_info=True)
+
+    return call

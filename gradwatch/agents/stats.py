@@ -1,0 +1,87 @@
+"""Per-layer gradient and weight statistics with fused multi-tensor kernels.
+
+Every function here only *enqueues* device work and returns device tensors;
+nothing calls ``.item()``, ``.cpu()`` or synchronises. The monitor gathers the
+results of a whole report into one tensor and copies it to the host once.
+
+Per layer we keep the sum of squares (not the norm) until the end, so that a
+layer's norm over several tensors, or later over several shards, is exact:
+||w|| = sqrt(sum over tensors of ||w_i||^2). Max-abs decides whether a layer
+holds a NaN/Inf; an L2 norm can overflow to inf on finite values.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from gradwatch.agents.layout import DeviceGroup
+
+_INF = float("inf")
+
+
+def _per_layer(group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int) -> torch.Tensor:
+    """Shape (2, L): per-layer sum of squares and max-abs of ``tensors``.
+
+    Layers with no tensor in ``tensors`` get 0 and 0; the caller knows which
+    layers were present and masks them on the host.
+    """
+    device = group.device
+    if not tensors:
+        return torch.zeros(2, num_layers, device=device)
+    norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    max_abs = torch.stack(torch._foreach_norm(tensors, _INF, dtype=torch.float32))
+    if len(tensors) == len(group.params):
+        index = group.layer_index
+    else:
+        index = torch.tensor(param_layers, dtype=torch.long).to(device, non_blocking=True)
+    out = torch.zeros(2, num_layers, device=device)
+    out[0].index_add_(0, index, norms * norms)
+    out[1].scatter_reduce_(0, index, max_abs, "amax", include_self=True)
+    return out
+
+
+def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, set[int]]:
+    """Per-layer gradient (sum of squares, max-abs), and the layers that had a gradient.
+
+    Sparse gradients are densified on their values only (their norm is the norm
+    of the stored values).
+    """
+    grads: list[torch.Tensor] = []
+    layers: list[int] = []
+    for param, layer in zip(group.params, group.layer_of_param):
+        grad = param.grad
+        if grad is None:
+            continue
+        if grad.is_sparse:
+            grad = grad.coalesce().values()
+        grads.append(grad.detach())
+        layers.append(layer)
+    return _per_layer(group, grads, layers, num_layers), set(layers)
+
+
+def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
+    """Per-layer weight (sum of squares, max-abs)."""
+    weights = [p.detach() for p in group.params]
+    return _per_layer(group, weights, list(group.layer_of_param), num_layers)
+
+
+def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
+    """A temporary copy of the weights, held only across one optimizer step."""
+    return torch._foreach_mul([p.detach() for p in group.params], 1.0)
+
+
+def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:
+    """Shape (2, L): per-layer sum of squares of (before - after), and of before.
+
+    ``before`` is consumed (overwritten in place) to avoid a second copy.
+    """
+    device = group.device
+    layers = list(group.layer_of_param)
+    before_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
+    torch._foreach_sub_(before, [p.detach() for p in group.params])
+    delta_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
+    index = group.layer_index if len(layers) == len(group.params) else torch.tensor(layers, device=device)
+    out = torch.zeros(2, num_layers, device=device)
+    out[0].index_add_(0, index, delta_norms * delta_norms)
+    out[1].index_add_(0, index, before_norms * before_norms)
+    return out

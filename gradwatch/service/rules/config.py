@@ -1,0 +1,199 @@
+"""Validated settings for the symptom rules: one pydantic model per rule.
+
+The service loads these from the ``[rules]`` table of its TOML config, e.g.::
+
+    [rules.loss_spike]
+    z_threshold = 12
+
+Defaults are chosen to be right for most runs (see ``docs/rules.md``). Every
+model forbids unknown keys so a typo in a config file is an error that names
+the key instead of a setting that silently does nothing.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _RuleConfig(BaseModel):
+    """Common model settings: strict keys, immutable, validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class NonfiniteConfig(_RuleConfig):
+    """Settings of the ``nonfinite`` rule (NaN/Inf in loss, gradients or weights)."""
+
+    max_layers_listed: int = Field(
+        10, ge=1, description="How many affected layers (in model order) the evidence names."
+    )
+    ignore_skipped_steps: bool = Field(
+        True,
+        description=(
+            "Ignore non-finite gradients on steps the optimizer skipped (AMP GradScaler found "
+            "inf and skipped the step): routine loss scaling, not an incident."
+        ),
+    )
+
+
+class ExplodingGradientConfig(_RuleConfig):
+    """Settings of the ``exploding_gradient`` rule."""
+
+    growth_factor: float = Field(
+        30.0, gt=1.0, description="Global gradient norm growth over its baseline that counts as explosion."
+    )
+    rise_rows: int = Field(
+        2, ge=1, description="Consecutive rising stats rows needed before growth counts (rejects one-off spikes)."
+    )
+    baseline_rows: int = Field(
+        8, ge=1, description="Stats rows whose median forms a baseline (first rows of the window, or rows before the rise)."
+    )
+    weight_growth_factor: float = Field(
+        3.0, gt=1.0, description="Global weight norm growth over the window's first rows that counts as explosion."
+    )
+    weight_accel_ratio: float = Field(
+        0.75,
+        ge=0.0,
+        description=(
+            "Weight growth only counts when it is not decelerating: the log-growth rate of the last "
+            "third of the window must be at least this fraction of the first third's."
+        ),
+    )
+    depth_ratio: float = Field(
+        1e3, gt=1.0, description="Lowest-quarter / top-quarter median RMS gradient that counts as a depth explosion."
+    )
+    depth_rows: int = Field(3, ge=1, description="Latest stats rows that must all show the depth ratio.")
+    min_layers: int = Field(4, ge=2, description="Layers with a gradient needed before the depth profile is judged.")
+    max_update_ratio: float = Field(
+        1.0, gt=0.0, description="Global update/weight ratio at or above which one step rewrites the weights."
+    )
+    loss_window_steps: int = Field(
+        40, ge=6, description="Every-step losses used to judge whether the loss is rising."
+    )
+    loss_noise_k: float = Field(
+        2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
+    )
+
+
+class VanishingGradientConfig(_RuleConfig):
+    """Settings of the ``vanishing_gradient`` rule."""
+
+    depth_ratio: float = Field(
+        1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="Lowest-quarter / top-quarter median RMS gradient below which lower layers have vanished.",
+    )
+    patience_rows: int = Field(3, ge=1, description="Latest stats rows whose median depth ratio is judged.")
+    min_layers: int = Field(4, ge=2, description="Layers with a gradient needed before the depth profile is judged.")
+    update_ratio_ratio: float = Field(
+        1e-3,
+        gt=0.0,
+        lt=1.0,
+        description="Lowest-quarter / top-quarter update ratio below which lower layers count as frozen.",
+    )
+    collapse_factor: float = Field(
+        1e4, gt=1.0, description="Fall of the global gradient norm from the window's first rows that counts as collapse."
+    )
+    baseline_rows: int = Field(8, ge=1, description="First stats rows whose median is the collapse baseline.")
+    loss_window_steps: int = Field(
+        40, ge=6, description="Every-step losses used to judge whether the loss still improves."
+    )
+    min_improvement: float = Field(
+        2.0, ge=0.0, description="Loss improvement, in noise sigmas, below which the loss counts as not improving."
+    )
+
+
+class LossSpikeConfig(_RuleConfig):
+    """Settings of the ``loss_spike`` rule."""
+
+    z_threshold: float = Field(10.0, gt=0.0, description="Jump over the baseline, in robust noise sigmas, that is a spike.")
+    min_rel_jump: float = Field(
+        0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
+    )
+    baseline_steps: int = Field(50, ge=3, description="Previous finite losses whose median is the baseline.")
+    min_history: int = Field(10, ge=3, description="Finite losses needed before a step is judged.")
+    rel_noise_floor: float = Field(
+        1e-3, ge=0.0, description="Noise sigma is at least this fraction of |baseline| (guards perfectly smooth losses)."
+    )
+    recovery_fraction: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="A spike stays present while the newest loss is above baseline + this * z_threshold * sigma.",
+    )
+
+    @model_validator(mode="after")
+    def _history_fits_baseline(self) -> LossSpikeConfig:
+        if self.min_history > self.baseline_steps:
+            raise ValueError(
+                f"loss_spike.min_history ({self.min_history}) must not exceed "
+                f"loss_spike.baseline_steps ({self.baseline_steps})"
+            )
+        return self
+
+
+class OverfittingConfig(_RuleConfig):
+    """Settings of the ``overfitting`` rule."""
+
+    min_val_points: int = Field(4, ge=2, description="Finite validation losses needed before the rule is judged.")
+    rel_tolerance: float = Field(
+        0.05, ge=0.0, description="Val loss must exceed its running minimum by more than this fraction of |min|."
+    )
+    noise_k: float = Field(
+        3.0, ge=0.0, description="Val loss must also exceed its running minimum by this many val-noise sigmas (MAD of first differences)."
+    )
+    patience: int = Field(3, ge=1, description="Latest val points that must all be above the tolerance line.")
+    train_window_steps: int = Field(
+        20, ge=1, description="Every-step losses at or before a val step whose median is the train loss then."
+    )
+
+    @model_validator(mode="after")
+    def _patience_fits(self) -> OverfittingConfig:
+        if self.patience >= self.min_val_points:
+            raise ValueError(
+                f"overfitting.patience ({self.patience}) must be smaller than "
+                f"overfitting.min_val_points ({self.min_val_points}): a minimum must precede the rise"
+            )
+        return self
+
+
+class StagnationConfig(_RuleConfig):
+    """Settings of the ``stagnation`` rule."""
+
+    window_steps: int = Field(40, ge=6, description="Latest finite every-step losses judged for improvement.")
+    min_improvement: float = Field(
+        2.0, ge=0.0, description="Improvement (first-third minus last-third median), in noise sigmas, that counts."
+    )
+    rel_tolerance: float = Field(
+        1e-3, ge=0.0, description="Improvement must also exceed this fraction of |median loss| to count."
+    )
+    min_update_ratio: float = Field(
+        1e-5, gt=0.0, description="Global update/weight ratio below which updates are tiny."
+    )
+    dead_grad_ratio: float = Field(
+        1e-9, ge=0.0, description="grad_norm/weight_norm at or below which a layer's gradient counts as dead."
+    )
+    skipped_fraction: float = Field(
+        0.9, gt=0.0, le=1.0, description="Fraction of skipped optimizer steps in the window that means no updates."
+    )
+    frozen_rel_range: float = Field(
+        1e-6, ge=0.0, description="Without update ratios: loss range <= this * |median| means frozen."
+    )
+    warmup_lr_rise: float = Field(
+        1.05, gt=1.0, description="Silent while latest lr > this * lr at the window start (warmup)."
+    )
+    decay_tail_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Silent while latest lr < this * max lr in view (end of a decay schedule)."
+    )
+
+
+class RulesConfig(_RuleConfig):
+    """All rule settings, one section per symptom (the ``[rules]`` TOML table)."""
+
+    exploding_gradient: ExplodingGradientConfig = Field(default_factory=ExplodingGradientConfig)
+    vanishing_gradient: VanishingGradientConfig = Field(default_factory=VanishingGradientConfig)
+    nonfinite: NonfiniteConfig = Field(default_factory=NonfiniteConfig)
+    loss_spike: LossSpikeConfig = Field(default_factory=LossSpikeConfig)
+    overfitting: OverfittingConfig = Field(default_factory=OverfittingConfig)
+    stagnation: StagnationConfig = Field(default_factory=StagnationConfig)

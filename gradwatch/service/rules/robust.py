@@ -1,0 +1,142 @@
+"""Robust numeric helpers the rules share.
+
+Training statistics are heavy-tailed (small batches, occasional bad batches),
+trend-carrying (the loss falls) and scale-free (a loss of 1e-5 is as healthy
+as one of 10). So the rules use medians rather than means, MAD rather than
+standard deviation, noise from first differences rather than from levels (the
+trend cancels), and ratios or log-differences rather than absolute thresholds.
+
+All helpers are warning-free on all-NaN or empty input: they return NaN
+rather than asking callers to silence numpy (``warnings.catch_warnings`` is
+not thread-safe, and the service evaluates runs concurrently).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: 1.4826 * MAD estimates the standard deviation of a normal distribution.
+MAD_TO_SIGMA = 1.4826
+#: Relative noise floor for perfectly smooth series (a loss that never moves
+#: would otherwise have zero noise and every wobble would be infinitely
+#: significant).
+TINY_REL = 1e-12
+TINY_ABS = 1e-30
+
+
+def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
+    """Median ignoring NaN; NaN (not a warning) for an all-NaN or empty slice.
+
+    Returns a float when ``axis`` is None, else an array reduced over ``axis``.
+    ``inf`` values take part like any other value.
+    """
+    a = np.asarray(x, dtype=float)
+    if axis is None:
+        f = a[~np.isnan(a)]
+        return float(np.median(f)) if f.size else float("nan")
+    if a.shape[axis] == 0:
+        return np.full(np.delete(a.shape, axis), np.nan)
+    ok = ~np.all(np.isnan(a), axis=axis, keepdims=True)
+    m = np.nanmedian(np.where(ok, a, 0.0), axis=axis)
+    return np.where(np.squeeze(ok, axis=axis), m, np.nan)
+
+
+def mad_sigma(x: np.ndarray, axis: int | None = None) -> Any:
+    """Robust standard deviation: 1.4826 * median(|x - median(x)|), NaN ignored."""
+    a = np.asarray(x, dtype=float)
+    if axis is None:
+        med = nanmedian(a)
+        return MAD_TO_SIGMA * nanmedian(np.abs(a - med))
+    med = np.expand_dims(nanmedian(a, axis=axis), axis)
+    return MAD_TO_SIGMA * nanmedian(np.abs(a - med), axis=axis)
+
+
+def diff_sigma(x: np.ndarray, axis: int = -1) -> Any:
+    """Per-sample noise of a series from its first differences.
+
+    For x_t = trend_t + e_t with i.i.d. e, x_t - x_{t-1} = (trend step) + e_t - e_{t-1}:
+    the MAD around the median difference removes a smooth trend, and the
+    difference of two noise draws has sqrt(2) times the noise sigma.
+    """
+    d = np.diff(np.asarray(x, dtype=float), axis=axis)
+    if d.ndim == 1:
+        return mad_sigma(d) / np.sqrt(2.0)
+    return mad_sigma(d, axis=axis) / np.sqrt(2.0)
+
+
+def safe_ratio(num: Any, den: Any) -> Any:
+    """num / den with NaN where den is 0 or NaN (never a warning)."""
+    n = np.asarray(num, dtype=float)
+    d = np.asarray(den, dtype=float)
+    ok = np.isfinite(d) & (d != 0)
+    out = np.divide(n, np.where(ok, d, 1.0))
+    out = np.where(ok, out, np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def run_lengths(mask: np.ndarray) -> np.ndarray:
+    """Length of the run of True ending at each index (0 where False)."""
+    m = np.asarray(mask, dtype=bool)
+    idx = np.arange(m.size)
+    # Index of the most recent False at or before each position; -1 if none.
+    last_false = np.maximum.accumulate(np.where(~m, idx, -1)) if m.size else idx
+    return np.where(m, idx - last_false, 0)
+
+
+def trailing_run(mask: np.ndarray) -> int:
+    """Length of the run of True at the end of ``mask``."""
+    r = run_lengths(mask)
+    return int(r[-1]) if r.size else 0
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Level change of a noisy series between its first and last thirds."""
+
+    first: float
+    last: float
+    sigma: float
+
+    @property
+    def change(self) -> float:
+        """last - first (negative when a loss improves)."""
+        return self.last - self.first
+
+    def improving(self, k: float, rel: float = 0.0) -> bool:
+        """The series fell by more than max(k * sigma, rel * |first|)."""
+        return -self.change > max(k * self.sigma, rel * abs(self.first))
+
+    def rising(self, k: float) -> bool:
+        """The series rose by more than k * sigma."""
+        return self.change > k * self.sigma
+
+
+def trend(x: np.ndarray) -> Trend:
+    """Compare medians of the first and last thirds of a finite series.
+
+    The medians of n/3 samples have a standard error of about
+    1.25 * sigma / sqrt(n/3) each, so a change of 2 sigma over a 40-step window
+    is several standard errors: small enough to see real progress, large
+    enough that noise does not look like progress.
+    """
+    a = np.asarray(x, dtype=float)
+    k = max(1, a.size // 3)
+    first = nanmedian(a[:k])
+    last = nanmedian(a[-k:])
+    sigma = float(diff_sigma(a)) if a.size > 2 else float("nan")
+    floor = TINY_REL * abs(nanmedian(a)) + TINY_ABS
+    sigma = max(sigma, floor) if np.isfinite(sigma) else floor
+    return Trend(first=first, last=last, sigma=sigma)
+
+
+def as_float(x: Any) -> float:
+    """A plain Python float for evidence dicts (keeps NaN/Inf)."""
+    return float(x)
+
+
+def as_floats(x: Any) -> list[float]:
+    """A list of plain Python floats for evidence dicts."""
+    return [float(v) for v in np.asarray(x, dtype=float).ravel()]

@@ -1,0 +1,89 @@
+"""What a rule sees: an immutable window of one run's history, and what it says back.
+
+Rules are pure functions ``(RunView, config) -> Finding | None``. They read
+numpy arrays, do no I/O, keep no state and read no clock; everything they need
+(including which data is new since the previous evaluation) is in the view.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+SYMPTOMS = (
+    "exploding_gradient",
+    "vanishing_gradient",
+    "nonfinite",
+    "loss_spike",
+    "overfitting",
+    "stagnation",
+)
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A window of one run's history, oldest first.
+
+    Every-step series (``loss_steps``, ``loss``, ``lr``, ``skipped``) have one
+    entry per optimizer step the agent reported. Layer statistics (``stat_*``
+    and the 2-D arrays) have one row per step that carried layer statistics,
+    one column per layer in model order (input side first).
+
+    Conventions: ``nan`` in a layer array means "not measured" (a frozen layer
+    has no gradient; the update ratio is sampled). Non-finite *data* is
+    carried by the boolean ``*_nonfinite`` arrays, decided from max-abs, and by
+    the raw ``loss``/``val_loss`` values, which keep their NaN/Inf.
+    """
+
+    layers: tuple[str, ...]
+    #: Parameter elements per layer, shape (L,).
+    layer_numel: np.ndarray
+    #: Every-step series, shape (T,).
+    loss_steps: np.ndarray
+    loss: np.ndarray
+    lr: np.ndarray
+    skipped: np.ndarray
+    #: Held-out loss, shape (V,), at the steps the user passed one.
+    val_steps: np.ndarray
+    val_loss: np.ndarray
+    #: Steps that carried layer statistics, shape (S,).
+    stat_steps: np.ndarray
+    #: Shape (S, L). Norms are L2 over the layer's parameters; inf is kept
+    #: (a norm can overflow on finite data); nan means not measured.
+    grad_norm: np.ndarray
+    weight_norm: np.ndarray
+    update_ratio: np.ndarray
+    #: Shape (S, L): the layer held a NaN/Inf (its max-abs was non-finite).
+    grad_nonfinite: np.ndarray
+    weight_nonfinite: np.ndarray
+    #: Index into the every-step series of the first entry not yet seen by a
+    #: previous evaluation; the same for the layer rows and the val series.
+    new_loss_from: int = 0
+    new_stat_from: int = 0
+    new_val_from: int = 0
+    #: Rank that sent each every-step entry (shape (T,)), for attribution.
+    loss_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    @property
+    def latest_step(self) -> int:
+        """The newest step in the view, or -1 when it is empty."""
+        candidates = [int(a[-1]) for a in (self.loss_steps, self.stat_steps, self.val_steps) if a.size]
+        return max(candidates) if candidates else -1
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A rule's verdict that a symptom is present now.
+
+    ``step`` is the first step of the evidence (the onset as far as the rule
+    can tell), not the step at which the rule ran.
+    """
+
+    symptom: str
+    step: int
+    evidence: dict[str, Any]
+    advice: str
+    layer: str | None = None
+    rank: int | None = None

@@ -1,0 +1,153 @@
+"""The wire schema between the agent and the aggregator.
+
+A leaf module: it imports pydantic and the standard library, nothing of ours,
+so that both sides can depend on it without depending on each other.
+
+Encoding. Reports travel as JSON. NaN and Inf are the signal this project
+exists to carry, so floats are written with the JSON extensions that Python's
+``json`` module, JavaScript's ``JSON5`` and pydantic all read: ``NaN``,
+``Infinity`` and ``-Infinity``. ``null`` means "not measured" (a frozen layer
+has no gradient); it is never used for a non-finite value.
+
+Layout. Per-layer statistics are columnar: one array per statistic, aligned
+with ``LayerStats.names``. A thousand-layer report is then a handful of arrays
+rather than a thousand objects, which keeps both encoding and ingest cheap.
+
+Versioning. ``Report.v`` names the schema version. A service accepts the
+versions listed in ``SUPPORTED_VERSIONS`` and rejects others with a 4xx that
+says which versions it reads.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+#: Longest run name accepted. Run names become Prometheus label values and URL
+#: path segments, so they are kept short and printable.
+MAX_RUN_NAME = 128
+#: Layer names are module paths ("encoder.layers.11.attn.q_proj").
+MAX_LAYER_NAME = 256
+MAX_LAYERS_PER_REPORT = 20_000
+MAX_STEPS_PER_REPORT = 10_000
+MAX_SCALARS_PER_STEP = 32
+
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=/-]*$"
+_RUN_NAME_RE = re.compile(RUN_NAME_PATTERN)
+_SCALAR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+RunName = Annotated[str, Field(min_length=1, max_length=MAX_RUN_NAME, pattern=RUN_NAME_PATTERN)]
+
+# A float that may be NaN or +-Inf (that is data here), or None when absent.
+MaybeFloat = float | None
+
+_WIRE_CONFIG = ConfigDict(
+    extra="forbid",
+    frozen=True,
+    ser_json_inf_nan="constants",
+    allow_inf_nan=True,
+)
+
+
+def is_valid_run_name(name: str) -> bool:
+    """True when ``name`` is acceptable as a run name."""
+    return 0 < len(name) <= MAX_RUN_NAME and _RUN_NAME_RE.match(name) is not None
+
+
+class LayerStats(BaseModel):
+    """Per-layer statistics at one step, one array entry per layer.
+
+    A layer is a module that owns parameters; its statistics combine all its
+    own parameter tensors (the norm over their concatenation, the max of their
+    max-abs). Layers are listed in model order, input side first.
+    """
+
+    model_config = _WIRE_CONFIG
+
+    names: list[Annotated[str, Field(min_length=1, max_length=MAX_LAYER_NAME)]] = Field(
+        max_length=MAX_LAYERS_PER_REPORT
+    )
+    #: Number of parameter elements per layer; lets the service compare layers
+    #: of different sizes by root-mean-square rather than raw norm.
+    numel: list[Annotated[int, Field(ge=0)]]
+    grad_norm: list[MaybeFloat]
+    grad_max_abs: list[MaybeFloat]
+    weight_norm: list[MaybeFloat]
+    weight_max_abs: list[MaybeFloat]
+    #: ||w_after - w_before|| / ||w_before||, only on sampled steps.
+    update_ratio: list[MaybeFloat] | None = None
+
+    @model_validator(mode="after")
+    def _columns_align(self) -> LayerStats:
+        n = len(self.names)
+        for column in ("numel", "grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs"):
+            if len(getattr(self, column)) != n:
+                raise ValueError(f"layers.{column} has {len(getattr(self, column))} entries, layers.names has {n}")
+        if self.update_ratio is not None and len(self.update_ratio) != n:
+            raise ValueError(f"layers.update_ratio has {len(self.update_ratio)} entries, layers.names has {n}")
+        if len(set(self.names)) != n:
+            raise ValueError("layers.names must be unique")
+        return self
+
+
+class StepRecord(BaseModel):
+    """What the agent saw at one optimizer step."""
+
+    model_config = _WIRE_CONFIG
+
+    step: int = Field(ge=0)
+    loss: MaybeFloat = None
+    val_loss: MaybeFloat = None
+    lr: MaybeFloat = None
+    #: Wall-clock seconds since the previous step, measured on the host.
+    step_time: MaybeFloat = None
+    #: Global gradient L2 norm over all layers (on steps with layer stats).
+    grad_norm: MaybeFloat = None
+    #: True when the optimizer did not step (a GradScaler skip, say).
+    skipped: bool = False
+    scalars: dict[str, MaybeFloat] = Field(default_factory=dict, max_length=MAX_SCALARS_PER_STEP)
+    layers: LayerStats | None = None
+
+    @field_validator("scalars")
+    @classmethod
+    def _scalar_names(cls, value: dict[str, MaybeFloat]) -> dict[str, MaybeFloat]:
+        for name in value:
+            if len(name) > 64 or not _SCALAR_NAME_RE.match(name):
+                raise ValueError(f"scalar name {name[:80]!r} must match [A-Za-z_][A-Za-z0-9_]* (at most 64 chars)")
+        return value
+
+
+class Report(BaseModel):
+    """One POST from one agent: a batch of consecutive step records."""
+
+    model_config = _WIRE_CONFIG
+
+    v: Literal[1] = SCHEMA_VERSION
+    run: RunName
+    rank: int = Field(default=0, ge=0)
+    world_size: int = Field(default=1, ge=1)
+    host: str = Field(default="", max_length=255)
+    #: Agent library version, for support questions.
+    agent: str = Field(default="", max_length=64)
+    #: Records the agent dropped (buffer full, service unreachable) since the
+    #: last report it delivered.
+    dropped: int = Field(default=0, ge=0)
+    steps: list[StepRecord] = Field(max_length=MAX_STEPS_PER_REPORT)
+
+    @model_validator(mode="after")
+    def _rank_in_world(self) -> Report:
+        if self.rank >= self.world_size:
+            raise ValueError(f"rank {self.rank} is not below world_size {self.world_size}")
+        return self
+
+
+class Accepted(BaseModel):
+    """The service's answer to a report it ingested."""
+
+    accepted: int
+    run: str
