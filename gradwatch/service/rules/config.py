@@ -46,7 +46,9 @@ class ExplodingGradientConfig(_RuleConfig):
         2, ge=1, description="Consecutive rising stats rows needed before growth counts (rejects one-off spikes)."
     )
     baseline_rows: int = Field(
-        8, ge=1, description="Stats rows whose median forms a baseline (first rows of the window, or rows before the rise)."
+        8,
+        ge=1,
+        description="Stats rows whose median is a baseline (the window's first rows, or rows before the rise).",
     )
     weight_growth_factor: float = Field(
         3.0, gt=1.0, description="Global weight norm growth over the window's first rows that counts as explosion."
@@ -67,9 +69,7 @@ class ExplodingGradientConfig(_RuleConfig):
     max_update_ratio: float = Field(
         1.0, gt=0.0, description="Global update/weight ratio at or above which one step rewrites the weights."
     )
-    loss_window_steps: int = Field(
-        40, ge=6, description="Every-step losses used to judge whether the loss is rising."
-    )
+    loss_window_steps: int = Field(40, ge=6, description="Every-step losses used to judge whether the loss is rising.")
     loss_noise_k: float = Field(
         2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
     )
@@ -93,7 +93,9 @@ class VanishingGradientConfig(_RuleConfig):
         description="Lowest-quarter / top-quarter update ratio below which lower layers count as frozen.",
     )
     collapse_factor: float = Field(
-        1e4, gt=1.0, description="Fall of the global gradient norm from the window's first rows that counts as collapse."
+        1e4,
+        gt=1.0,
+        description="Fall of the global grad norm from the window's first rows that counts as collapse.",
     )
     baseline_rows: int = Field(8, ge=1, description="First stats rows whose median is the collapse baseline.")
     loss_window_steps: int = Field(
@@ -107,14 +109,16 @@ class VanishingGradientConfig(_RuleConfig):
 class LossSpikeConfig(_RuleConfig):
     """Settings of the ``loss_spike`` rule."""
 
-    z_threshold: float = Field(10.0, gt=0.0, description="Jump over the baseline, in robust noise sigmas, that is a spike.")
+    z_threshold: float = Field(10.0, gt=0.0, description="Jump over the baseline, in noise sigmas, that is a spike.")
     min_rel_jump: float = Field(
         0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
     )
     baseline_steps: int = Field(50, ge=3, description="Previous finite losses whose median is the baseline.")
     min_history: int = Field(10, ge=3, description="Finite losses needed before a step is judged.")
     rel_noise_floor: float = Field(
-        1e-3, ge=0.0, description="Noise sigma is at least this fraction of |baseline| (guards perfectly smooth losses)."
+        1e-3,
+        ge=0.0,
+        description="Noise sigma is at least this fraction of |baseline| (guards smooth losses).",
     )
     recovery_fraction: float = Field(
         0.5,
@@ -141,7 +145,9 @@ class OverfittingConfig(_RuleConfig):
         0.05, ge=0.0, description="Val loss must exceed its running minimum by more than this fraction of |min|."
     )
     noise_k: float = Field(
-        3.0, ge=0.0, description="Val loss must also exceed its running minimum by this many val-noise sigmas (MAD of first differences)."
+        3.0,
+        ge=0.0,
+        description="Val loss must also exceed its running minimum by this many val-noise sigmas.",
     )
     patience: int = Field(3, ge=1, description="Latest val points that must all be above the tolerance line.")
     train_window_steps: int = Field(

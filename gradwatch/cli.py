@@ -1,0 +1,98 @@
+"""The ``gradwatch`` command: ``serve`` the aggregator, or run the ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from gradwatch import __version__
+from gradwatch.agents.options import DEFAULT_PORT
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gradwatch",
+        description=(
+            "Watch PyTorch training while it runs. Start the aggregator with 'gradwatch serve', add "
+            "gradwatch.watch(model, optimizer, run=...) to a training script, and read diagnoses at "
+            "/v1/runs/<run>/diagnoses or in Prometheus at /metrics. 'gradwatch demo' shows it all at once."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"gradwatch {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the aggregator (HTTP API, /metrics) on Ray",
+        description=(
+            "Run the aggregator: a Ray actor holding every run's state, behind an HTTP API. By default it "
+            "starts a private local Ray instance and stops it on exit; --address joins an existing cluster, "
+            "where the aggregator actor is detached and keeps its state across restarts of this command."
+        ),
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
+    serve.add_argument(
+        "--address", default=None, help="Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (default: start a local one)"
+    )
+    serve.add_argument("--config", default=None, metavar="FILE", help="TOML file with rule thresholds and limits")
+    serve.add_argument("--name", default="default", help="aggregator name, for several services on one Ray cluster")
+    serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    demo = commands.add_parser(
+        "demo",
+        help="train small models that go wrong and show the diagnoses",
+        description=(
+            "Start the aggregator in-process and train four small models on the CPU: one with vanishing "
+            "gradients, one with exploding gradients, one that hits NaN, and a healthy control. Each diagnosis "
+            "is printed as it fires. Exits 0 when every expected diagnosis fired and the control stayed quiet."
+        ),
+    )
+    demo.add_argument("--port", type=_port, default=0, help="port for the demo service (default: any free port)")
+    demo.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default: %(default)s)")
+    demo.add_argument("--keep-serving", action="store_true", help="keep the service up after the demo, until Ctrl-C")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "demo":
+        from gradwatch.demo import run_demo
+
+        return run_demo(port=args.port, steps=args.steps, keep_serving=args.keep_serving)
+    parser.print_help()
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gradwatch.service.config import ConfigError, load_config
+    from gradwatch.service.server import Service, serve_forever
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gradwatch serve: {exc}", file=sys.stderr)
+        return 2
+    service = Service(config, host=args.host, port=args.port, address=args.address, name=args.name)
+    try:
+        serve_forever(service)
+    except OSError as exc:
+        print(f"gradwatch serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

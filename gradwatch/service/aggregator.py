@@ -1,0 +1,185 @@
+"""The aggregator: per-run state, incremental rule evaluation, snapshots.
+
+:class:`Aggregator` is plain Python so it can be tested directly; the service
+runs it as a named, detached, restartable Ray actor (see
+:func:`gradwatch.service.ray_actor.start_aggregator`). Ray calls an actor's
+methods one at a time, so nothing here needs a lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from gradwatch.service import rules
+from gradwatch.service.config import ServiceConfig
+from gradwatch.service.diagnoses import Change, DiagnosisTracker
+from gradwatch.service.run_state import Latest, RunState
+from gradwatch.wire import Report
+
+logger = logging.getLogger("gradwatch.service")
+
+
+class IngestRefused(Exception):
+    """A report that is valid but cannot be taken; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What /metrics shows of one run."""
+
+    run: str
+    latest: Latest
+    layers: tuple[str, ...]
+    active: dict[str, bool]
+    onsets: dict[str, int]
+    reports: int
+    steps_received: int
+    agent_dropped: int
+    last_report_time: float
+    ranks: int
+
+
+@dataclass(frozen=True)
+class AggregatorSnapshot:
+    runs: list[RunSnapshot]
+    reports_total: int
+    steps_total: int
+    evaluations_total: int
+    evaluation_seconds_total: float
+
+
+@dataclass
+class _Run:
+    state: RunState
+    tracker: DiagnosisTracker
+    restarts_seen: int = 0
+
+
+@dataclass
+class Aggregator:
+    """All runs of one aggregator shard."""
+
+    config: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def __post_init__(self) -> None:
+        self._runs: dict[str, _Run] = {}
+        self._reports = 0
+        self._steps = 0
+        self._evaluations = 0
+        self._evaluation_seconds = 0.0
+
+    def ping(self) -> bool:
+        return True
+
+    def ingest(self, report: Report, now: float | None = None) -> list[Change]:
+        """Take one report, evaluate the run's rules, return what fired or cleared."""
+        now = time.time() if now is None else now
+        entry = self._runs.get(report.run)
+        if entry is None:
+            if len(self._runs) >= self.config.limits.max_runs:
+                raise IngestRefused(
+                    429, f"this aggregator already holds {len(self._runs)} runs (limits.max_runs); refusing a new run"
+                )
+            entry = _Run(RunState(report.run, self.config.windows), DiagnosisTracker(self.config.clear_after_steps))
+            self._runs[report.run] = entry
+        for record in report.steps:
+            if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
+                raise IngestRefused(
+                    413, f"report has {len(record.layers.names)} layers; limits.max_layers is {self.config.limits.max_layers}"
+                )
+        state = entry.state
+        restarts_before = state.restarts
+        state.ingest(report, now)
+        self._reports += 1
+        self._steps += len(report.steps)
+        if state.restarts != restarts_before:
+            entry.tracker.reset_clock(state.latest.step)
+        if not state.has_unseen:
+            return []
+        return self._evaluate(entry, now)
+
+    def _evaluate(self, entry: _Run, now: float) -> list[Change]:
+        started = time.perf_counter()
+        view = entry.state.view()
+        findings = rules.evaluate(view, self.config.rules)
+        entry.state.mark_seen()
+        changes = entry.tracker.update(entry.state.run, findings, max(view.latest_step, entry.state.latest.step), now)
+        self._evaluations += 1
+        self._evaluation_seconds += time.perf_counter() - started
+        return changes
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The run list of ``GET /v1/runs``."""
+        out = []
+        for name, entry in sorted(self._runs.items()):
+            state = entry.state
+            out.append(
+                {
+                    "run": name,
+                    "step": state.latest.step,
+                    "loss": state.latest.loss,
+                    "ranks": sorted(state.ranks),
+                    "world_size": state.world_size,
+                    "reports": state.reports,
+                    "layers": len(state.layer_names),
+                    "first_report_time": state.first_report_time,
+                    "last_report_time": state.last_report_time,
+                    "active_symptoms": sorted(entry.tracker.active_symptoms()),
+                }
+            )
+        return out
+
+    def diagnoses(self, run: str) -> list[dict[str, Any]] | None:
+        """The diagnoses of one run, or None for a run never seen."""
+        entry = self._runs.get(run)
+        return None if entry is None else entry.tracker.items()
+
+    def layers(self, run: str) -> dict[str, Any] | None:
+        """Newest per-layer statistics of one run (for people and the live page)."""
+        entry = self._runs.get(run)
+        if entry is None:
+            return None
+        latest = entry.state.latest
+        return {
+            "run": run,
+            "step": latest.step,
+            "layers": list(entry.state.layer_names),
+            "grad_norm": _as_list(latest.layer_grad_norm),
+            "weight_norm": _as_list(latest.layer_weight_norm),
+            "update_ratio": _as_list(latest.layer_update_ratio),
+        }
+
+    def snapshot(self) -> AggregatorSnapshot:
+        """A consistent copy of what /metrics exposes."""
+        runs = []
+        for name, entry in self._runs.items():
+            state, tracker = entry.state, entry.tracker
+            runs.append(
+                RunSnapshot(
+                    run=name,
+                    latest=state.latest,
+                    layers=state.layer_names,
+                    active={s: d.active for s, d in tracker.by_symptom.items()},
+                    onsets={s: d.step for s, d in tracker.by_symptom.items()},
+                    reports=state.reports,
+                    steps_received=state.steps_received,
+                    agent_dropped=state.agent_dropped,
+                    last_report_time=state.last_report_time,
+                    ranks=len(state.ranks),
+                )
+            )
+        return AggregatorSnapshot(runs, self._reports, self._steps, self._evaluations, self._evaluation_seconds)
+
+
+def _as_list(values: np.ndarray | None) -> list[float] | None:
+    return None if values is None else values.tolist()

@@ -1,0 +1,77 @@
+"""Configuration of the aggregator, validated at start-up.
+
+``gradwatch serve --config FILE`` reads a TOML file whose tables map onto
+:class:`ServiceConfig`; a misspelt key is an error that names it::
+
+    [rules.loss_spike]
+    z_threshold = 12
+
+    [windows]
+    steps = 1024
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from gradwatch.service.rules.config import RulesConfig
+
+
+class WindowConfig(BaseModel):
+    """How much history the aggregator keeps per run (memory is bounded by these)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    steps: int = Field(default=512, ge=32, le=100_000, description="Every-step entries (loss, lr) kept per run.")
+    stat_rows: int = Field(default=64, ge=8, le=10_000, description="Rows of per-layer statistics kept per run.")
+    val_points: int = Field(default=128, ge=8, le=10_000, description="Held-out loss values kept per run.")
+
+
+class LimitsConfig(BaseModel):
+    """Guards against bad or runaway input."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest POST /v1/reports body.")
+    max_runs: int = Field(default=2_000, ge=1, description="Runs held at once; reports for more are refused (HTTP 429).")
+    max_layers: int = Field(default=20_000, ge=1, description="Layers per run; reports with more are refused (HTTP 413).")
+    ingest_timeout: float = Field(default=10.0, gt=0, description="Seconds an ingest may wait on the aggregator actor.")
+
+
+class ServiceConfig(BaseModel):
+    """Everything the aggregator can be told by a config file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    windows: WindowConfig = Field(default_factory=WindowConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    clear_after_steps: int = Field(
+        default=25,
+        ge=1,
+        description="A symptom clears once its rule has not fired for this many optimizer steps.",
+    )
+
+
+class ConfigError(ValueError):
+    """The config file cannot be read or does not validate; the message says where."""
+
+
+def load_config(path: str | Path | None) -> ServiceConfig:
+    """Read and validate a TOML config file; ``None`` gives the defaults."""
+    if path is None:
+        return ServiceConfig()
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    try:
+        return ServiceConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"config file {path}: {problems}") from exc

@@ -1,0 +1,139 @@
+"""Prometheus exposition: a custom collector over aggregator snapshots.
+
+Metric families are built fresh on every scrape from the newest snapshots, so
+a run that is forgotten disappears from /metrics by itself, and nothing is
+registered on prometheus-client's global registry.
+
+Label budget per run: 6 symptom series, ~8 run series plus the user's named
+scalars (at most 32), and 6 series per layer. Layers are per run, never per
+rank × layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gradwatch.service.aggregator import AggregatorSnapshot, RunSnapshot
+from gradwatch.service.rules.view import SYMPTOMS
+
+_LAYER_GAUGES = (
+    ("layer_grad_norm", "layer_grad_norm", "Gradient L2 norm of the layer at the newest statistics step."),
+    ("layer_weight_norm", "layer_weight_norm", "Weight L2 norm of the layer at the newest statistics step."),
+    ("layer_grad_max_abs", "layer_grad_max_abs", "Largest absolute gradient value in the layer (NaN/Inf when it holds one)."),
+    ("layer_weight_max_abs", "layer_weight_max_abs", "Largest absolute weight value in the layer (NaN/Inf when it holds one)."),
+    ("layer_update_ratio", "layer_update_ratio", "||dw||/||w|| of the layer at the newest sampled step (healthy is near 1e-3)."),
+)
+_RUN_GAUGES = (
+    ("step", "step", "Newest optimizer step reported."),
+    ("loss", "loss", "Training loss at the newest step."),
+    ("val_loss", "val_loss", "Newest held-out loss the run reported."),
+    ("learning_rate", "lr", "Learning rate of the first parameter group."),
+    ("grad_norm", "grad_norm", "Global gradient L2 norm at the newest statistics step."),
+    ("step_seconds", "step_time", "Wall-clock seconds of the newest step, measured by the agent."),
+)
+
+
+class SnapshotCollector(Collector):
+    """Collects from the snapshots last passed to :meth:`update`."""
+
+    def __init__(self) -> None:
+        self._snapshots: Sequence[AggregatorSnapshot] = ()
+
+    def update(self, snapshots: Sequence[AggregatorSnapshot]) -> None:
+        """Replace the snapshots the next ``collect()`` reads."""
+        self._snapshots = snapshots
+
+    def collect(self) -> Iterable[Metric]:
+        runs = [run for snapshot in self._snapshots for run in snapshot.runs]
+        yield from _symptom_families(runs)
+        yield from _run_families(runs)
+        yield from _layer_families(runs)
+        yield from _service_families(self._snapshots, len(runs))
+
+
+def _symptom_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
+    active = GaugeMetricFamily(
+        "gradwatch_symptom_active", "1 while the symptom is active on the run, 0 otherwise.", labels=["run", "symptom"]
+    )
+    onset = GaugeMetricFamily(
+        "gradwatch_symptom_onset_step", "First step at which the symptom was seen on the run.", labels=["run", "symptom"]
+    )
+    for run in runs:
+        for symptom in SYMPTOMS:
+            active.add_metric([run.run, symptom], 1.0 if run.active.get(symptom) else 0.0)
+            if symptom in run.onsets:
+                onset.add_metric([run.run, symptom], float(run.onsets[symptom]))
+    yield active
+    yield onset
+
+
+def _run_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
+    for metric, attribute, documentation in _RUN_GAUGES:
+        family = GaugeMetricFamily(f"gradwatch_{metric}", documentation, labels=["run"])
+        for run in runs:
+            value = getattr(run.latest, attribute)
+            # A value never reported stays absent; a reported NaN is exported as NaN.
+            if value is not None:
+                family.add_metric([run.run], float(value))
+        yield family
+    scalars = GaugeMetricFamily("gradwatch_scalar", "Named scalars the run passed to mon.step().", labels=["run", "name"])
+    reports = CounterMetricFamily("gradwatch_run_reports", "Reports received from the run's agents.", labels=["run"])
+    steps = CounterMetricFamily("gradwatch_run_steps", "Step records received from the run's agents.", labels=["run"])
+    dropped = CounterMetricFamily(
+        "gradwatch_agent_dropped_steps", "Step records the run's agents dropped before delivery.", labels=["run"]
+    )
+    last = GaugeMetricFamily(
+        "gradwatch_last_report_timestamp_seconds", "Unix time of the newest report from the run.", labels=["run"]
+    )
+    ranks = GaugeMetricFamily("gradwatch_run_ranks", "Ranks that have reported for the run.", labels=["run"])
+    for run in runs:
+        for name, value in run.latest.scalars.items():
+            scalars.add_metric([run.run, name], value)
+        reports.add_metric([run.run], run.reports)
+        steps.add_metric([run.run], run.steps_received)
+        dropped.add_metric([run.run], run.agent_dropped)
+        last.add_metric([run.run], run.last_report_time)
+        ranks.add_metric([run.run], run.ranks)
+    yield from (scalars, reports, steps, dropped, last, ranks)
+
+
+def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
+    for metric, attribute, documentation in _LAYER_GAUGES:
+        family = GaugeMetricFamily(f"gradwatch_{metric}", documentation, labels=["run", "layer"])
+        for run in runs:
+            values = getattr(run.latest, attribute)
+            if values is None:
+                continue
+            for layer, value in zip(run.layers, values.tolist()):
+                family.add_metric([run.run, layer], value)
+        yield family
+    nonfinite = GaugeMetricFamily(
+        "gradwatch_layer_nonfinite",
+        "1 when the layer's gradients or weights held NaN/Inf at the newest statistics step.",
+        labels=["run", "layer"],
+    )
+    for run in runs:
+        if run.latest.layer_nonfinite is None:
+            continue
+        for layer, bad in zip(run.layers, run.latest.layer_nonfinite.tolist()):
+            nonfinite.add_metric([run.run, layer], 1.0 if bad else 0.0)
+    yield nonfinite
+
+
+def _service_families(snapshots: Sequence[AggregatorSnapshot], num_runs: int) -> Iterable[Metric]:
+    runs = GaugeMetricFamily("gradwatch_runs", "Runs the aggregator holds.")
+    runs.add_metric([], num_runs)
+    yield runs
+    totals = (
+        ("gradwatch_ingested_reports", "Reports ingested by the aggregator.", "reports_total"),
+        ("gradwatch_ingested_steps", "Step records ingested by the aggregator.", "steps_total"),
+        ("gradwatch_rule_evaluations", "Rule evaluations run by the aggregator.", "evaluations_total"),
+        ("gradwatch_rule_evaluation_seconds", "Seconds spent evaluating rules.", "evaluation_seconds_total"),
+    )
+    for name, documentation, attribute in totals:
+        family = CounterMetricFamily(name, documentation)
+        family.add_metric([], sum(getattr(s, attribute) for s in snapshots))
+        yield family

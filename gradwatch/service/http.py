@@ -1,0 +1,234 @@
+"""The service's HTTP API: ingest, queries and /metrics (aiohttp).
+
+Bad input is answered at this boundary with a 4xx that says what was wrong,
+before anything reaches the aggregator; nothing a client sends produces a 5xx.
+Responses are strict JSON: non-finite floats (which are data here) are written
+as the strings "NaN", "Infinity" and "-Infinity".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from gradwatch.service.aggregator import AggregatorSnapshot, IngestRefused
+from gradwatch.service.config import ServiceConfig
+from gradwatch.service.diagnoses import Change
+from gradwatch.service.exposition import SnapshotCollector
+from gradwatch.wire import SUPPORTED_VERSIONS, Report, is_valid_run_name
+
+logger = logging.getLogger("gradwatch.service")
+
+_MAX_ERRORS_SHOWN = 10
+
+
+class Backend(Protocol):
+    """Where the HTTP layer sends work: one or more aggregators."""
+
+    async def ingest(self, report: Report) -> list[Change]: ...
+    async def runs(self) -> list[dict[str, Any]]: ...
+    async def diagnoses(self, run: str) -> list[dict[str, Any]] | None: ...
+    async def layers(self, run: str) -> dict[str, Any] | None: ...
+    async def snapshots(self) -> list[AggregatorSnapshot]: ...
+
+
+class BackendUnavailable(Exception):
+    """The aggregator did not answer in time (restarting, or overloaded)."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by their names, for strict JSON."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(json_safe(data), allow_nan=False), status=status, content_type="application/json"
+    )
+
+
+def _error(status: int, reason: str, details: list[str] | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": reason}
+    if details:
+        body["details"] = details
+    return _json(body, status)
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[int, str, list[str]]:
+    """(status, reason, details) for a report that failed to validate."""
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return 400, f"body is not valid JSON: {errors[0]['msg']}", []
+    if any(e["loc"] == ("v",) for e in errors):
+        return 400, f"unsupported schema version; this service reads v in {list(SUPPORTED_VERSIONS)}", []
+    details = [f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in errors[:_MAX_ERRORS_SHOWN]]
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        details.append(f"... and {len(errors) - _MAX_ERRORS_SHOWN} more")
+    return 422, "report does not match the gradwatch wire schema", details
+
+
+class HttpMetrics:
+    """The service's own metrics, on the service's own registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "gradwatch_http_requests", "HTTP requests answered, by route and status.", ["route", "code"], registry=registry
+        )
+        self.rejected = Counter(
+            "gradwatch_ingest_rejected_reports", "Reports refused at ingest, by reason.", ["reason"], registry=registry
+        )
+        self.ingest_seconds = Histogram(
+            "gradwatch_ingest_seconds",
+            "Seconds from receiving a report to its rules being evaluated.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+
+ChangeListener = Callable[[Change], Awaitable[None] | None]
+
+
+def make_app(
+    backend: Backend,
+    config: ServiceConfig,
+    *,
+    registry: CollectorRegistry | None = None,
+    on_change: ChangeListener | None = None,
+) -> web.Application:
+    """The aiohttp application serving the gradwatch API over ``backend``."""
+    registry = registry or CollectorRegistry()
+    collector = SnapshotCollector()
+    registry.register(collector)
+    metrics = HttpMetrics(registry)
+    timeout = config.limits.ingest_timeout
+
+    async def ingest(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            metrics.rejected.labels("too_large").inc()
+            return _error(413, f"body exceeds {config.limits.max_body_bytes} bytes (limits.max_body_bytes)")
+        if not body:
+            metrics.rejected.labels("empty").inc()
+            return _error(400, "empty body; POST a JSON report")
+        try:
+            report = Report.model_validate_json(body)
+        except ValidationError as exc:
+            status, reason, details = describe_validation_error(exc)
+            metrics.rejected.labels("invalid_json" if status == 400 else "schema").inc()
+            return _error(status, reason, details)
+        try:
+            changes = await asyncio.wait_for(backend.ingest(report), timeout)
+        except IngestRefused as exc:
+            metrics.rejected.labels("refused").inc()
+            return _error(exc.status, exc.reason)
+        except (asyncio.TimeoutError, BackendUnavailable) as exc:
+            metrics.rejected.labels("unavailable").inc()
+            return _error(503, f"aggregator unavailable, retry later ({type(exc).__name__})")
+        metrics.ingest_seconds.observe(time.perf_counter() - started)
+        for change in changes:
+            _log_change(change)
+            if on_change is not None:
+                result = on_change(change)
+                if asyncio.iscoroutine(result):
+                    await result
+        return _json({"accepted": len(report.steps), "run": report.run}, status=202)
+
+    async def runs(request: web.Request) -> web.Response:
+        return _json(await backend.runs())
+
+    def _run_name(request: web.Request) -> str:
+        run = request.match_info["run"]
+        if not is_valid_run_name(run):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": f"invalid run name {run[:140]!r}"}), content_type="application/json"
+            )
+        return run
+
+    async def diagnoses(request: web.Request) -> web.Response:
+        run = _run_name(request)
+        items = await backend.diagnoses(run)
+        if items is None:
+            return _error(404, f"no run named {run!r} has reported to this service")
+        return _json(items)
+
+    async def layers(request: web.Request) -> web.Response:
+        run = _run_name(request)
+        data = await backend.layers(run)
+        if data is None:
+            return _error(404, f"no run named {run!r} has reported to this service")
+        return _json(data)
+
+    async def metrics_endpoint(request: web.Request) -> web.Response:
+        collector.update(await backend.snapshots())
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def health(request: web.Request) -> web.Response:
+        return _json({"status": "ok"})
+
+    async def index(request: web.Request) -> web.Response:
+        return _json(
+            {
+                "service": "gradwatch",
+                "endpoints": ["POST /v1/reports", "GET /v1/runs", "GET /v1/runs/{run}/diagnoses", "GET /metrics"],
+            }
+        )
+
+    @web.middleware
+    async def count_and_shield(request: web.Request, handler: Any) -> web.StreamResponse:
+        route = request.match_info.route.resource.canonical if request.match_info.route.resource else "unmatched"
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            metrics.requests.labels(route, str(exc.status)).inc()
+            raise
+        except (BackendUnavailable, asyncio.TimeoutError):
+            response = _error(503, "aggregator unavailable, retry later")
+        metrics.requests.labels(route, str(response.status)).inc()
+        return response
+
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[count_and_shield])
+    app.router.add_post("/v1/reports", ingest)
+    app.router.add_get("/v1/runs", runs)
+    app.router.add_get("/v1/runs/{run:.+}/diagnoses", diagnoses)
+    app.router.add_get("/v1/runs/{run:.+}/layers", layers)
+    app.router.add_get("/metrics", metrics_endpoint)
+    app.router.add_get("/healthz", health)
+    app.router.add_get("/", index)
+    return app
+
+
+def _log_change(change: Change) -> None:
+    d = change.diagnosis
+    if change.kind == "fired":
+        logger.warning(
+            "DIAGNOSIS run=%s symptom=%s step=%s layer=%s rank=%s evidence=%s advice=%s",
+            change.run,
+            d["symptom"],
+            d["onset_step"],
+            d.get("layer"),
+            d.get("rank"),
+            json.dumps(json_safe(d["evidence"]), allow_nan=False),
+            d["advice"],
+        )
+    else:
+        logger.warning("CLEARED run=%s symptom=%s step=%s", change.run, d["symptom"], d["cleared_step"])

@@ -1,0 +1,246 @@
+"""The ``exploding_gradient`` rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .config import ExplodingGradientConfig
+from .robust import as_float, nanmedian, run_lengths, safe_ratio, trailing_run, trend
+from .series import (
+    clean_grad_norm,
+    clean_layer_grads,
+    finite_loss,
+    global_norm,
+    global_update_ratio,
+    quarter_medians,
+    rms_grad,
+)
+from .view import Finding, RunView
+
+ADVICE = (
+    "Gradients are exploding: lower the learning rate (or lengthen warmup) and clip gradients "
+    "(e.g. clip_grad_norm_ at 1.0); if it starts at initialisation, check the weight init and add normalisation layers."
+)
+#: How many layers the evidence lists by growth.
+TOP_LAYERS = 5
+
+
+@dataclass
+class _Hit:
+    """One trigger's verdict: its onset row step and what it measured."""
+
+    onset: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+    layer_baseline_rows: np.ndarray | None = None
+
+
+def _baseline_rows(n: int, wanted: int) -> int:
+    """Rows for a baseline: ``wanted``, but at most a quarter of the window (at least one)."""
+    return min(wanted, max(1, n // 4))
+
+
+def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """Global gradient norm >= growth_factor x baseline, reached by rise_rows consecutive rises.
+
+    Baseline: the smaller of the median of the window's first rows and the
+    median of the rows just before the trailing rising run (an explosion that
+    starts at step 0 has only the first rows). Present while the norm stays at
+    or above the line after such a rise (a plateau after an explosion is still
+    an explosion); a single spike, or a step up followed by noise, is not.
+    An infinite norm on finite gradients (overflow) always counts.
+    """
+    g_all = clean_grad_norm(view)
+    rows = np.flatnonzero(~np.isnan(g_all))
+    g = g_all[rows]
+    n = g.size
+    if n < cfg.rise_rows + 1:
+        return None
+    rises = np.r_[False, g[1:] > g[:-1]]
+    runs = run_lengths(rises)
+    k = _baseline_rows(n, cfg.baseline_rows)
+    run_start = n - 1 - int(runs[-1])
+    pre = np.arange(max(0, run_start - cfg.baseline_rows), run_start)
+    candidates = [(nanmedian(g[:k]), np.arange(k))]
+    if pre.size >= k:
+        candidates.append((nanmedian(g[pre]), pre))
+    candidates = [(b, r) for b, r in candidates if np.isfinite(b) and b > 0]
+    if not candidates and not np.isposinf(g[-1]):
+        return None
+    baseline, base_rows = min(candidates, key=lambda c: c[0]) if candidates else (float("nan"), np.arange(k))
+
+    if np.isposinf(g[-1]):
+        j = n - trailing_run(np.isposinf(g))
+        onset = j - int(runs[j]) + 1
+    else:
+        e0 = n - trailing_run(g >= cfg.growth_factor * baseline)
+        if e0 == n:
+            return None
+        hits = np.flatnonzero(runs[e0:] >= cfg.rise_rows)
+        if hits.size == 0:
+            return None
+        i = e0 + int(hits[0])
+        onset = i - int(runs[i]) + 1
+    steps = view.stat_steps[rows]
+    return _Hit(
+        onset=int(steps[onset]),
+        evidence={
+            "grad_norm_now": as_float(g[-1]),
+            "grad_norm_baseline": as_float(baseline),
+            "growth_factor": as_float(g[-1] / baseline),
+            "grew_from_step": int(steps[max(onset - 1, 0)]),
+            "grew_to_step": int(steps[-1]),
+        },
+        layer_baseline_rows=rows[base_rows],
+    )
+
+
+def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """Global weight norm >= weight_growth_factor x its first rows, still rising, not decelerating.
+
+    The global norm (not per layer) so that zero-initialised layers growing from
+    0 do not count. Healthy growth under Adam is roughly linear in time, so its
+    log-growth rate falls; divergence keeps or raises it. The loss must also not
+    be improving: weights that grow while the loss falls are learning.
+    """
+    bad = np.asarray(view.weight_nonfinite, dtype=bool).any(axis=1)
+    w_all = np.where(bad, np.nan, global_norm(view.weight_norm))
+    rows = np.flatnonzero(np.isfinite(w_all) & (w_all > 0))
+    w, t = w_all[rows], view.stat_steps[rows].astype(float)
+    n = w.size
+    if n < max(3, cfg.rise_rows + 1):
+        return None
+    base = nanmedian(w[: _baseline_rows(n, cfg.baseline_rows)])
+    growth = w[-1] / base
+    runs = run_lengths(np.r_[False, w[1:] > w[:-1]])
+    if growth < cfg.weight_growth_factor or runs[-1] < cfg.rise_rows:
+        return None
+    m = max(1, n // 3)
+    lw = np.log(w)
+    rate_first = safe_ratio(lw[m] - lw[0], t[m] - t[0])
+    rate_last = safe_ratio(lw[-1] - lw[-1 - m], t[-1] - t[-1 - m])
+    if not rate_last >= cfg.weight_accel_ratio * rate_first:
+        return None
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    if loss.size >= 6 and trend(loss).improving(cfg.loss_noise_k):
+        return None
+    onset = n - 1 - int(runs[-1]) + 1
+    return _Hit(
+        onset=int(view.stat_steps[rows[onset]]),
+        evidence={
+            "weight_norm_now": as_float(w[-1]),
+            "weight_norm_baseline": as_float(base),
+            "weight_growth_factor": as_float(growth),
+        },
+    )
+
+
+def _grad_growing_or_loss_rising(view: RunView, cfg: ExplodingGradientConfig) -> bool:
+    g = clean_grad_norm(view)
+    g = g[~np.isnan(g)]
+    if g.size >= 2 and g[-1] >= 2.0 * nanmedian(g[: _baseline_rows(g.size, cfg.baseline_rows)]):
+        return True
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    return bool(loss.size >= 6 and trend(loss).rising(cfg.loss_noise_k))
+
+
+def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """Lowest-quarter median RMS gradient >= depth_ratio x the top quarter's for the last depth_rows rows.
+
+    Only with the gradient growing or the loss rising: a steep but stable
+    profile that the optimiser copes with is not an explosion.
+    """
+    rms = rms_grad(view, clean_layer_grads(view))
+    low, top, n_present = quarter_medians(rms, np.isfinite(rms))
+    ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
+    rows = np.flatnonzero(np.isfinite(ratio))
+    r = ratio[rows]
+    run = trailing_run(r >= cfg.depth_ratio)
+    if run < cfg.depth_rows or not _grad_growing_or_loss_rising(view, cfg):
+        return None
+    return _Hit(
+        onset=int(view.stat_steps[rows[r.size - run]]),
+        evidence={
+            "depth_ratio": as_float(r[-1]),
+            "low_quarter_rms": as_float(low[rows[-1]]),
+            "top_quarter_rms": as_float(top[rows[-1]]),
+        },
+    )
+
+
+def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """Global update/weight ratio >= max_update_ratio at the latest sampled row."""
+    u_all = global_update_ratio(view)
+    rows = np.flatnonzero(np.isfinite(u_all))
+    if rows.size == 0:
+        return None
+    run = trailing_run(u_all[rows] >= cfg.max_update_ratio)
+    if run == 0:
+        return None
+    return _Hit(
+        onset=int(view.stat_steps[rows[rows.size - run]]),
+        evidence={"update_ratio": as_float(u_all[rows[-1]]), "update_ratio_step": int(view.stat_steps[rows[-1]])},
+    )
+
+
+def _layer_growth(view: RunView, base_rows: np.ndarray | None) -> tuple[str | None, list[dict[str, Any]]]:
+    """The lowest layer within 2x of the largest growth, and the top layers by growth."""
+    grads = clean_layer_grads(view)
+    valid = np.flatnonzero(~np.all(np.isnan(grads), axis=1))
+    if valid.size == 0:
+        return None, []
+    base_idx = base_rows if base_rows is not None and base_rows.size else valid[:1]
+    growth = safe_ratio(grads[valid[-1]], nanmedian(grads[base_idx], axis=0))
+    ok = np.flatnonzero(~np.isnan(growth))
+    if ok.size == 0:
+        return None, []
+    order = ok[np.argsort(-growth[ok], kind="stable")][:TOP_LAYERS]
+    top = [{"layer": view.layers[int(i)], "growth": as_float(growth[i])} for i in order]
+    best = growth[ok].max()
+    # Prefer lower layers: the explosion usually starts where the chain of factors is longest.
+    pick = ok[growth[ok] >= best / 2.0][0]
+    return view.layers[int(pick)], top
+
+
+def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) -> Finding | None:
+    """Report gradients (or weights, or updates) that are blowing up now.
+
+    Triggers (any one suffices; the onset is the earliest of those present):
+
+    * growth: g_t = sqrt(sum_l grad_norm_{t,l}^2) >= growth_factor * baseline
+      after rise_rows consecutive rises, or g_t = inf on finite gradients;
+    * weight_growth: ||W||_t >= weight_growth_factor * ||W||_first, rising over
+      the last rise_rows rows, log-rate not decelerating, loss not improving;
+    * depth_profile: median_{low quarter}(grad_norm/sqrt(numel)) >=
+      depth_ratio * median_{top quarter}(...) for depth_rows rows, with the
+      gradient growing (>= 2x) or the loss rising;
+    * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio.
+    """
+    hits = {
+        name: hit
+        for name, hit in (
+            ("growth", _growth(view, config)),
+            ("weight_growth", _weight_growth(view, config)),
+            ("depth_profile", _depth_profile(view, config)),
+            ("update_ratio", _update_ratio(view, config)),
+        )
+        if hit is not None
+    }
+    if not hits:
+        return None
+    onset = min(h.onset for h in hits.values())
+    growth_hit = hits.get("growth")
+    layer, top_layers = _layer_growth(view, growth_hit.layer_baseline_rows if growth_hit else None)
+    loss_steps, loss = finite_loss(view)
+    before = loss[loss_steps < onset][-50:]
+    evidence: dict[str, Any] = {
+        "triggers": list(hits),
+        "top_layers": top_layers,
+        "loss_now": as_float(loss[-1]) if loss.size else float("nan"),
+        "loss_baseline": nanmedian(before),
+    }
+    for hit in hits.values():
+        evidence.update(hit.evidence)
+    return Finding(symptom="exploding_gradient", step=onset, evidence=evidence, advice=ADVICE, layer=layer)

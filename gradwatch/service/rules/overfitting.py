@@ -1,0 +1,85 @@
+"""The ``overfitting`` rule."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import OverfittingConfig
+from .robust import as_float, diff_sigma, nanmedian, trailing_run
+from .series import finite_loss
+from .view import Finding, RunView
+
+#: Standard error of a median is about sqrt(pi/2) = 1.2533 times that of a mean.
+MEDIAN_SE = 1.2533
+
+
+def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tuple[float, int]:
+    """Median of the last ``width`` finite train losses at or before step ``at``, and how many there were."""
+    before = loss[steps <= at][-width:]
+    return nanmedian(before), int(before.size)
+
+
+def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | None:
+    """Report a held-out loss that keeps rising above its best while the train loss does not rise.
+
+    With v_j the finite val losses and m_j = min_{i<=j} v_i (running minimum),
+    sigma_v = 1.4826 * MAD(first differences of v) / sqrt(2), the tolerance line
+    is m_j + max(rel_tolerance * |m_j|, noise_k * sigma_v). Present when the
+    last ``patience`` val points all lie above their line (a one-off bump does
+    not), and the train loss near the current val step (median of the
+    train_window_steps every-step losses at or before it) is not higher than
+    near the val minimum by more than noise_k standard errors: if train rises
+    too, the run is diverging, which is a different symptom.
+
+    The step is the first point of the trailing run above the line. If the
+    val minimum predates the every-step window, the earliest train losses in
+    the window stand in for the train loss then (it has usually only fallen
+    since), and the evidence says so.
+    """
+    ok = np.isfinite(view.val_loss)
+    vs, v = view.val_steps[ok], np.asarray(view.val_loss, dtype=float)[ok]
+    if v.size < config.min_val_points:
+        return None
+    run_min = np.minimum.accumulate(v)
+    sigma_v = diff_sigma(v)
+    sigma_v = sigma_v if np.isfinite(sigma_v) else 0.0
+    line = run_min + np.maximum(config.rel_tolerance * np.abs(run_min), config.noise_k * sigma_v)
+    run = trailing_run(v > line)
+    if run < config.patience:
+        return None
+    j0 = v.size - run
+    j_min = int(np.argmin(v[:j0]))
+
+    ls, lv = finite_loss(view)
+    if lv.size == 0:
+        return None
+    train_now, n_now = _train_near(ls, lv, int(vs[-1]), config.train_window_steps)
+    proxy = bool(ls[0] > vs[j_min])
+    if proxy:
+        train_then, n_then = nanmedian(lv[: config.train_window_steps]), min(lv.size, config.train_window_steps)
+    else:
+        train_then, n_then = _train_near(ls, lv, int(vs[j_min]), config.train_window_steps)
+    sigma_t = diff_sigma(lv) if lv.size > 2 else 0.0
+    sigma_t = sigma_t if np.isfinite(sigma_t) else 0.0
+    tolerance = config.noise_k * MEDIAN_SE * sigma_t * np.sqrt(1.0 / max(n_now, 1) + 1.0 / max(n_then, 1))
+    if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then + tolerance:
+        return None
+
+    evidence = {
+        "val_min": as_float(v[j_min]),
+        "val_min_step": int(vs[j_min]),
+        "val_now": as_float(v[-1]),
+        "val_now_step": int(vs[-1]),
+        "tolerance_line": as_float(line[-1]),
+        "val_sigma": as_float(sigma_v),
+        "rising_points": run,
+        "train_then": as_float(train_then),
+        "train_now": as_float(train_now),
+        "train_then_is_proxy": proxy,
+        "gap": as_float(v[-1] - train_now),
+    }
+    advice = (
+        "Held-out loss is rising while training loss is not: add regularisation (weight decay, dropout, "
+        f"augmentation) or more data, or stop early and keep the checkpoint from step {int(vs[j_min])}."
+    )
+    return Finding(symptom="overfitting", step=int(vs[j0]), evidence=evidence, advice=advice)

@@ -1,0 +1,115 @@
+"""Derived series several rules read from a :class:`RunView`.
+
+Kept apart from :mod:`robust` because these know the view's conventions
+(nan = not measured, skipped steps, layer order), while ``robust`` is plain
+statistics.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .robust import nanmedian, safe_ratio
+from .view import RunView
+
+
+def skipped_rows(view: RunView) -> np.ndarray:
+    """Per stats row: the optimizer skipped that step (AMP GradScaler found inf).
+
+    A stats row whose step is not in the every-step window counts as not
+    skipped: we cannot tell, and assuming a skip would hide real NaN gradients.
+    """
+    if view.stat_steps.size == 0 or view.loss_steps.size == 0:
+        return np.zeros(view.stat_steps.shape, dtype=bool)
+    skipped_steps = view.loss_steps[np.asarray(view.skipped, dtype=bool)]
+    return np.isin(view.stat_steps, skipped_steps)
+
+
+def global_norm(norms: np.ndarray) -> np.ndarray:
+    """Per row sqrt(sum over layers of norm^2), ignoring NaN; NaN if no layer measured.
+
+    An inf layer norm (overflow on finite data) makes the global norm inf.
+    """
+    a = np.asarray(norms, dtype=float)
+    if a.ndim != 2 or a.shape[1] == 0:
+        return np.full(a.shape[:1], np.nan)
+    measured = ~np.all(np.isnan(a), axis=1)
+    with np.errstate(over="ignore"):
+        total = np.sqrt(np.nansum(a * a, axis=1))
+    return np.where(measured, total, np.nan)
+
+
+def clean_grad_norm(view: RunView) -> np.ndarray:
+    """Global gradient norm per row; NaN on skipped rows and rows with NaN/Inf gradients.
+
+    Non-finite gradients belong to the ``nonfinite`` rule and skipped steps did
+    not update the weights, so neither says anything about gradient size.
+    """
+    g = global_norm(view.grad_norm)
+    bad = skipped_rows(view)
+    if view.grad_nonfinite.size:
+        bad = bad | np.any(view.grad_nonfinite, axis=1)
+    return np.where(bad, np.nan, g)
+
+
+def clean_layer_grads(view: RunView) -> np.ndarray:
+    """(S, L) gradient norms with skipped and non-finite rows blanked (see clean_grad_norm)."""
+    g = np.asarray(view.grad_norm, dtype=float)
+    bad = skipped_rows(view)
+    if view.grad_nonfinite.size:
+        bad = bad | np.any(view.grad_nonfinite, axis=1)
+    return np.where(bad[:, None], np.nan, g)
+
+
+def global_update_ratio(view: RunView) -> np.ndarray:
+    """Per row ||update|| / ||weights|| over layers with a sample; NaN on unsampled rows.
+
+    ||update_l|| = update_ratio_l * weight_norm_l, so the global ratio is
+    sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2). Layers with zero or unknown weight
+    norm are left out (their ratio is undefined).
+    """
+    u = np.asarray(view.update_ratio, dtype=float)
+    w = np.asarray(view.weight_norm, dtype=float)
+    ok = np.isfinite(u) & np.isfinite(w) & (w > 0)
+    if u.ndim != 2 or u.shape[1] == 0:
+        return np.full(u.shape[:1], np.nan)
+    with np.errstate(over="ignore", invalid="ignore"):
+        upd = np.sqrt(np.sum(np.where(ok, (u * w) ** 2, 0.0), axis=1))
+        wn = np.sqrt(np.sum(np.where(ok, w * w, 0.0), axis=1))
+    return np.where(ok.any(axis=1), safe_ratio(upd, wn), np.nan)
+
+
+def rms_grad(view: RunView, grads: np.ndarray) -> np.ndarray:
+    """(S, L) root-mean-square gradient per element: grad_norm / sqrt(numel).
+
+    Dividing by sqrt(numel) makes a 50k x 768 embedding comparable to a 768-wide
+    bias: a norm grows with the layer's size even at the same per-element scale.
+    """
+    numel = np.maximum(np.asarray(view.layer_numel, dtype=float), 1.0)
+    return grads / np.sqrt(numel)[None, :]
+
+
+def quarter_medians(values: np.ndarray, present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: median over the lowest quarter and over the top quarter of present layers.
+
+    "Lowest" is model order (input side first). A quarter has at least one
+    layer. Medians over quarters keep one odd layer (an embedding, a norm
+    scale) from deciding the depth profile. Returns (low, top, n_present).
+    """
+    p = np.asarray(present, dtype=bool)
+    n = p.sum(axis=1)
+    rank = np.cumsum(p, axis=1) - 1
+    k = np.maximum(1, n // 4)[:, None]
+    low = p & (rank < k)
+    top = p & (rank >= n[:, None] - k)
+    v = np.asarray(values, dtype=float)
+    return nanmedian(np.where(low, v, np.nan), axis=1), nanmedian(np.where(top, v, np.nan), axis=1), n
+
+
+def finite_loss(view: RunView, last: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, losses) of the finite every-step losses, the last ``last`` of them if given."""
+    ok = np.isfinite(view.loss)
+    steps, loss = view.loss_steps[ok], np.asarray(view.loss, dtype=float)[ok]
+    if last is not None:
+        steps, loss = steps[-last:], loss[-last:]
+    return steps, loss

@@ -1,0 +1,95 @@
+"""The ``loss_spike`` rule."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .config import LossSpikeConfig
+from .robust import TINY_ABS, as_float, mad_sigma, nanmedian
+from .series import clean_grad_norm
+from .view import Finding, RunView
+
+ADVICE = (
+    "The loss spiked: if spikes recur, lower the learning rate or clip gradients and check the batches at "
+    "this step for bad data; if it does not recover, restart from a checkpoint before the spike and skip those batches."
+)
+#: Grad-norm spikes lead loss spikes by a few steps (BLOOM: ~6 iterations), so
+#: the evidence looks this many steps before the loss spike for the grad norm.
+GRAD_LEAD_STEPS = 10
+
+
+def _baselines(f: np.ndarray, cfg: LossSpikeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per index t: (median, noise sigma, count) of the previous baseline_steps finite losses."""
+    width = cfg.baseline_steps
+    padded = np.concatenate([np.full(width, np.nan), f])
+    win = sliding_window_view(padded, width)[: f.size]  # row t = f[t-width : t]
+    count = np.sum(~np.isnan(win), axis=1)
+    base = nanmedian(win, axis=1)
+    sigma = mad_sigma(np.diff(win, axis=1), axis=1) / np.sqrt(2.0)
+    floor = cfg.rel_noise_floor * np.abs(base) + TINY_ABS
+    sigma = np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor)
+    return base, sigma, count
+
+
+def _grad_evidence(view: RunView, spike_step: int) -> dict[str, float]:
+    g = clean_grad_norm(view)
+    ok = ~np.isnan(g)
+    steps, g = view.stat_steps[ok], g[ok]
+    near = g[(steps >= spike_step - GRAD_LEAD_STEPS) & (steps <= spike_step + GRAD_LEAD_STEPS // 2)]
+    before = g[steps < spike_step - GRAD_LEAD_STEPS][-8:]
+    if near.size == 0 or before.size == 0:
+        return {}
+    return {"grad_norm_at_spike": as_float(near.max()), "grad_norm_before": nanmedian(before)}
+
+
+def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
+    """Report a loss spike among the new steps, or one the loss has not recovered from.
+
+    For each finite loss x_t with at least min_history finite predecessors:
+    b_t = median of the previous baseline_steps finite losses,
+    sigma_t = max(1.4826 * MAD(first differences of those) / sqrt(2),
+    rel_noise_floor * |b_t|, tiny). Differences cancel a falling trend, and
+    MAD ignores earlier outliers. x_t is a spike when
+    x_t - b_t > z_threshold * sigma_t and x_t - b_t > min_rel_jump * max(|b_t|, sigma_t)
+    (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles).
+
+    Present if a spike is among the new steps, or the newest loss is still
+    above b_s + recovery_fraction * z_threshold * sigma_s for a spike s in the
+    window; the step is the first such spike.
+    """
+    loss = np.asarray(view.loss, dtype=float)
+    idx = np.flatnonzero(np.isfinite(loss))
+    f = loss[idx]
+    if f.size <= config.min_history:
+        return None
+    base, sigma, count = _baselines(f, config)
+    jump = f - base
+    with np.errstate(invalid="ignore"):
+        spike = (
+            (count >= config.min_history)
+            & (jump > config.z_threshold * sigma)
+            & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
+        )
+        unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
+    active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
+    if active.size == 0:
+        return None
+    s = int(active[0])
+    step = int(view.loss_steps[idx[s]])
+    peak = s + int(np.argmax(f[s:]))
+    evidence = {
+        "loss_at_spike": as_float(f[s]),
+        "baseline": as_float(base[s]),
+        "sigma": as_float(sigma[s]),
+        "z": as_float(jump[s] / sigma[s]),
+        "jump_ratio": as_float(jump[s] / max(abs(base[s]), sigma[s])),
+        "peak_loss": as_float(f[peak]),
+        "peak_step": int(view.loss_steps[idx[peak]]),
+        "loss_now": as_float(f[-1]),
+        "recovered": not bool(unrecovered[s]),
+        "spiking_steps": int(np.sum(spike[s:])),
+    }
+    evidence.update(_grad_evidence(view, step))
+    rank = int(view.loss_rank[idx[s]]) if view.loss_rank.size == loss.size else None
+    return Finding(symptom="loss_spike", step=step, evidence=evidence, advice=ADVICE, rank=rank)

@@ -1,0 +1,159 @@
+"""The ``vanishing_gradient`` rule."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .config import VanishingGradientConfig
+from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
+from .series import clean_grad_norm, clean_layer_grads, finite_loss, quarter_medians, rms_grad
+from .view import Finding, RunView
+
+DEPTH_ADVICE = (
+    "Lower layers receive almost no gradient: add residual connections or normalisation (LayerNorm/BatchNorm), "
+    "prefer ReLU/GELU over sigmoid/tanh, and check the initialisation (He/Xavier)."
+)
+COLLAPSE_ADVICE = (
+    "Gradients collapsed in every layer while the loss is stuck (dead ReLUs or saturated activations): "
+    "restart from an earlier checkpoint with a lower learning rate, or use LeakyReLU/GELU and normalisation."
+)
+#: How many of the lowest layers the evidence lists.
+LOWEST_LISTED = 5
+
+
+def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """median over the last patience_rows rows of low-quarter / top-quarter median RMS gradient < depth_ratio."""
+    rms = rms_grad(view, clean_layer_grads(view))
+    present = np.isfinite(rms)
+    low, top, n_present = quarter_medians(rms, present)
+    ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
+    rows = np.flatnonzero(np.isfinite(ratio))
+    if rows.size < cfg.patience_rows:
+        return None
+    recent = ratio[rows[-cfg.patience_rows :]]
+    med = nanmedian(recent)
+    if not med < cfg.depth_ratio:
+        return None
+    below = ratio[rows] < cfg.depth_ratio
+    run = trailing_run(below)
+    if run:
+        onset_row = rows[rows.size - run]
+    else:
+        onset_row = rows[-cfg.patience_rows :][np.argmax(recent < cfg.depth_ratio)]
+    last = rows[-1]
+    cols = np.flatnonzero(present[last])
+    vanished = cols[rms[last, cols] < cfg.depth_ratio * top[last]]
+    layer_col = vanished[0] if vanished.size else cols[0]
+    lowest = cols[:LOWEST_LISTED]
+    evidence = {
+        "depth_ratio": as_float(med),
+        "recent_ratios": as_floats(recent),
+        "low_quarter_rms": as_float(low[last]),
+        "top_quarter_rms": as_float(top[last]),
+        "lowest_layers": [{"layer": view.layers[int(c)], "rms_grad": as_float(rms[last, c])} for c in lowest],
+    }
+    return int(view.stat_steps[onset_row]), view.layers[int(layer_col)], evidence
+
+
+def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """At the latest sampled row: low/top update ratio < update_ratio_ratio and low/top grad/weight < depth_ratio.
+
+    Catches lower layers that do not move because their gradient is tiny
+    relative to their weights (plain SGD); adaptive optimisers rescale tiny
+    gradients, which is why the gradient condition is checked as well.
+    """
+    u = np.asarray(view.update_ratio, dtype=float)
+    grads = clean_layer_grads(view)
+    w = np.asarray(view.weight_norm, dtype=float)
+    rel = safe_ratio(grads, w)
+    present = np.isfinite(u) & np.isfinite(rel)
+    sampled = np.flatnonzero(present.any(axis=1)) if present.size else np.zeros(0, dtype=int)
+    if sampled.size == 0:
+        return None
+    r = sampled[-1]
+    u_low, u_top, n = quarter_medians(u[r : r + 1], present[r : r + 1])
+    g_low, g_top, _ = quarter_medians(rel[r : r + 1], present[r : r + 1])
+    u_ratio = safe_ratio(u_low[0], u_top[0])
+    g_ratio = safe_ratio(g_low[0], g_top[0])
+    if n[0] < cfg.min_layers or not (u_ratio < cfg.update_ratio_ratio and g_ratio < cfg.depth_ratio):
+        return None
+    cols = np.flatnonzero(present[r])
+    evidence = {
+        "update_ratio_depth_ratio": as_float(u_ratio),
+        "relative_grad_depth_ratio": as_float(g_ratio),
+        "low_quarter_update_ratio": as_float(u_low[0]),
+        "top_quarter_update_ratio": as_float(u_top[0]),
+    }
+    return int(view.stat_steps[r]), view.layers[int(cols[0])], evidence
+
+
+def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """Global gradient norm fell >= collapse_factor from the window's first rows while the loss is stuck."""
+    g_all = clean_grad_norm(view)
+    rows = np.flatnonzero(~np.isnan(g_all))
+    g = g_all[rows]
+    if g.size < cfg.patience_rows + 1:
+        return None
+    base = nanmedian(g[: min(cfg.baseline_rows, max(1, g.size // 4))])
+    now = nanmedian(g[-cfg.patience_rows :])
+    if not (np.isfinite(base) and base > 0 and now * cfg.collapse_factor <= base):
+        return None
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
+        return None
+    run = trailing_run(g * cfg.collapse_factor <= base)
+    onset = rows[g.size - run] if run else rows[-cfg.patience_rows]
+    cols = np.flatnonzero(np.isfinite(np.asarray(view.grad_norm, dtype=float)[rows[-1]]))
+    evidence = {
+        "grad_norm_now": as_float(now),
+        "grad_norm_baseline": as_float(base),
+        "fall_factor": as_float(safe_ratio(base, now)) if now > 0 else float("inf"),
+    }
+    return int(view.stat_steps[onset]), (view.layers[int(cols[0])] if cols.size else None), evidence
+
+
+def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) -> Finding | None:
+    """Report lower layers (or the whole network) that get almost no gradient now.
+
+    Triggers (any one suffices; the onset is the earliest present, the layer
+    comes from the first trigger in this order):
+
+    * depth: r_l = grad_norm_l / sqrt(numel_l); per row
+      ratio = median(r over the lowest quarter of layers with a gradient) /
+      median(r over the top quarter); median of ratio over the last
+      patience_rows rows < depth_ratio; needs >= min_layers layers;
+    * frozen: at the latest sampled row, the lowest quarter's median update
+      ratio < update_ratio_ratio * the top quarter's, and its median
+      grad_norm/weight_norm < depth_ratio * the top quarter's;
+    * collapse: median global grad norm of the last patience_rows rows <=
+      (median of the window's first rows) / collapse_factor and the loss is not
+      improving (first-third vs last-third median over loss_window_steps).
+
+    Uniform shrinkage (a converging run) leaves the depth ratio near 1 and
+    the loss improving, so it stays silent.
+    """
+    hits = {
+        name: hit
+        for name, hit in (
+            ("depth", _depth(view, config)),
+            ("frozen", _frozen(view, config)),
+            ("collapse", _collapse(view, config)),
+        )
+        if hit is not None
+    }
+    if not hits:
+        return None
+    first = next(iter(hits.values()))
+    evidence: dict[str, Any] = {"triggers": list(hits)}
+    for _, _, ev in hits.values():
+        evidence.update(ev)
+    advice = COLLAPSE_ADVICE if list(hits) == ["collapse"] else DEPTH_ADVICE
+    return Finding(
+        symptom="vanishing_gradient",
+        step=min(h[0] for h in hits.values()),
+        evidence=evidence,
+        advice=advice,
+        layer=first[1],
+    )

@@ -1,0 +1,215 @@
+"""What the aggregator remembers about one run: bounded windows and latest values."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gradwatch.service.config import WindowConfig
+from gradwatch.service.rules.view import RunView
+from gradwatch.service.windows import Window
+from gradwatch.wire import LayerStats, Report, StepRecord
+
+_NAN = math.nan
+
+
+def _f(value: float | None) -> float:
+    return _NAN if value is None else value
+
+
+def _column(values: list[float | None]) -> np.ndarray:
+    return np.array([_NAN if v is None else v for v in values], dtype=np.float64)
+
+
+@dataclass
+class Latest:
+    """Newest values per run, for /metrics and the run list."""
+
+    step: int = -1
+    #: None until the run reports the value at least once; NaN is data.
+    loss: float | None = None
+    val_loss: float | None = None
+    lr: float | None = None
+    grad_norm: float | None = None
+    step_time: float | None = None
+    scalars: dict[str, float] = field(default_factory=dict)
+    #: Per layer, from the newest statistics row: shape (L,).
+    layer_grad_norm: np.ndarray | None = None
+    layer_weight_norm: np.ndarray | None = None
+    layer_grad_max_abs: np.ndarray | None = None
+    layer_weight_max_abs: np.ndarray | None = None
+    #: The layer's gradients or weights held NaN/Inf at the newest row.
+    layer_nonfinite: np.ndarray | None = None
+    #: From the newest row that sampled it.
+    layer_update_ratio: np.ndarray | None = None
+
+
+class RunState:
+    """History of one run, bounded in memory whatever the run's length or width."""
+
+    def __init__(self, run: str, windows: WindowConfig) -> None:
+        self.run = run
+        self._windows = windows
+        self.latest = Latest()
+        self.reports = 0
+        self.steps_received = 0
+        self.agent_dropped = 0
+        self.ranks: set[int] = set()
+        self.world_size = 1
+        self.hosts: set[str] = set()
+        self.first_report_time = time.time()
+        self.last_report_time = self.first_report_time
+        self.primary_rank: int | None = None
+        #: Times the step counter went back (training restarted under this name).
+        self.restarts = 0
+        self._reset_series()
+
+    def _reset_series(self) -> None:
+        self.steps = Window(
+            self._windows.steps, {"step": (np.int64, ()), "loss": (np.float64, ()), "lr": (np.float64, ()),
+                                  "skipped": (np.bool_, ()), "rank": (np.int64, ())}
+        )
+        self.val = Window(self._windows.val_points, {"step": (np.int64, ()), "val_loss": (np.float64, ())})
+        self.layer_names: tuple[str, ...] = ()
+        self.layer_numel = np.zeros(0, dtype=np.int64)
+        self.stats: Window | None = None
+        self.last_primary_step = -1
+
+    def ingest(self, report: Report, now: float | None = None) -> int:
+        """Add a report's steps; returns how many were kept."""
+        self.reports += 1
+        self.last_report_time = time.time() if now is None else now
+        self.agent_dropped += report.dropped
+        self.ranks.add(report.rank)
+        self.world_size = max(self.world_size, report.world_size)
+        if report.host and len(self.hosts) < 64:
+            self.hosts.add(report.host)
+        if self.primary_rank is None or report.rank < self.primary_rank:
+            self.primary_rank = report.rank
+        kept = 0
+        for record in report.steps:
+            kept += self._ingest_step(record, report.rank)
+        self.steps_received += len(report.steps)
+        return kept
+
+    def _ingest_step(self, record: StepRecord, rank: int) -> int:
+        if rank != self.primary_rank:
+            # Other ranks only matter when they see a non-finite value: that is
+            # how a NaN's origin rank is found. Their healthy values duplicate
+            # the primary rank's and would confuse the loss rules.
+            if record.loss is not None and not math.isfinite(record.loss):
+                self.steps.append(step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank)
+                return 1
+            return 0
+        if record.step <= self.last_primary_step:
+            # The step counter went back: training restarted (from a checkpoint
+            # or from scratch) under the same run name. Old windows would mix two
+            # trajectories, so they start again; diagnoses are kept.
+            self._reset_series()
+            self.restarts += 1
+        self.last_primary_step = record.step
+        latest = self.latest
+        latest.step = record.step
+        if record.loss is not None:
+            latest.loss = record.loss
+            self.steps.append(step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank)
+        if record.val_loss is not None:
+            latest.val_loss = record.val_loss
+            self.val.append(step=record.step, val_loss=record.val_loss)
+        if record.lr is not None:
+            latest.lr = record.lr
+        if record.step_time is not None:
+            latest.step_time = record.step_time
+        if record.grad_norm is not None:
+            latest.grad_norm = record.grad_norm
+        for name, value in record.scalars.items():
+            if name in latest.scalars or len(latest.scalars) < 32:
+                latest.scalars[name] = _f(value)
+        if record.layers is not None:
+            self._ingest_layers(record.step, record.layers, record.skipped)
+        return 1
+
+    def _ingest_layers(self, step: int, layers: LayerStats, skipped: bool) -> None:
+        names = tuple(layers.names)
+        if names != self.layer_names or self.stats is None:
+            self.layer_names = names
+            self.layer_numel = np.array(layers.numel, dtype=np.int64)
+            width = (len(names),)
+            self.stats = Window(
+                self._windows.stat_rows,
+                {
+                    "step": (np.int64, ()),
+                    "grad_norm": (np.float64, width),
+                    "weight_norm": (np.float64, width),
+                    "update_ratio": (np.float64, width),
+                    "grad_nonfinite": (np.bool_, width),
+                    "weight_nonfinite": (np.bool_, width),
+                },
+            )
+            self.latest.layer_update_ratio = None
+        grad_norm = _column(layers.grad_norm)
+        grad_max = _column(layers.grad_max_abs)
+        weight_max = _column(layers.weight_max_abs)
+        update = _column(layers.update_ratio) if layers.update_ratio is not None else np.full(len(names), _NAN)
+        # A layer holds NaN/Inf exactly when its max-abs is non-finite; absent
+        # (NaN from null) gradients are not data and must not count.
+        grad_present = np.array([v is not None for v in layers.grad_max_abs])
+        grad_nonfinite = grad_present & ~np.isfinite(grad_max)
+        weight_nonfinite = ~np.isfinite(weight_max)
+        self.stats.append(
+            step=step,
+            grad_norm=grad_norm,
+            weight_norm=_column(layers.weight_norm),
+            update_ratio=update,
+            grad_nonfinite=grad_nonfinite,
+            weight_nonfinite=weight_nonfinite,
+        )
+        latest = self.latest
+        latest.layer_grad_norm = grad_norm
+        latest.layer_weight_norm = self.stats.last("weight_norm")
+        latest.layer_grad_max_abs = grad_max
+        latest.layer_weight_max_abs = weight_max
+        latest.layer_nonfinite = grad_nonfinite | weight_nonfinite
+        if layers.update_ratio is not None:
+            latest.layer_update_ratio = update
+
+    def view(self) -> RunView:
+        """An immutable snapshot for the rules (arrays are copied)."""
+        steps, val, stats = self.steps, self.val, self.stats
+        width = len(self.layer_names)
+        empty2d = np.zeros((0, width))
+        return RunView(
+            layers=self.layer_names,
+            layer_numel=self.layer_numel.copy(),
+            loss_steps=steps.column("step").copy(),
+            loss=steps.column("loss").copy(),
+            lr=steps.column("lr").copy(),
+            skipped=steps.column("skipped").copy(),
+            loss_rank=steps.column("rank").copy(),
+            val_steps=val.column("step").copy(),
+            val_loss=val.column("val_loss").copy(),
+            stat_steps=stats.column("step").copy() if stats else np.zeros(0, dtype=np.int64),
+            grad_norm=stats.column("grad_norm").copy() if stats else empty2d,
+            weight_norm=stats.column("weight_norm").copy() if stats else empty2d,
+            update_ratio=stats.column("update_ratio").copy() if stats else empty2d,
+            grad_nonfinite=stats.column("grad_nonfinite").copy() if stats else empty2d.astype(bool),
+            weight_nonfinite=stats.column("weight_nonfinite").copy() if stats else empty2d.astype(bool),
+            new_loss_from=steps.new_from(),
+            new_stat_from=stats.new_from() if stats else 0,
+            new_val_from=val.new_from(),
+        )
+
+    def mark_seen(self) -> None:
+        """Everything in the windows now was evaluated."""
+        self.steps.mark_seen()
+        self.val.mark_seen()
+        if self.stats is not None:
+            self.stats.mark_seen()
+
+    @property
+    def has_unseen(self) -> bool:
+        return bool(self.steps.unseen or self.val.unseen or (self.stats is not None and self.stats.unseen))
+

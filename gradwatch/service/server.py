@@ -1,0 +1,171 @@
+"""Lifecycle of the service: Ray, the aggregator actor and the HTTP front.
+
+``gradwatch serve`` runs :func:`serve_forever`; the demo and the tests run a
+:class:`BackgroundService` next to their training loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from typing import Any
+
+from aiohttp import web
+
+from gradwatch.agents.options import DEFAULT_PORT
+from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
+from gradwatch.service.config import ServiceConfig
+from gradwatch.service.http import ChangeListener, make_app
+
+logger = logging.getLogger("gradwatch.service")
+
+
+def connect_ray(address: str | None) -> bool:
+    """Join the Ray cluster at ``address``, or start a local one; True when this process started it.
+
+    A process that already initialised Ray (a test session, a Ray Train
+    driver) is reused as it is.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(
+        address=address,
+        namespace=NAMESPACE,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    return address is None
+
+
+class Service:
+    """The aggregator actor and the HTTP front, running on the current event loop."""
+
+    def __init__(
+        self,
+        config: ServiceConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        address: str | None = None,
+        name: str = "default",
+        keep_actor: bool | None = None,
+        on_change: ChangeListener | None = None,
+    ) -> None:
+        self.config = config or ServiceConfig()
+        self.host = host
+        self.port = port
+        self.address = address
+        self.name = name
+        # On a cluster the detached actor (and its state) outlives this front.
+        self.keep_actor = address is not None if keep_actor is None else keep_actor
+        self._on_change = on_change
+        self._runner: web.AppRunner | None = None
+        self._actor: Any = None
+        self._started_ray = False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def connect(self) -> None:
+        """Start or join Ray. Call from the main thread, before :meth:`start`."""
+        self._started_ray = connect_ray(self.address)
+
+    async def start(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            self.connect()
+        self._actor = start_aggregator(self.name, self.config)
+        await self._actor.ping.remote()
+        app = make_app(RayBackend(self._actor), self.config, on_change=self._on_change)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            self.port = self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stop serving; kill the actor unless it is meant to outlive us."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._actor is not None and not self.keep_actor:
+            import ray
+
+            ray.kill(self._actor, no_restart=True)
+            self._actor = None
+
+    def disconnect(self) -> None:
+        """Shut Ray down if this service started it (no Ray process is left behind)."""
+        if self._started_ray:
+            import ray
+
+            ray.shutdown()
+            self._started_ray = False
+
+
+def serve_forever(service: Service) -> None:
+    """Run until SIGINT or SIGTERM, then shut everything down cleanly."""
+    service.connect()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.start()
+        logger.info("gradwatch serving on %s (metrics at %s/metrics)", service.url, service.url)
+        print(f"gradwatch: serving on {service.url}  (API /v1/runs, metrics /metrics; Ctrl-C to stop)", flush=True)
+        await stop.wait()
+        logger.info("gradwatch: shutting down")
+        await service.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        service.disconnect()
+
+
+class BackgroundService:
+    """A :class:`Service` on its own thread and event loop, beside a training loop."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="gradwatch-service", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.service.url
+
+    def start(self, timeout: float = 120.0) -> BackgroundService:
+        self.service.connect()
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.service.start(), self._loop).result(timeout)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        try:
+            if self._thread.is_alive():
+                asyncio.run_coroutine_threadsafe(self.service.stop(), self._loop).result(timeout)
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(timeout)
+        finally:
+            self.service.disconnect()
+
+    def __enter__(self) -> BackgroundService:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

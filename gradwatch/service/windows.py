@@ -1,0 +1,55 @@
+"""Bounded, append-only numpy windows.
+
+Each window keeps the newest ``capacity`` rows in a buffer of twice that size:
+appends write past the end, and when the buffer is full the newest half is
+moved to the front once. Appends are amortised O(1) and reading the window is
+a slice, not a copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Window:
+    """Named, aligned columns holding the newest ``capacity`` rows."""
+
+    def __init__(self, capacity: int, columns: dict[str, tuple[np.dtype | type, tuple[int, ...]]]) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._columns = {
+            name: np.zeros((2 * capacity, *shape), dtype=dtype) for name, (dtype, shape) in columns.items()
+        }
+        self._end = 0
+        #: Rows appended since the last call to :meth:`mark_seen`.
+        self.unseen = 0
+
+    def __len__(self) -> int:
+        return min(self._end, self.capacity)
+
+    def append(self, **row: object) -> None:
+        """Append one row; every column must be given."""
+        if self._end == 2 * self.capacity:
+            for column in self._columns.values():
+                column[: self.capacity] = column[self.capacity :]
+            self._end = self.capacity
+        for name, column in self._columns.items():
+            column[self._end] = row[name]
+        self._end += 1
+        self.unseen += 1
+
+    def column(self, name: str) -> np.ndarray:
+        """The newest rows of one column, oldest first (a view; do not modify)."""
+        return self._columns[name][max(self._end - self.capacity, 0) : self._end]
+
+    def last(self, name: str) -> np.ndarray | float | None:
+        """The newest value of one column, or None when the window is empty."""
+        return self._columns[name][self._end - 1] if self._end else None
+
+    def new_from(self) -> int:
+        """Index (into :meth:`column`) of the first row not yet marked seen."""
+        return max(len(self) - self.unseen, 0)
+
+    def mark_seen(self) -> None:
+        self.unseen = 0

@@ -1,0 +1,153 @@
+"""The agent's fused statistics against plain per-tensor torch computations."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gradwatch.agents.monitor import Monitor
+from gradwatch.agents.options import AgentOptions
+
+
+class Recorder:
+    """A transport that keeps every posted body (the unit-test seam of the sender)."""
+
+    def __init__(self, status=202):
+        self.bodies = []
+        self.status = status
+
+    def __call__(self, body, timeout):
+        self.bodies.append(json.loads(body))
+        return self.status, "{}"
+
+    @property
+    def steps(self):
+        return [s for b in self.bodies for s in b["steps"]]
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.body = nn.Sequential(nn.Linear(8, 8), nn.LayerNorm(8), nn.Linear(8, 8))
+        self.frozen = nn.Linear(8, 8)
+        self.frozen.requires_grad_(False)
+        self.head = nn.Linear(8, 10, bias=False)
+        self.head.weight = self.embed.weight  # tied
+        self.register_buffer("counts", torch.zeros(3, dtype=torch.long))
+
+    def forward(self, idx):
+        return self.head(self.body(self.embed(idx)) + self.frozen(self.embed(idx)).detach())
+
+
+def _monitor(model, optimizer, **options):
+    recorder = Recorder()
+    opts = AgentOptions(flush_interval=0.01, **options)
+    return Monitor(model, optimizer, run="unit", endpoint="http://unused:1", options=opts, transport=recorder), recorder
+
+
+def _expected_layers(model):
+    """Per-module stats computed the slow, obvious way."""
+    seen, out = set(), {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        for p in module.parameters(recurse=False):
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            entry = out.setdefault(name or "(root)", {"g2": 0.0, "gmax": 0.0, "w2": 0.0, "wmax": 0.0, "has_grad": False})
+            entry["w2"] += p.detach().double().pow(2).sum().item()
+            entry["wmax"] = max(entry["wmax"], p.detach().abs().max().item())
+            if p.grad is not None:
+                entry["has_grad"] = True
+                entry["g2"] += p.grad.double().pow(2).sum().item()
+                entry["gmax"] = max(entry["gmax"], p.grad.abs().max().item())
+    return out
+
+
+def test_layer_stats_match_per_tensor_reference():
+    torch.manual_seed(0)
+    model = Tied()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    mon, recorder = _monitor(model, optimizer, stats_every=1, update_ratio_every=1)
+    idx = torch.randint(0, 10, (4, 5))
+    loss = model(idx).logsumexp(-1).mean()
+    loss.backward()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    grads_reference = _expected_layers(model)  # gradients exist now
+    optimizer.step()
+    mon.step(loss)
+    mon.close()
+    after_reference = _expected_layers(model)
+    (record,) = recorder.steps
+    layers = record["layers"]
+    assert layers["names"] == list(grads_reference)  # model order, tied weight counted once
+    assert "head" not in layers["names"]
+    for i, name in enumerate(layers["names"]):
+        ref = grads_reference[name]
+        if ref["has_grad"]:
+            assert layers["grad_norm"][i] == pytest.approx(math.sqrt(ref["g2"]), rel=1e-5)
+            assert layers["grad_max_abs"][i] == pytest.approx(ref["gmax"], rel=1e-6)
+        else:
+            assert layers["grad_norm"][i] is None and layers["grad_max_abs"][i] is None
+        assert layers["weight_norm"][i] == pytest.approx(math.sqrt(after_reference[name]["w2"]), rel=1e-5)
+        assert layers["weight_max_abs"][i] == pytest.approx(after_reference[name]["wmax"], rel=1e-6)
+    # Update ratio per layer: ||w_after - w_before|| / ||w_before||.
+    named = {k: p.detach() for k, p in model.named_parameters()}
+    keys = ("body.0.weight", "body.0.bias")
+    delta2 = sum((named[k] - before[k]).pow(2).sum().item() for k in keys)
+    before2 = sum(before[k].pow(2).sum().item() for k in keys)
+    i = layers["names"].index("body.0")
+    assert layers["update_ratio"][i] == pytest.approx(math.sqrt(delta2 / before2), rel=1e-4)
+    assert layers["update_ratio"][layers["names"].index("frozen")] == 0.0
+    global_norm = math.sqrt(sum(v["g2"] for v in grads_reference.values()))
+    assert record["grad_norm"] == pytest.approx(global_norm, rel=1e-5)
+    assert record["loss"] == pytest.approx(loss.item())
+    assert record["lr"] == 0.1
+
+
+def test_non_finite_gradients_show_in_max_abs_even_when_the_norm_overflows():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    mon, recorder = _monitor(model, optimizer, stats_every=1)
+    model(torch.ones(1, 3)).sum().backward()
+    model[0].weight.grad[0, 0] = float("nan")
+    model[1].weight.grad.fill_(1e30)  # finite, but its L2 norm overflows fp32
+    optimizer.step()
+    mon.step(1.0)
+    mon.close()
+    layers = recorder.steps[0]["layers"]
+    assert math.isnan(layers["grad_max_abs"][0])
+    assert layers["grad_max_abs"][1] == pytest.approx(1e30, rel=1e-6)
+
+
+def test_loss_every_step_layer_stats_every_n_and_skipped_steps():
+    model = nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, recorder = _monitor(model, optimizer, stats_every=3)
+    for step in range(7):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        if step != 4:  # step 4: a GradScaler would skip optimizer.step()
+            optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss, val_loss=0.5 if step == 5 else None, tokens=100 * step)
+    mon.close()
+    steps = recorder.steps
+    assert [s["step"] for s in steps] == list(range(7))
+    assert all("loss" in s for s in steps)
+    assert [s["step"] for s in steps if "layers" in s] == [0, 3, 6]
+    assert [s["skipped"] for s in steps] == [False] * 4 + [True] + [False] * 2
+    assert steps[5]["val_loss"] == 0.5 and steps[5]["scalars"]["tokens"] == 500
+
+
+def test_optimizer_free_mode_reads_gradients_at_step_time():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    mon, recorder = _monitor(model, None, stats_every=1)
+    model(torch.randn(2, 4)).sum().backward()
+    mon.step(torch.tensor(2.5))
+    mon.close()
+    (record,) = recorder.steps
+    assert record["loss"] == 2.5 and "lr" not in record
+    assert all(g is not None and g > 0 for g in record["layers"]["grad_norm"])
