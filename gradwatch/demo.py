@@ -7,6 +7,7 @@ Each model is plain PyTorch instrumented exactly as a user would:
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -174,6 +175,8 @@ def run_demo(port: int = 0, steps: int = 300, keep_serving: bool = False) -> int
     from gradwatch.service.server import BackgroundService, Service
 
     printer = _Printer()
+    # The demo prints each diagnosis itself; the service's own log would repeat it.
+    logging.getLogger("gradwatch.service").setLevel(logging.ERROR)
     print("gradwatch demo: starting the aggregator on a local Ray instance ...", flush=True)
     started = time.monotonic()
     service = BackgroundService(Service(port=port, name="demo", on_change=printer.on_change)).start()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExplodingGradientConfig
-from .robust import as_float, nanmedian, run_lengths, safe_ratio, trailing_run, trend
+from .robust import as_float, mad_sigma, nanmedian, run_lengths, safe_ratio, trailing_run, trend
 from .series import (
     clean_grad_norm,
     clean_layer_grads,
@@ -43,24 +43,30 @@ def _baseline_rows(n: int, wanted: int) -> int:
 
 
 def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
-    """Global gradient norm >= growth_factor x baseline, reached by rise_rows consecutive rises.
+    """Global gradient norm >= growth_factor x baseline, and sustained.
 
     Baseline: the smaller of the median of the window's first rows and the
     median of the rows just before the trailing rising run (an explosion that
-    starts at step 0 has only the first rows). Present while the norm stays at
-    or above the line after such a rise (a plateau after an explosion is still
-    an explosion); a single spike, or a step up followed by noise, is not.
-    An infinite norm on finite gradients (overflow) always counts.
+    starts at step 0 has only the first rows). Sustained: reached by rise_rows
+    consecutive rises, or above the line for rise_rows + 1 rows in a row; it
+    stays present while the norm stays above the line (a plateau after an
+    explosion is still one). A single spike is not. An infinite norm on finite
+    gradients (overflow) always counts. Only layers measured both in the first
+    rows and now enter the sum: unfreezing layers adds terms, not growth.
     """
-    g_all = clean_grad_norm(view)
-    rows = np.flatnonzero(~np.isnan(g_all))
+    grads = clean_layer_grads(view)
+    valid = np.flatnonzero(~np.all(np.isnan(grads), axis=1))
+    if valid.size < cfg.rise_rows + 1:
+        return None
+    k = _baseline_rows(valid.size, cfg.baseline_rows)
+    cols = ~np.all(np.isnan(grads[valid[:k]]), axis=0) & ~np.isnan(grads[valid[-1]])
+    g_all = global_norm(grads[:, cols] if cols.any() else grads)
+    rows = valid[~np.isnan(g_all[valid])]
     g = g_all[rows]
     n = g.size
     if n < cfg.rise_rows + 1:
         return None
-    rises = np.r_[False, g[1:] > g[:-1]]
-    runs = run_lengths(rises)
-    k = _baseline_rows(n, cfg.baseline_rows)
+    runs = run_lengths(np.r_[False, g[1:] > g[:-1]])
     run_start = n - 1 - int(runs[-1])
     pre = np.arange(max(0, run_start - cfg.baseline_rows), run_start)
     candidates = [(nanmedian(g[:k]), np.arange(k))]
@@ -72,17 +78,25 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     baseline, base_rows = min(candidates, key=lambda c: c[0]) if candidates else (float("nan"), np.arange(k))
 
     if np.isposinf(g[-1]):
-        j = n - trailing_run(np.isposinf(g))
-        onset = j - int(runs[j]) + 1
+        i = n - trailing_run(np.isposinf(g))
     else:
         e0 = n - trailing_run(g >= cfg.growth_factor * baseline)
-        if e0 == n:
-            return None
         hits = np.flatnonzero(runs[e0:] >= cfg.rise_rows)
-        if hits.size == 0:
+        if hits.size:
+            i = e0 + int(hits[0])
+        elif n - e0 >= cfg.rise_rows + 1:
+            i = e0
+        else:
             return None
-        i = e0 + int(hits[0])
-        onset = i - int(runs[i]) + 1
+    # Onset: the first row of the rise clearly above the baseline's own noise
+    # (a noisy uptick just before the rise is not its start).
+    rise = np.arange(max(i - max(int(runs[i]), 1), 0), i + 1)
+    with np.errstate(divide="ignore"):
+        noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 else 0.0
+    ref = np.nanmin([baseline, g[rise[0]]])
+    line = ref * np.exp(max(3.0 * noise, np.log(2.0)))
+    above = rise[g[rise] > line]
+    onset = int(above[0]) if above.size else int(rise[-1])
     steps = view.stat_steps[rows]
     return _Hit(
         onset=int(steps[onset]),

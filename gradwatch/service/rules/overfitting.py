@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import OverfittingConfig
-from .robust import as_float, diff_sigma, nanmedian, trailing_run
+from .robust import as_float, diff2_sigma, diff_sigma, median3, nanmedian, trailing_run
 from .series import finite_loss
 from .view import Finding, RunView
 
@@ -22,8 +22,9 @@ def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tup
 def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | None:
     """Report a held-out loss that keeps rising above its best while the train loss does not rise.
 
-    With v_j the finite val losses and m_j = min_{i<=j} v_i (running minimum),
-    sigma_v = 1.4826 * MAD(first differences of v) / sqrt(2), the tolerance line
+    With v_j the finite val losses, m_j = min_{i<=j} med3(v)_i (running minimum
+    of a centred 3-point median) and sigma_v = 1.4826 * MAD(second differences
+    of v) / sqrt(6) (a sparse val series has curvature between points), the line
     is m_j + max(rel_tolerance * |m_j|, noise_k * sigma_v). Present when the
     last ``patience`` val points all lie above their line (a one-off bump does
     not), and the train loss near the current val step (median of the
@@ -40,15 +41,19 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     vs, v = view.val_steps[ok], np.asarray(view.val_loss, dtype=float)[ok]
     if v.size < config.min_val_points:
         return None
-    run_min = np.minimum.accumulate(v)
-    sigma_v = diff_sigma(v)
+    # The best level reached so far, from a 3-point median: the raw minimum of
+    # n noisy points sits ~2 sigma below their mean and would put the line
+    # inside a flat plateau's noise.
+    smooth = median3(v)
+    run_min = np.minimum.accumulate(smooth)
+    sigma_v = diff2_sigma(v)
     sigma_v = sigma_v if np.isfinite(sigma_v) else 0.0
     line = run_min + np.maximum(config.rel_tolerance * np.abs(run_min), config.noise_k * sigma_v)
     run = trailing_run(v > line)
     if run < config.patience:
         return None
     j0 = v.size - run
-    j_min = int(np.argmin(v[:j0]))
+    j_min = int(np.argmin(smooth[:j0]))
 
     ls, lv = finite_loss(view)
     if lv.size == 0:

@@ -67,6 +67,28 @@ def diff_sigma(x: np.ndarray, axis: int = -1) -> Any:
     return mad_sigma(d, axis=axis) / np.sqrt(2.0)
 
 
+def diff2_sigma(x: np.ndarray) -> float:
+    """Per-sample noise of a sparse 1-D series from its second differences.
+
+    x_{t+1} - 2 x_t + x_{t-1} cancels a trend's slope, not just its level, so a
+    curved trend sampled sparsely (a val loss every few hundred steps) does not
+    read as noise; for i.i.d. noise its standard deviation is sqrt(6) sigma.
+    """
+    a = np.asarray(x, dtype=float)
+    if a.size < 3:
+        return float("nan")
+    return float(mad_sigma(np.diff(a, n=2)) / np.sqrt(6.0))
+
+
+def median3(x: np.ndarray) -> np.ndarray:
+    """Centred rolling median of 3 (2 at the ends): one low outlier cannot set a minimum."""
+    a = np.asarray(x, dtype=float)
+    if a.size < 3:
+        return a.copy()
+    mid = np.median(np.stack([a[:-2], a[1:-1], a[2:]]), axis=0)
+    return np.r_[(a[0] + a[1]) / 2.0, mid, (a[-2] + a[-1]) / 2.0]
+
+
 def safe_ratio(num: Any, den: Any) -> Any:
     """num / den with NaN where den is 0 or NaN (never a warning)."""
     n = np.asarray(num, dtype=float)

@@ -19,17 +19,19 @@ ADVICE = (
 GRAD_LEAD_STEPS = 10
 
 
-def _baselines(f: np.ndarray, cfg: LossSpikeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per index t: (median, noise sigma, count) of the previous baseline_steps finite losses."""
-    width = cfg.baseline_steps
+def _baselines(f: np.ndarray, width: int, rel_floor: float, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per index t: (median, noise sigma) of the previous ``width`` values of ``f``.
+
+    With ``log`` the values are log-losses: there the floor is rel_floor itself,
+    since a change of d in log is a relative change of about d.
+    """
     padded = np.concatenate([np.full(width, np.nan), f])
     win = sliding_window_view(padded, width)[: f.size]  # row t = f[t-width : t]
-    count = np.sum(~np.isnan(win), axis=1)
     base = nanmedian(win, axis=1)
     sigma = mad_sigma(np.diff(win, axis=1), axis=1) / np.sqrt(2.0)
-    floor = cfg.rel_noise_floor * np.abs(base) + TINY_ABS
+    floor = (rel_floor if log else rel_floor * np.abs(base)) + TINY_ABS
     sigma = np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor)
-    return base, sigma, count
+    return base, sigma
 
 
 def _grad_evidence(view: RunView, spike_step: int) -> dict[str, float]:
@@ -53,6 +55,9 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     MAD ignores earlier outliers. x_t is a spike when
     x_t - b_t > z_threshold * sigma_t and x_t - b_t > min_rel_jump * max(|b_t|, sigma_t)
     (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles).
+    For a positive loss the same z test must also hold on log(loss), with the
+    noise floor rel_noise_floor in log units: multiplicative heavy-tailed noise
+    (lognormal) is then Gaussian and its outliers are not spikes.
 
     Present if a spike is among the new steps, or the newest loss is still
     above b_s + recovery_fraction * z_threshold * sigma_s for a spike s in the
@@ -63,14 +68,25 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     f = loss[idx]
     if f.size <= config.min_history:
         return None
-    base, sigma, count = _baselines(f, config)
+    history = np.minimum(np.arange(f.size), config.baseline_steps)
+    base, sigma = _baselines(f, config.baseline_steps, config.rel_noise_floor, log=False)
     jump = f - base
     with np.errstate(invalid="ignore"):
         spike = (
-            (count >= config.min_history)
+            (history >= config.min_history)
             & (jump > config.z_threshold * sigma)
             & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
         )
+    log_z = np.full(f.size, np.nan)
+    if np.all(f > 0):
+        # Small-batch noise on a positive loss is closer to multiplicative
+        # (lognormal) than additive: its upper tail is long in linear units but
+        # Gaussian in log units. A spike must stand out in both.
+        lf = np.log(f)
+        lbase, lsigma = _baselines(lf, config.baseline_steps, config.rel_noise_floor, log=True)
+        log_z = (lf - lbase) / lsigma
+        with np.errstate(invalid="ignore"):
+            spike &= log_z > config.z_threshold
         unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
     active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
     if active.size == 0:
@@ -83,6 +99,7 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         "baseline": as_float(base[s]),
         "sigma": as_float(sigma[s]),
         "z": as_float(jump[s] / sigma[s]),
+        "log_z": as_float(log_z[s]),
         "jump_ratio": as_float(jump[s] / max(abs(base[s]), sigma[s])),
         "peak_loss": as_float(f[peak]),
         "peak_step": int(view.loss_steps[idx[peak]]),
