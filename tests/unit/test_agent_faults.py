@@ -1,0 +1,175 @@
+"""The agent never breaks the training loop: dead endpoints, rejections, bad values, fork."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from torch import nn
+
+import gradwatch
+from gradwatch.agents.monitor import Monitor
+from gradwatch.agents.options import AgentOptions
+
+
+def _dead_endpoint() -> str:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def _train(mon, model, optimizer, steps):
+    for _ in range(steps):
+        loss = model(torch.randn(4, 3)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss)
+
+
+def test_dead_endpoint_costs_one_warning_and_training_goes_on(caplog):
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        mon = gradwatch.watch(model, optimizer, run="dead", endpoint=_dead_endpoint(), flush_interval=0.01, max_backoff=0.05)
+        started = time.perf_counter()
+        _train(mon, model, optimizer, 200)
+        time.sleep(0.3)  # let the sender fail several times
+        mon.close(timeout=1.0)
+        elapsed = time.perf_counter() - started
+    warnings = [r for r in caplog.records if "cannot deliver" in r.getMessage()]
+    assert len(warnings) == 1
+    assert mon.delivered == 0
+    assert elapsed < 5
+
+
+def test_buffer_is_bounded_and_drops_the_oldest_counting_them():
+    sent = []
+
+    def refuse_then_accept(body, timeout):
+        if len(sent) == 0 and not refuse_then_accept.open:
+            raise OSError("connection refused")
+        sent.append(body)
+        return 202, "{}"
+
+    refuse_then_accept.open = False
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    options = AgentOptions(buffer_steps=16, flush_interval=0.01, max_backoff=0.02)
+    mon = Monitor(model, optimizer, run="bounded", endpoint="http://x:1", options=options, transport=refuse_then_accept)
+    _train(mon, model, optimizer, 100)
+    mon.flush(1.0)
+    refuse_then_accept.open = True
+    assert mon.flush(5.0)
+    mon.close()
+    import json
+
+    steps = [s["step"] for body in sent for s in json.loads(body)["steps"]]
+    assert steps == list(range(84, 100))  # the newest 16 survive, in order
+    assert mon.dropped == 84 and mon.delivered == 16
+    assert json.loads(sent[0])["dropped"] == 84  # the service learns about the loss
+
+
+def test_rejected_reports_are_dropped_and_counted_not_retried_forever(caplog):
+    calls = []
+
+    def reject(body, timeout):
+        calls.append(body)
+        return 422, '{"error": "no"}'
+
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = Monitor(model, optimizer, run="rej", endpoint="http://x:1", options=AgentOptions(flush_interval=0.01), transport=reject)
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        _train(mon, model, optimizer, 10)
+        mon.close()
+    assert mon.dropped == 10 and mon.delivered == 0
+    assert sum("rejected a report" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_odd_values_never_raise():
+    model = nn.Linear(3, 1)
+    mon = Monitor(model, None, run="odd", endpoint="http://x:1", options=AgentOptions(), transport=lambda b, t: (202, ""))
+    mon.step("not a number")
+    mon.step(torch.ones(5), val_loss=object(), acc=[1, 2])
+    mon.step(float("nan"))
+    mon.step()
+    mon.close()
+    mon.close()  # idempotent
+    mon.step(1.0)  # after close: ignored
+
+
+def test_watch_rejects_mistakes_before_training_starts():
+    model = nn.Linear(3, 1)
+    with pytest.raises(ValueError, match="run name"):
+        gradwatch.watch(model, run="has spaces")
+    with pytest.raises(ValueError, match="stats_evry"):
+        gradwatch.watch(model, run="ok", stats_evry=3)
+    with pytest.raises(ValueError, match="stats_every"):
+        gradwatch.watch(model, run="ok", stats_every=0)
+    with pytest.raises(TypeError, match="nn.Module"):
+        gradwatch.watch("model", run="ok")
+    assert isinstance(gradwatch.watch(model, run="ok", enabled=False), gradwatch.NullMonitor)
+
+
+def test_importing_the_agent_starts_nothing_and_never_imports_ray():
+    code = (
+        "import sys, threading, gradwatch; gradwatch.watch; gradwatch.Monitor;"
+        "assert 'ray' not in sys.modules, 'ray imported';"
+        "assert 'aiohttp' not in sys.modules, 'aiohttp imported';"
+        "assert threading.active_count() == 1, threading.enumerate()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_public_api_is_pinned():
+    assert sorted(gradwatch.__all__) == ["AgentOptions", "Monitor", "NullMonitor", "__version__", "watch"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_a_forked_child_can_train_and_exit_cleanly():
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon = Monitor(model, optimizer, run="fork", endpoint="http://x:1", options=AgentOptions(flush_interval=0.01),
+                  transport=lambda b, t: (202, ""))
+    _train(mon, model, optimizer, 3)
+    pid = os.fork()
+    if pid == 0:  # a dataloader worker, say
+        try:
+            _train(mon, model, optimizer, 3)
+            mon.close(timeout=2)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    mon.close()
+    assert mon.delivered >= 3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device: checks that no step adds a host sync")
+def test_cuda_steps_add_no_host_synchronisation():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).cuda()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    mon = Monitor(model, optimizer, run="cuda", endpoint="http://x:1", options=AgentOptions(stats_every=1, update_ratio_every=1),
+                  transport=lambda b, t: (202, ""))
+    x = torch.randn(32, 64, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(5):
+            loss = model(x).pow(2).mean()
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            mon.step(loss)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    mon.close()
+    assert mon.delivered == 5

@@ -1,0 +1,120 @@
+"""The aggregator without Ray: windows, evaluation, snapshots, exposition and the HTTP layer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry, generate_latest
+
+from gradwatch.service.aggregator import Aggregator, IngestRefused
+from gradwatch.service.backends import LocalBackend
+from gradwatch.service.config import LimitsConfig, ServiceConfig
+from gradwatch.service.exposition import SnapshotCollector
+from gradwatch.service.http import make_app
+from gradwatch.service.windows import Window
+from gradwatch.wire import LayerStats, Report, StepRecord
+
+
+def _layers(grad=(1.0, 2.0), weight_max=(0.5, 0.5)):
+    return LayerStats(
+        names=["in", "out"], numel=[10, 4], grad_norm=list(grad), grad_max_abs=[0.1, 0.2],
+        weight_norm=[3.0, 4.0], weight_max_abs=list(weight_max), update_ratio=[1e-3, 2e-3],
+    )
+
+
+def _report(run="r", steps=range(5), rank=0, world_size=1, loss=lambda s: 1.0 / (s + 1), layers_at=(0,)):
+    return Report(
+        run=run, rank=rank, world_size=world_size,
+        steps=[StepRecord(step=s, loss=loss(s), lr=0.1, layers=_layers() if s in layers_at else None) for s in steps],
+    )
+
+
+def test_window_keeps_the_newest_rows_and_tracks_unseen():
+    window = Window(4, {"x": (float, ())})
+    for i in range(11):
+        window.append(x=i)
+    assert window.column("x").tolist() == [7, 8, 9, 10]
+    assert window.new_from() == 0
+    window.mark_seen()
+    window.append(x=11)
+    assert window.column("x").tolist() == [8, 9, 10, 11] and window.new_from() == 3
+
+
+def test_nan_loss_fires_nonfinite_at_its_step_and_shows_in_snapshot():
+    agg = Aggregator()
+    agg.ingest(_report(steps=range(20)))
+    changes = agg.ingest(_report(steps=range(20, 25), loss=lambda s: math.nan if s >= 22 else 0.05))
+    assert [(c.kind, c.diagnosis["symptom"], c.diagnosis["step"]) for c in changes] == [("fired", "nonfinite", 22)]
+    (run,) = agg.snapshot().runs
+    assert run.active["nonfinite"] is True and math.isnan(run.latest.loss)
+    assert agg.runs()[0]["active_symptoms"] == ["nonfinite"]
+
+
+def test_other_ranks_only_contribute_non_finite_values():
+    agg = Aggregator()
+    agg.ingest(_report(steps=range(10)))
+    changes = agg.ingest(_report(steps=[10], rank=3, world_size=4, loss=lambda s: math.inf))
+    assert changes[0].diagnosis["symptom"] == "nonfinite" and changes[0].diagnosis["rank"] == 3
+    agg.ingest(_report(steps=range(10, 20), rank=2, world_size=4))
+    assert agg.runs()[0]["step"] == 9  # healthy duplicates from rank 2 are not mixed in
+
+
+def test_restarted_training_starts_new_windows():
+    agg = Aggregator()
+    agg.ingest(_report(steps=range(100)))
+    agg.ingest(_report(steps=range(5)))
+    assert agg.runs()[0]["step"] == 4
+
+
+def test_limits_refuse_new_runs_and_wide_reports():
+    agg = Aggregator(ServiceConfig(limits=LimitsConfig(max_runs=1, max_layers=1)))
+    with pytest.raises(IngestRefused) as info:
+        agg.ingest(_report(run="a"))
+    assert info.value.status == 413
+    agg.ingest(_report(run="a", layers_at=()))
+    with pytest.raises(IngestRefused) as info:
+        agg.ingest(_report(run="b", layers_at=()))
+    assert info.value.status == 429 and "max_runs" in info.value.reason
+
+
+def test_exposition_is_exact_for_a_known_state():
+    agg = Aggregator()
+    agg.ingest(_report(run="exp", steps=range(3), layers_at=(2,)), now=1000.0)
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    collector.update([agg.snapshot()])
+    text = generate_latest(registry).decode()
+    assert 'gradwatch_symptom_active{run="exp",symptom="nonfinite"} 0.0' in text
+    assert 'gradwatch_layer_grad_norm{layer="in",run="exp"} 1.0' in text
+    assert 'gradwatch_layer_update_ratio{layer="out",run="exp"} 0.002' in text
+    assert 'gradwatch_layer_nonfinite{layer="out",run="exp"} 0.0' in text
+    assert 'gradwatch_step{run="exp"} 2.0' in text
+    assert 'gradwatch_run_steps_total{run="exp"} 3.0' in text
+    assert 'gradwatch_last_report_timestamp_seconds{run="exp"} 1000.0' in text
+    assert "gradwatch_val_loss{" not in text  # never reported: absent, not NaN
+    assert text.count("gradwatch_symptom_active{") == 6
+
+
+def test_http_layer_over_an_in_process_aggregator():
+    async def scenario():
+        app = make_app(LocalBackend(Aggregator()), ServiceConfig(limits=LimitsConfig(max_body_bytes=4096)))
+        async with TestClient(TestServer(app)) as client:
+            body = _report(run="h", steps=range(3), loss=lambda s: math.nan if s == 2 else 1.0).model_dump_json()
+            response = await client.post("/v1/reports", data=body)
+            assert response.status == 202 and (await response.json()) == {"accepted": 3, "run": "h"}
+            items = await (await client.get("/v1/runs/h/diagnoses")).json()
+            assert items[0]["symptom"] == "nonfinite" and items[0]["evidence"]["loss_now"] == "NaN"
+            response = await client.post("/v1/reports", data=b"x" * 5000)
+            assert response.status == 413
+            text = await (await client.get("/metrics")).text()
+            assert 'gradwatch_ingest_rejected_reports_total{reason="too_large"} 1.0' in text
+            assert 'gradwatch_http_requests_total{code="202",route="/v1/reports"} 1.0' in text
+            runs = json.loads(await (await client.get("/v1/runs")).text())  # strict JSON parses
+            assert runs[0]["loss"] == "NaN"
+
+    asyncio.run(scenario())
