@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     serve.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)")
     serve.add_argument(
-        "--address", default=None, help="Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (default: start a local one)"
+        "--address",
+        default=None,
+        help="Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (default: start a local one)",
     )
     serve.add_argument("--config", default=None, metavar="FILE", help="TOML file with rule thresholds and limits")
     serve.add_argument("--name", default="default", help="aggregator name, for several services on one Ray cluster")

@@ -34,7 +34,7 @@ class DemoRun:
 
 def _mlp(widths: list[int], activation: type[nn.Module]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=False)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(widths) - 2:
             layers.append(activation())
@@ -78,20 +78,36 @@ def _healthy() -> tuple[nn.Module, torch.optim.Optimizer]:
 
 DEMO_RUNS = (
     DemoRun(
-        "demo-vanishing", "13 sigmoid layers: the gradient shrinks ~4x per layer on its way down",
-        frozenset({"vanishing_gradient"}), _vanishing, _classification, nn.functional.cross_entropy,
+        "demo-vanishing",
+        "13 sigmoid layers: the gradient shrinks ~4x per layer on its way down",
+        frozenset({"vanishing_gradient"}),
+        _vanishing,
+        _classification,
+        nn.functional.cross_entropy,
     ),
     DemoRun(
-        "demo-exploding", "SGD+momentum with a learning rate past the stability edge",
-        frozenset({"exploding_gradient"}), _exploding, _regression, nn.functional.mse_loss,
+        "demo-exploding",
+        "SGD+momentum with a learning rate past the stability edge",
+        frozenset({"exploding_gradient"}),
+        _exploding,
+        _regression,
+        nn.functional.mse_loss,
     ),
     DemoRun(
-        "demo-nan", "a healthy model fed one corrupt batch at step 120",
-        frozenset({"nonfinite"}), _healthy, _poisoned(120), nn.functional.cross_entropy,
+        "demo-nan",
+        "a healthy model fed one corrupt batch at step 120",
+        frozenset({"nonfinite"}),
+        _healthy,
+        _poisoned(120),
+        nn.functional.cross_entropy,
     ),
     DemoRun(
-        "demo-healthy", "a well-tuned control: nothing should fire",
-        frozenset(), _healthy, _classification, nn.functional.cross_entropy,
+        "demo-healthy",
+        "a well-tuned control: nothing should fire",
+        frozenset(),
+        _healthy,
+        _classification,
+        nn.functional.cross_entropy,
     ),
 )
 
@@ -187,7 +203,10 @@ def run_demo(port: int = 0, steps: int = 300, keep_serving: bool = False) -> int
             _train(run, steps, service.url, printer)
         time.sleep(0.5)
         ok = _summary(service.url)
-        print(f"\ngradwatch demo: finished in {time.monotonic() - started:.0f} s. Prometheus metrics: {service.url}/metrics")
+        print(
+            f"\ngradwatch demo: finished in {time.monotonic() - started:.0f} s. "
+            f"Prometheus metrics: {service.url}/metrics"
+        )
         if keep_serving:
             print("gradwatch demo: --keep-serving: the service stays up until Ctrl-C", flush=True)
             try:

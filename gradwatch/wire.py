@@ -127,7 +127,7 @@ class Report(BaseModel):
 
     model_config = _WIRE_CONFIG
 
-    v: Literal[1] = SCHEMA_VERSION
+    v: Literal[1] = 1
     run: RunName
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)

@@ -80,11 +80,13 @@ class _PendingReport:
 
         def combined(slots: list[Slot], row: int) -> list[float]:
             """Row 0 (sum of squares) adds over devices; row 1 (max-abs) takes the max."""
-            parts = [values[key][offset + row * num_layers : offset + (row + 1) * num_layers] for key, offset, _ in slots]
+            parts = [
+                values[key][offset + row * num_layers : offset + (row + 1) * num_layers] for key, offset, _ in slots
+            ]
             if len(parts) == 1:
                 return parts[0]
             reduce = max if row == 1 else sum
-            return [reduce(column) for column in zip(*parts)]
+            return [reduce(column) for column in zip(*parts, strict=True)]
 
         out = []
         for pending in self._steps:
@@ -96,7 +98,9 @@ class _PendingReport:
             if pending.layers is not None:
                 layers = pending.layers
                 grad_sumsq = combined(layers.grads, 0)
-                record["grad_norm"] = math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers)) if layers.grad_layers else None
+                record["grad_norm"] = (
+                    math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers)) if layers.grad_layers else None
+                )
                 record["layers"] = self._layer_record(layers, grad_sumsq, combined)
             out.append(record)
         return out
@@ -113,7 +117,7 @@ class _PendingReport:
         }
         if layers.updates:
             deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)
-            record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores)]
+            record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores, strict=True)]
         return record
 
 
@@ -269,7 +273,9 @@ class Monitor:
         for index, group in enumerate(self._layout.groups):
             self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers)))
             if self._weights_before is not None:
-                self._layers.updates.append(self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers)))
+                self._layers.updates.append(
+                    self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers))
+                )
         self._weights_before = None
 
     def _record_step(self, loss: Any, val_loss: Any, scalars: dict[str, Any]) -> None:

@@ -40,11 +40,18 @@ class AgentOptions(BaseModel):
     buffer_steps: int = Field(
         default=20_000,
         ge=16,
-        description="Step records kept while the service is slow or gone; the oldest are dropped (and counted) past this.",
+        description=(
+            "Step records kept while the service is slow or gone; "
+            "the oldest are dropped (and counted) past this."
+        ),
     )
-    max_steps_per_post: int = Field(default=1_000, ge=1, le=10_000, description="Step records per HTTP request at most.")
+    max_steps_per_post: int = Field(
+        default=1_000, ge=1, le=10_000, description="Step records per HTTP request at most."
+    )
     request_timeout: float = Field(default=2.0, gt=0, le=60, description="Seconds an HTTP request may take.")
-    close_timeout: float = Field(default=5.0, ge=0, le=300, description="Seconds close() waits to deliver what is buffered.")
+    close_timeout: float = Field(
+        default=5.0, ge=0, le=300, description="Seconds close() waits to deliver what is buffered."
+    )
     max_backoff: float = Field(
         default=2.0, gt=0, le=60, description="Longest wait between retries while the service is unreachable."
     )

@@ -19,7 +19,7 @@ import urllib.parse
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -29,6 +29,7 @@ from gradwatch.wire import Report
 logger = logging.getLogger("gradwatch.agent")
 
 REPORTS_PATH = "/v1/reports"
+T = TypeVar("T")
 
 
 class PendingRecords(Protocol):
@@ -193,7 +194,9 @@ class Sender:
             with self._lock:
                 dropped = self._dropped_unreported
             try:
-                body = Report(**self._envelope, dropped=dropped, steps=batch).model_dump_json(exclude_none=True).encode()
+                body = (
+                    Report.model_validate({**self._envelope, "dropped": dropped, "steps": batch}).model_dump_json(exclude_none=True).encode()
+                )
             except ValidationError as exc:
                 # Cannot happen with records built by the monitor; if it does,
                 # retrying would loop forever, so the batch is dropped.
@@ -254,7 +257,7 @@ class Sender:
             self._warned_unreachable = False
 
 
-def _weak_call(obj: object, method: Callable[[object], None]) -> Callable[[], None]:
+def _weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
     """A callback that calls ``method(obj)`` while obj is alive, without keeping it alive."""
     ref = weakref.ref(obj)
 

@@ -19,7 +19,9 @@ from gradwatch.agents.layout import DeviceGroup
 _INF = float("inf")
 
 
-def _per_layer(group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int) -> torch.Tensor:
+def _per_layer(
+    group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int
+) -> torch.Tensor:
     """Shape (2, L): per-layer sum of squares and max-abs of ``tensors``.
 
     Layers with no tensor in ``tensors`` get 0 and 0; the caller knows which
@@ -48,7 +50,7 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
     """
     grads: list[torch.Tensor] = []
     layers: list[int] = []
-    for param, layer in zip(group.params, group.layer_of_param):
+    for param, layer in zip(group.params, group.layer_of_param, strict=True):
         grad = param.grad
         if grad is None:
             continue
@@ -67,7 +69,7 @@ def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
 
 def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
     """A temporary copy of the weights, held only across one optimizer step."""
-    return torch._foreach_mul([p.detach() for p in group.params], 1.0)
+    return list(torch._foreach_mul([p.detach() for p in group.params], 1.0))
 
 
 def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:

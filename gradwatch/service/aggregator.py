@@ -95,7 +95,9 @@ class Aggregator:
         for record in report.steps:
             if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
                 raise IngestRefused(
-                    413, f"report has {len(record.layers.names)} layers; limits.max_layers is {self.config.limits.max_layers}"
+                    413,
+                    f"report has {len(record.layers.names)} layers; "
+                    f"limits.max_layers is {self.config.limits.max_layers}",
                 )
         state = entry.state
         restarts_before = state.restarts

@@ -12,9 +12,9 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gradwatch.service.rules.config import RulesConfig
@@ -36,8 +36,12 @@ class LimitsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest POST /v1/reports body.")
-    max_runs: int = Field(default=2_000, ge=1, description="Runs held at once; reports for more are refused (HTTP 429).")
-    max_layers: int = Field(default=20_000, ge=1, description="Layers per run; reports with more are refused (HTTP 413).")
+    max_runs: int = Field(
+        default=2_000, ge=1, description="Runs held at once; reports for more are refused (HTTP 429)."
+    )
+    max_layers: int = Field(
+        default=20_000, ge=1, description="Layers per run; reports with more are refused (HTTP 413)."
+    )
     ingest_timeout: float = Field(default=10.0, gt=0, description="Seconds an ingest may wait on the aggregator actor.")
 
 

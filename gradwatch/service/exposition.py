@@ -22,9 +22,21 @@ from gradwatch.service.rules.view import SYMPTOMS
 _LAYER_GAUGES = (
     ("layer_grad_norm", "layer_grad_norm", "Gradient L2 norm of the layer at the newest statistics step."),
     ("layer_weight_norm", "layer_weight_norm", "Weight L2 norm of the layer at the newest statistics step."),
-    ("layer_grad_max_abs", "layer_grad_max_abs", "Largest absolute gradient value in the layer (NaN/Inf when it holds one)."),
-    ("layer_weight_max_abs", "layer_weight_max_abs", "Largest absolute weight value in the layer (NaN/Inf when it holds one)."),
-    ("layer_update_ratio", "layer_update_ratio", "||dw||/||w|| of the layer at the newest sampled step (healthy is near 1e-3)."),
+    (
+        "layer_grad_max_abs",
+        "layer_grad_max_abs",
+        "Largest absolute gradient value in the layer (NaN/Inf when it holds one).",
+    ),
+    (
+        "layer_weight_max_abs",
+        "layer_weight_max_abs",
+        "Largest absolute weight value in the layer (NaN/Inf when it holds one).",
+    ),
+    (
+        "layer_update_ratio",
+        "layer_update_ratio",
+        "||dw||/||w|| of the layer at the newest sampled step (healthy is near 1e-3).",
+    ),
 )
 _RUN_GAUGES = (
     ("step", "step", "Newest optimizer step reported."),
@@ -59,7 +71,9 @@ def _symptom_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
         "gradwatch_symptom_active", "1 while the symptom is active on the run, 0 otherwise.", labels=["run", "symptom"]
     )
     onset = GaugeMetricFamily(
-        "gradwatch_symptom_onset_step", "First step at which the symptom was seen on the run.", labels=["run", "symptom"]
+        "gradwatch_symptom_onset_step",
+        "First step at which the symptom was seen on the run.",
+        labels=["run", "symptom"],
     )
     for run in runs:
         for symptom in SYMPTOMS:
@@ -79,7 +93,9 @@ def _run_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
             if value is not None:
                 family.add_metric([run.run], float(value))
         yield family
-    scalars = GaugeMetricFamily("gradwatch_scalar", "Named scalars the run passed to mon.step().", labels=["run", "name"])
+    scalars = GaugeMetricFamily(
+        "gradwatch_scalar", "Named scalars the run passed to mon.step().", labels=["run", "name"]
+    )
     reports = CounterMetricFamily("gradwatch_run_reports", "Reports received from the run's agents.", labels=["run"])
     steps = CounterMetricFamily("gradwatch_run_steps", "Step records received from the run's agents.", labels=["run"])
     dropped = CounterMetricFamily(
@@ -107,7 +123,7 @@ def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
             values = getattr(run.latest, attribute)
             if values is None:
                 continue
-            for layer, value in zip(run.layers, values.tolist()):
+            for layer, value in zip(run.layers, values.tolist(), strict=True):
                 family.add_metric([run.run, layer], value)
         yield family
     nonfinite = GaugeMetricFamily(
@@ -118,7 +134,7 @@ def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
     for run in runs:
         if run.latest.layer_nonfinite is None:
             continue
-        for layer, bad in zip(run.layers, run.latest.layer_nonfinite.tolist()):
+        for layer, bad in zip(run.layers, run.latest.layer_nonfinite.tolist(), strict=True):
             nonfinite.add_metric([run.run, layer], 1.0 if bad else 0.0)
     yield nonfinite
 

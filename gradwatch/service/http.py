@@ -90,7 +90,10 @@ class HttpMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
-            "gradwatch_http_requests", "HTTP requests answered, by route and status.", ["route", "code"], registry=registry
+            "gradwatch_http_requests",
+            "HTTP requests answered, by route and status.",
+            ["route", "code"],
+            registry=registry,
         )
         self.rejected = Counter(
             "gradwatch_ingest_rejected_reports", "Reports refused at ingest, by reason.", ["reason"], registry=registry

@@ -69,8 +69,14 @@ class RunState:
 
     def _reset_series(self) -> None:
         self.steps = Window(
-            self._windows.steps, {"step": (np.int64, ()), "loss": (np.float64, ()), "lr": (np.float64, ()),
-                                  "skipped": (np.bool_, ()), "rank": (np.int64, ())}
+            self._windows.steps,
+            {
+                "step": (np.int64, ()),
+                "loss": (np.float64, ()),
+                "lr": (np.float64, ()),
+                "skipped": (np.bool_, ()),
+                "rank": (np.int64, ()),
+            },
         )
         self.val = Window(self._windows.val_points, {"step": (np.int64, ()), "val_loss": (np.float64, ())})
         self.layer_names: tuple[str, ...] = ()
@@ -101,7 +107,9 @@ class RunState:
             # how a NaN's origin rank is found. Their healthy values duplicate
             # the primary rank's and would confuse the loss rules.
             if record.loss is not None and not math.isfinite(record.loss):
-                self.steps.append(step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank)
+                self.steps.append(
+                    step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank
+                )
                 return 1
             return 0
         if record.step <= self.last_primary_step:
@@ -156,9 +164,10 @@ class RunState:
         update = _column(layers.update_ratio) if layers.update_ratio is not None else np.full(len(names), _NAN)
         # A layer holds NaN/Inf exactly when its max-abs is non-finite; absent
         # (NaN from null) gradients are not data and must not count.
-        grad_present = np.array([v is not None for v in layers.grad_max_abs])
+        grad_present = np.array([v is not None for v in layers.grad_max_abs], dtype=bool)
+        weight_present = np.array([v is not None for v in layers.weight_max_abs], dtype=bool)
         grad_nonfinite = grad_present & ~np.isfinite(grad_max)
-        weight_nonfinite = ~np.isfinite(weight_max)
+        weight_nonfinite = weight_present & ~np.isfinite(weight_max)
         self.stats.append(
             step=step,
             grad_norm=grad_norm,
@@ -169,7 +178,7 @@ class RunState:
         )
         latest = self.latest
         latest.layer_grad_norm = grad_norm
-        latest.layer_weight_norm = self.stats.last("weight_norm")
+        latest.layer_weight_norm = self.stats.column("weight_norm")[-1]
         latest.layer_grad_max_abs = grad_max
         latest.layer_weight_max_abs = weight_max
         latest.layer_nonfinite = grad_nonfinite | weight_nonfinite
@@ -212,4 +221,3 @@ class RunState:
     @property
     def has_unseen(self) -> bool:
         return bool(self.steps.unseen or self.val.unseen or (self.stats is not None and self.stats.unseen))
-

@@ -16,7 +16,7 @@ GOOD = {"v": 1, "run": "it-bad-input", "steps": [{"step": 0, "loss": 1.0}]}
     [
         (b"", 400, "empty body"),
         (b"this is not json", 400, "not valid JSON"),
-        (b"{\"run\": \"x\", ", 400, "not valid JSON"),
+        (b'{"run": "x", ', 400, "not valid JSON"),
         (b"[1, 2, 3]", 422, "wire schema"),
         (json.dumps({"run": "r", "steps": "many"}).encode(), 422, "steps"),
         (json.dumps({"run": "r", "steps": [{"step": "zero"}]}).encode(), 422, "step"),
@@ -24,8 +24,28 @@ GOOD = {"v": 1, "run": "it-bad-input", "steps": [{"step": 0, "loss": 1.0}]}
         (json.dumps({"run": "x" * 10_000, "steps": []}).encode(), 422, "run"),
         (json.dumps({"run": "<script>alert(1)</script>", "steps": []}).encode(), 422, "run"),
         (json.dumps({"run": "a\nb", "steps": []}).encode(), 422, "run"),
-        (json.dumps({"run": "r", "steps": [{"step": 0, "layers": {"names": ["a"], "numel": [1], "grad_norm": [],
-            "grad_max_abs": [], "weight_norm": [], "weight_max_abs": []}}]}).encode(), 422, "layers"),
+        (
+            json.dumps(
+                {
+                    "run": "r",
+                    "steps": [
+                        {
+                            "step": 0,
+                            "layers": {
+                                "names": ["a"],
+                                "numel": [1],
+                                "grad_norm": [],
+                                "grad_max_abs": [],
+                                "weight_norm": [],
+                                "weight_max_abs": [],
+                            },
+                        }
+                    ],
+                }
+            ).encode(),
+            422,
+            "layers",
+        ),
         (b"\xff\xfe\x00garbage", 400, "not valid JSON"),
     ],
 )

@@ -72,7 +72,11 @@ def test_serve_ingests_and_shuts_down_on_sigterm_without_orphans(ray_tmp):
     try:
         _wait_healthy(url, process)
         assert _processes_mentioning(str(ray_tmp)), "the embedded Ray instance should run under RAY_TMPDIR"
-        report = {"v": 1, "run": "cli-run", "steps": [{"step": s, "loss": float("nan") if s == 3 else 1.0} for s in range(5)]}
+        report = {
+            "v": 1,
+            "run": "cli-run",
+            "steps": [{"step": s, "loss": float("nan") if s == 3 else 1.0} for s in range(5)],
+        }
         body = json.dumps(report).encode()  # Python writes NaN as the NaN constant the schema reads
         request = urllib.request.Request(url + "/v1/reports", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -115,7 +119,11 @@ def test_demo_finishes_on_its_own_within_two_minutes_and_shows_diagnoses(ray_tmp
     assert result.returncode == 0, result.stdout + result.stderr
     assert elapsed < 120, f"demo took {elapsed:.0f} s"
     out = result.stdout
-    for run, symptom in [("demo-vanishing", "vanishing_gradient"), ("demo-exploding", "exploding_gradient"), ("demo-nan", "nonfinite")]:
+    for run, symptom in [
+        ("demo-vanishing", "vanishing_gradient"),
+        ("demo-exploding", "exploding_gradient"),
+        ("demo-nan", "nonfinite"),
+    ]:
         assert any(run in line and symptom in line and "DIAGNOSIS" in line for line in out.splitlines()), out
     assert "evidence:" in out and "advice:" in out and "/metrics" in out
     assert not any("DIAGNOSIS" in line and "demo-healthy" in line for line in out.splitlines())

@@ -75,7 +75,11 @@ def test_nan_from_a_division_by_zero_names_the_first_step(service, http):
         return loss / 0.0 * 0.0 if step == 37 else loss  # inf * 0 = NaN, as a bad normaliser would make
 
     train(
-        "it-nan", service.url, model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9), 60,
+        "it-nan",
+        service.url,
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
+        60,
         loss_hook=divide_by_zero_at_step_37,
     )
     found = _diagnoses(http, "it-nan", wait_for="nonfinite")
@@ -97,7 +101,11 @@ def test_healthy_training_raises_nothing_and_exports_layer_series(service, http)
     text = http.metrics()
     actives = {k: v for k, v in _samples(text, "gradwatch_symptom_active").items() if ("run", "it-healthy") in k}
     assert len(actives) == 6 and set(actives.values()) == {0.0}
-    grad_norms = {dict(k)["layer"]: v for k, v in _samples(text, "gradwatch_layer_grad_norm").items() if ("run", "it-healthy") in k}
+    grad_norms = {
+        dict(k)["layer"]: v
+        for k, v in _samples(text, "gradwatch_layer_grad_norm").items()
+        if ("run", "it-healthy") in k
+    }
     assert set(grad_norms) == {"0", "2", "4"} and all(v > 0 for v in grad_norms.values())
     assert _samples(text, "gradwatch_run_steps_total")[(("run", "it-healthy"),)] == 200
     status, runs = http.get_json("/v1/runs")

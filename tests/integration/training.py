@@ -12,7 +12,7 @@ import gradwatch
 
 def mlp(widths: list[int], activation: type[nn.Module], init_std: float | None = None) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=False)):
         linear = nn.Linear(fan_in, fan_out)
         if init_std is not None:
             nn.init.normal_(linear.weight, std=init_std)

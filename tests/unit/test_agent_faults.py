@@ -37,7 +37,9 @@ def test_dead_endpoint_costs_one_warning_and_training_goes_on(caplog):
     model = nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
-        mon = gradwatch.watch(model, optimizer, run="dead", endpoint=_dead_endpoint(), flush_interval=0.01, max_backoff=0.05)
+        mon = gradwatch.watch(
+            model, optimizer, run="dead", endpoint=_dead_endpoint(), flush_interval=0.01, max_backoff=0.05
+        )
         started = time.perf_counter()
         _train(mon, model, optimizer, 200)
         time.sleep(0.3)  # let the sender fail several times
@@ -85,7 +87,9 @@ def test_rejected_reports_are_dropped_and_counted_not_retried_forever(caplog):
 
     model = nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon = Monitor(model, optimizer, run="rej", endpoint="http://x:1", options=AgentOptions(flush_interval=0.01), transport=reject)
+    mon = Monitor(
+        model, optimizer, run="rej", endpoint="http://x:1", options=AgentOptions(flush_interval=0.01), transport=reject
+    )
     with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
         _train(mon, model, optimizer, 10)
         mon.close()
@@ -95,7 +99,9 @@ def test_rejected_reports_are_dropped_and_counted_not_retried_forever(caplog):
 
 def test_odd_values_never_raise():
     model = nn.Linear(3, 1)
-    mon = Monitor(model, None, run="odd", endpoint="http://x:1", options=AgentOptions(), transport=lambda b, t: (202, ""))
+    mon = Monitor(
+        model, None, run="odd", endpoint="http://x:1", options=AgentOptions(), transport=lambda b, t: (202, "")
+    )
     mon.step("not a number")
     mon.step(torch.ones(5), val_loss=object(), acc=[1, 2])
     mon.step(float("nan"))
@@ -137,8 +143,14 @@ def test_public_api_is_pinned():
 def test_a_forked_child_can_train_and_exit_cleanly():
     model = nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon = Monitor(model, optimizer, run="fork", endpoint="http://x:1", options=AgentOptions(flush_interval=0.01),
-                  transport=lambda b, t: (202, ""))
+    mon = Monitor(
+        model,
+        optimizer,
+        run="fork",
+        endpoint="http://x:1",
+        options=AgentOptions(flush_interval=0.01),
+        transport=lambda b, t: (202, ""),
+    )
     _train(mon, model, optimizer, 3)
     pid = os.fork()
     if pid == 0:  # a dataloader worker, say
@@ -157,8 +169,14 @@ def test_a_forked_child_can_train_and_exit_cleanly():
 def test_cuda_steps_add_no_host_synchronisation():
     model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).cuda()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    mon = Monitor(model, optimizer, run="cuda", endpoint="http://x:1", options=AgentOptions(stats_every=1, update_ratio_every=1),
-                  transport=lambda b, t: (202, ""))
+    mon = Monitor(
+        model,
+        optimizer,
+        run="cuda",
+        endpoint="http://x:1",
+        options=AgentOptions(stats_every=1, update_ratio_every=1),
+        transport=lambda b, t: (202, ""),
+    )
     x = torch.randn(32, 64, device="cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")

@@ -56,7 +56,9 @@ def _expected_layers(model):
             if id(p) in seen:
                 continue
             seen.add(id(p))
-            entry = out.setdefault(name or "(root)", {"g2": 0.0, "gmax": 0.0, "w2": 0.0, "wmax": 0.0, "has_grad": False})
+            entry = out.setdefault(
+                name or "(root)", {"g2": 0.0, "gmax": 0.0, "w2": 0.0, "wmax": 0.0, "has_grad": False}
+            )
             entry["w2"] += p.detach().double().pow(2).sum().item()
             entry["wmax"] = max(entry["wmax"], p.detach().abs().max().item())
             if p.grad is not None:

@@ -21,14 +21,21 @@ from gradwatch.wire import LayerStats, Report, StepRecord
 
 def _layers(grad=(1.0, 2.0), weight_max=(0.5, 0.5)):
     return LayerStats(
-        names=["in", "out"], numel=[10, 4], grad_norm=list(grad), grad_max_abs=[0.1, 0.2],
-        weight_norm=[3.0, 4.0], weight_max_abs=list(weight_max), update_ratio=[1e-3, 2e-3],
+        names=["in", "out"],
+        numel=[10, 4],
+        grad_norm=list(grad),
+        grad_max_abs=[0.1, 0.2],
+        weight_norm=[3.0, 4.0],
+        weight_max_abs=list(weight_max),
+        update_ratio=[1e-3, 2e-3],
     )
 
 
 def _report(run="r", steps=range(5), rank=0, world_size=1, loss=lambda s: 1.0 / (s + 1), layers_at=(0,)):
     return Report(
-        run=run, rank=rank, world_size=world_size,
+        run=run,
+        rank=rank,
+        world_size=world_size,
         steps=[StepRecord(step=s, loss=loss(s), lr=0.1, layers=_layers() if s in layers_at else None) for s in steps],
     )
 

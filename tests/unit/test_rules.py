@@ -9,6 +9,7 @@ sends them by default.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -291,6 +292,19 @@ def _update_too_big() -> RunView:
     return make_view(decaying_loss(320), grad=noisy_grads(64), update=u)
 
 
+def _spiked_loss(height: float, length: int = 1) -> np.ndarray:
+    loss = decaying_loss(300)
+    loss[250 : 250 + length] *= height ** (np.arange(1, length + 1) / length)
+    return loss
+
+
+def _diverging_loss() -> np.ndarray:
+    """Healthy decay, then x30 per step from step 200 (an SGD past its stability edge)."""
+    loss = decaying_loss(203)
+    loss[200:] = loss[199] * 30.0 ** np.arange(1, 4)
+    return loss
+
+
 EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
     ("uniform growth after a flat stretch", lambda: make_view(grad=_explode_after(60, 54, 3.0)), 54 * STRIDE, "growth"),
     ("growth from step 0", lambda: make_view(grad=_explode_after(10, 1, 4.0)), STRIDE, "growth"),
@@ -305,6 +319,7 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
     ("exponential weight growth", _weight_explosion, 34 * STRIDE, "weight_growth"),
     ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
     ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
+    ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
 ]
 
 
@@ -387,6 +402,8 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("zero-initialised layer grows from 0", _zero_init_layer),
     ("Adam-like linear weight growth 4x while learning", _adam_linear_weights),
     ("backbone unfrozen mid-window", _unfrozen_backbone),
+    ("a one-step 50x loss spike that recovers", lambda: make_view(_spiked_loss(50.0))),
+    ("a loss rising 3x over two steps", lambda: make_view(_spiked_loss(3.0, length=2))),
     ("clipped: recorded norm large but flat", lambda: make_view(grad=noisy_grads(64, 8, 1, 0.3, scale=300.0))),
     ("isolated spike that went away", lambda: make_view(grad=_isolated_spike(last=False))),
     ("isolated spike at the newest row", lambda: make_view(grad=_isolated_spike(last=True))),
@@ -678,7 +695,10 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ],
     ("cosine decay to 0 at the end", _cosine_to_zero),
     ("warmup from lr=0", _warmup_from_zero),
-    ("improving with tiny updates", lambda: make_view(decaying_loss(300, noise=0.005), grad=_stats(), update=_sampled(1e-7, 60))),
+    (
+        "improving with tiny updates",
+        lambda: make_view(decaying_loss(300, noise=0.005), grad=_stats(), update=_sampled(1e-7, 60)),
+    ),
     ("flat noisy loss, no update ratio sampled", lambda: make_view(_flat(), grad=_stats())),
     ("window not full", lambda: make_view(np.full(30, 2.3))),
 ]
@@ -726,3 +746,42 @@ def test_evaluate_on_a_broken_run_gives_plain_evidence() -> None:
     for finding in out.values():
         if finding is not None:
             assert_plain_json(finding.evidence)
+
+
+def test_evaluate_never_raises_or_warns_on_degenerate_views() -> None:
+    r = rng(7)
+    odd = np.array([np.nan, np.inf, -np.inf, 0.0, 1e-300, 1e300, 1.0, -1.0])
+
+    def arr(shape: Any) -> np.ndarray:
+        a = np.exp(r.standard_normal(shape))
+        mask = r.random(shape) < 0.2
+        a[mask] = r.choice(odd, size=int(mask.sum()))
+        return a
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(300):
+            t, s, n_layers, v = (int(x) for x in r.integers(0, [80, 20, 7, 8]))
+            view = RunView(
+                layers=tuple(f"l{j}" for j in range(n_layers)),
+                layer_numel=r.integers(0, 100, n_layers),
+                loss_steps=np.arange(t),
+                loss=arr(t),
+                lr=arr(t),
+                skipped=r.random(t) < 0.3,
+                val_steps=np.arange(v) * 10,
+                val_loss=arr(v),
+                stat_steps=np.arange(s) * 5,
+                grad_norm=arr((s, n_layers)),
+                weight_norm=arr((s, n_layers)),
+                update_ratio=arr((s, n_layers)),
+                grad_nonfinite=r.random((s, n_layers)) < 0.1,
+                weight_nonfinite=r.random((s, n_layers)) < 0.1,
+                new_loss_from=int(r.integers(0, t + 1)),
+                new_stat_from=int(r.integers(0, s + 1)),
+                new_val_from=int(r.integers(0, v + 1)),
+                loss_rank=r.integers(0, 4, t),
+            )
+            for finding in evaluate(view, RulesConfig()).values():
+                if finding is not None:
+                    assert_plain_json(finding.evidence)

@@ -11,8 +11,12 @@ from gradwatch.wire import LayerStats, Report, StepRecord, is_valid_run_name
 
 def _layers(**overrides):
     fields = dict(
-        names=["enc.0", "enc.1"], numel=[10, 20], grad_norm=[1.0, None], grad_max_abs=[0.5, None],
-        weight_norm=[2.0, 3.0], weight_max_abs=[1.0, 1.5],
+        names=["enc.0", "enc.1"],
+        numel=[10, 20],
+        grad_norm=[1.0, None],
+        grad_max_abs=[0.5, None],
+        weight_norm=[2.0, 3.0],
+        weight_max_abs=[1.0, 1.5],
     )
     fields.update(overrides)
     return LayerStats(**fields)
@@ -23,7 +27,9 @@ def test_non_finite_values_round_trip_losslessly():
         run="r1",
         steps=[
             StepRecord(step=0, loss=math.nan, val_loss=math.inf, lr=-math.inf, scalars={"acc": math.nan}),
-            StepRecord(step=1, loss=1.5, layers=_layers(grad_norm=[math.inf, None], weight_max_abs=[math.nan, -math.inf])),
+            StepRecord(
+                step=1, loss=1.5, layers=_layers(grad_norm=[math.inf, None], weight_max_abs=[math.nan, -math.inf])
+            ),
         ],
     )
     text = report.model_dump_json()
@@ -69,6 +75,8 @@ def test_layer_columns_must_align():
         _layers(names=["a", "a"])
 
 
-@pytest.mark.parametrize("name, ok", [("resnet-lr0.1", True), ("team/exp:42@v2", True), ("-x", False), ("a b", False), ("é", False)])
+@pytest.mark.parametrize(
+    "name, ok", [("resnet-lr0.1", True), ("team/exp:42@v2", True), ("-x", False), ("a b", False), ("é", False)]
+)
 def test_run_names(name, ok):
     assert is_valid_run_name(name) is ok

@@ -25,10 +25,10 @@ class NonfiniteConfig(_RuleConfig):
     """Settings of the ``nonfinite`` rule (NaN/Inf in loss, gradients or weights)."""
 
     max_layers_listed: int = Field(
-        10, ge=1, description="How many affected layers (in model order) the evidence names."
+        default=10, ge=1, description="How many affected layers (in model order) the evidence names."
     )
     ignore_skipped_steps: bool = Field(
-        True,
+        default=True,
         description=(
             "Ignore non-finite gradients on steps the optimizer skipped (AMP GradScaler found "
             "inf and skipped the step): routine loss scaling, not an incident."
@@ -40,21 +40,25 @@ class ExplodingGradientConfig(_RuleConfig):
     """Settings of the ``exploding_gradient`` rule."""
 
     growth_factor: float = Field(
-        30.0, gt=1.0, description="Global gradient norm growth over its baseline that counts as explosion."
+        default=30.0, gt=1.0, description="Global gradient norm growth over its baseline that counts as explosion."
     )
     rise_rows: int = Field(
-        2, ge=1, description="Consecutive rising stats rows needed before growth counts (rejects one-off spikes)."
+        default=2,
+        ge=1,
+        description="Consecutive rising stats rows needed before growth counts (rejects one-off spikes).",
     )
     baseline_rows: int = Field(
-        8,
+        default=8,
         ge=1,
         description="Stats rows whose median is a baseline (the window's first rows, or rows before the rise).",
     )
     weight_growth_factor: float = Field(
-        3.0, gt=1.0, description="Global weight norm growth over the window's first rows that counts as explosion."
+        default=3.0,
+        gt=1.0,
+        description="Global weight norm growth over the window's first rows that counts as explosion.",
     )
     weight_accel_ratio: float = Field(
-        0.75,
+        default=0.75,
         ge=0.0,
         description=(
             "Weight growth only counts when it is not decelerating: the log-growth rate of the last "
@@ -62,16 +66,30 @@ class ExplodingGradientConfig(_RuleConfig):
         ),
     )
     depth_ratio: float = Field(
-        1e3, gt=1.0, description="Lowest-quarter / top-quarter median RMS gradient that counts as a depth explosion."
+        default=1e3,
+        gt=1.0,
+        description="Lowest-quarter / top-quarter median RMS gradient that counts as a depth explosion.",
     )
-    depth_rows: int = Field(3, ge=1, description="Latest stats rows that must all show the depth ratio.")
-    min_layers: int = Field(4, ge=2, description="Layers with a gradient needed before the depth profile is judged.")
+    depth_rows: int = Field(default=3, ge=1, description="Latest stats rows that must all show the depth ratio.")
+    min_layers: int = Field(
+        default=4, ge=2, description="Layers with a gradient needed before the depth profile is judged."
+    )
     max_update_ratio: float = Field(
-        1.0, gt=0.0, description="Global update/weight ratio at or above which one step rewrites the weights."
+        default=1.0, gt=0.0, description="Global update/weight ratio at or above which one step rewrites the weights."
     )
-    loss_window_steps: int = Field(40, ge=6, description="Every-step losses used to judge whether the loss is rising.")
+    loss_window_steps: int = Field(
+        default=40, ge=6, description="Every-step losses used to judge whether the loss is rising."
+    )
     loss_noise_k: float = Field(
-        2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
+        default=2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
+    )
+    divergence_factor: float = Field(
+        default=100.0,
+        gt=1.0,
+        description="Loss growth over its pre-rise level, through consecutive rises, that counts as divergence.",
+    )
+    divergence_rises: int = Field(
+        default=2, ge=1, description="Consecutive every-step loss rises needed before divergence counts."
     )
 
 
@@ -79,49 +97,55 @@ class VanishingGradientConfig(_RuleConfig):
     """Settings of the ``vanishing_gradient`` rule."""
 
     depth_ratio: float = Field(
-        1e-3,
+        default=1e-3,
         gt=0.0,
         lt=1.0,
         description="Lowest-quarter / top-quarter median RMS gradient below which lower layers have vanished.",
     )
-    patience_rows: int = Field(3, ge=1, description="Latest stats rows whose median depth ratio is judged.")
-    min_layers: int = Field(4, ge=2, description="Layers with a gradient needed before the depth profile is judged.")
+    patience_rows: int = Field(default=3, ge=1, description="Latest stats rows whose median depth ratio is judged.")
+    min_layers: int = Field(
+        default=4, ge=2, description="Layers with a gradient needed before the depth profile is judged."
+    )
     update_ratio_ratio: float = Field(
-        1e-3,
+        default=1e-3,
         gt=0.0,
         lt=1.0,
         description="Lowest-quarter / top-quarter update ratio below which lower layers count as frozen.",
     )
     collapse_factor: float = Field(
-        1e4,
+        default=1e4,
         gt=1.0,
         description="Fall of the global grad norm from the window's first rows that counts as collapse.",
     )
-    baseline_rows: int = Field(8, ge=1, description="First stats rows whose median is the collapse baseline.")
+    baseline_rows: int = Field(default=8, ge=1, description="First stats rows whose median is the collapse baseline.")
     loss_window_steps: int = Field(
-        40, ge=6, description="Every-step losses used to judge whether the loss still improves."
+        default=40, ge=6, description="Every-step losses used to judge whether the loss still improves."
     )
     min_improvement: float = Field(
-        2.0, ge=0.0, description="Loss improvement, in noise sigmas, below which the loss counts as not improving."
+        default=2.0,
+        ge=0.0,
+        description="Loss improvement, in noise sigmas, below which the loss counts as not improving.",
     )
 
 
 class LossSpikeConfig(_RuleConfig):
     """Settings of the ``loss_spike`` rule."""
 
-    z_threshold: float = Field(10.0, gt=0.0, description="Jump over the baseline, in noise sigmas, that is a spike.")
-    min_rel_jump: float = Field(
-        0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
+    z_threshold: float = Field(
+        default=10.0, gt=0.0, description="Jump over the baseline, in noise sigmas, that is a spike."
     )
-    baseline_steps: int = Field(50, ge=3, description="Previous finite losses whose median is the baseline.")
-    min_history: int = Field(10, ge=3, description="Finite losses needed before a step is judged.")
+    min_rel_jump: float = Field(
+        default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
+    )
+    baseline_steps: int = Field(default=50, ge=3, description="Previous finite losses whose median is the baseline.")
+    min_history: int = Field(default=10, ge=3, description="Finite losses needed before a step is judged.")
     rel_noise_floor: float = Field(
-        1e-3,
+        default=1e-3,
         ge=0.0,
         description="Noise sigma is at least this fraction of |baseline| (guards smooth losses).",
     )
     recovery_fraction: float = Field(
-        0.5,
+        default=0.5,
         gt=0.0,
         le=1.0,
         description="A spike stays present while the newest loss is above baseline + this * z_threshold * sigma.",
@@ -140,18 +164,22 @@ class LossSpikeConfig(_RuleConfig):
 class OverfittingConfig(_RuleConfig):
     """Settings of the ``overfitting`` rule."""
 
-    min_val_points: int = Field(4, ge=2, description="Finite validation losses needed before the rule is judged.")
+    min_val_points: int = Field(
+        default=4, ge=2, description="Finite validation losses needed before the rule is judged."
+    )
     rel_tolerance: float = Field(
-        0.05, ge=0.0, description="Val loss must exceed its running minimum by more than this fraction of |min|."
+        default=0.05,
+        ge=0.0,
+        description="Val loss must exceed its running minimum by more than this fraction of |min|.",
     )
     noise_k: float = Field(
-        3.0,
+        default=3.0,
         ge=0.0,
         description="Val loss must also exceed its running minimum by this many val-noise sigmas.",
     )
-    patience: int = Field(3, ge=1, description="Latest val points that must all be above the tolerance line.")
+    patience: int = Field(default=3, ge=1, description="Latest val points that must all be above the tolerance line.")
     train_window_steps: int = Field(
-        20, ge=1, description="Every-step losses at or before a val step whose median is the train loss then."
+        default=20, ge=1, description="Every-step losses at or before a val step whose median is the train loss then."
     )
 
     @model_validator(mode="after")
@@ -167,30 +195,38 @@ class OverfittingConfig(_RuleConfig):
 class StagnationConfig(_RuleConfig):
     """Settings of the ``stagnation`` rule."""
 
-    window_steps: int = Field(40, ge=6, description="Latest finite every-step losses judged for improvement.")
+    window_steps: int = Field(default=40, ge=6, description="Latest finite every-step losses judged for improvement.")
     min_improvement: float = Field(
-        2.0, ge=0.0, description="Improvement (first-third minus last-third median), in noise sigmas, that counts."
+        default=2.0,
+        ge=0.0,
+        description="Improvement (first-third minus last-third median), in noise sigmas, that counts.",
     )
     rel_tolerance: float = Field(
-        1e-3, ge=0.0, description="Improvement must also exceed this fraction of |median loss| to count."
+        default=1e-3, ge=0.0, description="Improvement must also exceed this fraction of |median loss| to count."
     )
     min_update_ratio: float = Field(
-        1e-5, gt=0.0, description="Global update/weight ratio below which updates are tiny."
+        default=1e-5, gt=0.0, description="Global update/weight ratio below which updates are tiny."
     )
     dead_grad_ratio: float = Field(
-        1e-9, ge=0.0, description="grad_norm/weight_norm at or below which a layer's gradient counts as dead."
+        default=1e-9, ge=0.0, description="grad_norm/weight_norm at or below which a layer's gradient counts as dead."
     )
     skipped_fraction: float = Field(
-        0.9, gt=0.0, le=1.0, description="Fraction of skipped optimizer steps in the window that means no updates."
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of skipped optimizer steps in the window that means no updates.",
     )
     frozen_rel_range: float = Field(
-        1e-6, ge=0.0, description="Without update ratios: loss range <= this * |median| means frozen."
+        default=1e-6, ge=0.0, description="Without update ratios: loss range <= this * |median| means frozen."
     )
     warmup_lr_rise: float = Field(
-        1.05, gt=1.0, description="Silent while latest lr > this * lr at the window start (warmup)."
+        default=1.05, gt=1.0, description="Silent while latest lr > this * lr at the window start (warmup)."
     )
     decay_tail_fraction: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Silent while latest lr < this * max lr in view (end of a decay schedule)."
+        default=0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Silent while latest lr < this * max lr in view (end of a decay schedule).",
     )
 
 

@@ -91,8 +91,8 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     # Onset: the first row of the rise clearly above the baseline's own noise
     # (a noisy uptick just before the rise is not its start).
     rise = np.arange(max(i - max(int(runs[i]), 1), 0), i + 1)
-    with np.errstate(divide="ignore"):
-        noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 else 0.0
+    noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 else 0.0
+    noise = noise if np.isfinite(noise) else 0.0
     ref = np.nanmin([baseline, g[rise[0]]])
     line = ref * np.exp(max(3.0 * noise, np.log(2.0)))
     above = rise[g[rise] > line]
@@ -199,6 +199,41 @@ def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     )
 
 
+def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """The every-step loss multiplied by >= divergence_factor through divergence_rises consecutive rises.
+
+    Past the stability edge the loss grows geometrically, step after step,
+    and often reaches NaN before two more statistics rows arrive; the
+    every-step loss is then the earliest witness. A one-step jump (a spike)
+    or a noisy rise does not qualify, and only positive losses are judged
+    (a ratio means nothing across zero).
+    """
+    _, loss = finite_loss(view)
+    if loss.size < cfg.divergence_rises + 2:
+        return None
+    runs = run_lengths(np.r_[False, loss[1:] > loss[:-1]])
+    rises = int(runs[-1])
+    if rises < cfg.divergence_rises:
+        return None
+    start = loss.size - 1 - rises  # the last value before the rise
+    before = loss[max(0, start - cfg.loss_window_steps) : start + 1]
+    baseline = nanmedian(before)
+    if not (baseline > 0 and loss[-1] >= cfg.divergence_factor * baseline):
+        return None
+    steps, _ = finite_loss(view)
+    # Onset: the first rising step clearly above the old level (noise upticks
+    # just before the divergence are not its start).
+    clearly_up = start + 1 + int(np.argmax(loss[start + 1 :] >= 2.0 * baseline))
+    return _Hit(
+        onset=int(steps[clearly_up]),
+        evidence={
+            "loss_growth_factor": as_float(loss[-1] / baseline),
+            "loss_rises": rises,
+            "loss_before_rise": as_float(baseline),
+        },
+    )
+
+
 def _layer_growth(view: RunView, base_rows: np.ndarray | None) -> tuple[str | None, list[dict[str, Any]]]:
     """The lowest layer within 2x of the largest growth, and the top layers by growth."""
     grads = clean_layer_grads(view)
@@ -214,10 +249,14 @@ def _layer_growth(view: RunView, base_rows: np.ndarray | None) -> tuple[str | No
     top = [{"layer": view.layers[int(i)], "growth": as_float(growth[i])} for i in order]
     best = growth[ok].max()
     # Prefer lower layers: the explosion usually starts where the chain of factors is longest.
-    pick = ok[growth[ok] >= best / 2.0][0]
+    near_best = ok[growth[ok] >= best / 2.0]
+    pick = near_best[0] if near_best.size else ok[np.argmax(growth[ok])]
     return view.layers[int(pick)], top
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) -> Finding | None:
     """Report gradients (or weights, or updates) that are blowing up now.
 
@@ -230,7 +269,9 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
     * depth_profile: median_{low quarter}(grad_norm/sqrt(numel)) >=
       depth_ratio * median_{top quarter}(...) for depth_rows rows, with the
       gradient growing (>= 2x) or the loss rising;
-    * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio.
+    * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio;
+    * loss_divergence: loss_t >= divergence_factor * (median loss before the
+      rise) after divergence_rises consecutive every-step rises.
     """
     hits = {
         name: hit
@@ -239,6 +280,7 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
             ("weight_growth", _weight_growth(view, config)),
             ("depth_profile", _depth_profile(view, config)),
             ("update_ratio", _update_ratio(view, config)),
+            ("loss_divergence", _loss_divergence(view, config)),
         )
         if hit is not None
     }

@@ -52,6 +52,9 @@ def _advice(quantities: list[str]) -> str:
     )
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
     """Report NaN/Inf in new data, or a run that is still stuck at NaN/Inf.
 
@@ -77,8 +80,8 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
         grad_flags = grad_flags & ~skipped[:, None]
     else:
         ignored_rows = 0
-    grad_rows = grad_flags.any(axis=1)
-    weight_rows = weight_flags.any(axis=1)
+    grad_rows = np.asarray(grad_flags.any(axis=1), dtype=bool)
+    weight_rows = np.asarray(weight_flags.any(axis=1), dtype=bool)
 
     onsets: dict[str, int | None] = {
         "loss": _first(_new_onset(loss_bad, view.new_loss_from), _stuck_onset(loss_bad)),
@@ -95,7 +98,7 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
     first_step = {q: int(step_of[q][i]) for q, i in onsets.items() if i is not None}
     if not first_step:
         return None
-    quantities = [q for q in ("loss", "val_loss", "grad", "weight") if q in first_step]
+    quantities: list[str] = [q for q in ("loss", "val_loss", "grad", "weight") if q in first_step]
 
     # Layer attribution from the earliest non-finite stats row involved.
     row0 = _first(onsets["grad"], onsets["weight"])

@@ -19,6 +19,9 @@ def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tup
     return nanmedian(before), int(before.size)
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | None:
     """Report a held-out loss that keeps rising above its best while the train loss does not rise.
 

@@ -45,6 +45,9 @@ def _grad_evidence(view: RunView, spike_step: int) -> dict[str, float]:
     return {"grad_norm_at_spike": as_float(near.max()), "grad_norm_before": nanmedian(before)}
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     """Report a loss spike among the new steps, or one the loss has not recovered from.
 
@@ -71,12 +74,11 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     history = np.minimum(np.arange(f.size), config.baseline_steps)
     base, sigma = _baselines(f, config.baseline_steps, config.rel_noise_floor, log=False)
     jump = f - base
-    with np.errstate(invalid="ignore"):
-        spike = (
-            (history >= config.min_history)
-            & (jump > config.z_threshold * sigma)
-            & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
-        )
+    spike = (
+        (history >= config.min_history)
+        & (jump > config.z_threshold * sigma)
+        & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
+    )
     log_z = np.full(f.size, np.nan)
     if np.all(f > 0):
         # Small-batch noise on a positive loss is closer to multiplicative
@@ -85,9 +87,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         lf = np.log(f)
         lbase, lsigma = _baselines(lf, config.baseline_steps, config.rel_noise_floor, log=True)
         log_z = (lf - lbase) / lsigma
-        with np.errstate(invalid="ignore"):
-            spike &= log_z > config.z_threshold
-        unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
+        spike &= log_z > config.z_threshold
+    unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
     active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
     if active.size == 0:
         return None

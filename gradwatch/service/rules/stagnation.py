@@ -45,6 +45,9 @@ def _dead(view: RunView, cfg: StagnationConfig) -> bool:
     return bool(np.all(tiny[measured]))
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None:
     """Report a loss that does not improve because the weights barely move.
 

@@ -114,6 +114,9 @@ def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | N
     return int(view.stat_steps[onset]), (view.layers[int(cols[0])] if cols.size else None), evidence
 
 
+# NaN/Inf are the data this service exists to see: arithmetic on them is expected,
+# not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
+@np.errstate(all="ignore")
 def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) -> Finding | None:
     """Report lower layers (or the whole network) that get almost no gradient now.
 

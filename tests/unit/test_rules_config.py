@@ -1,0 +1,110 @@
+"""Validation of the rule settings: defaults, bad values, unknown keys, TOML."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+from gradwatch.service.rules import SYMPTOMS, RulesConfig
+from gradwatch.service.rules.config import LossSpikeConfig, OverfittingConfig
+
+
+def test_every_symptom_has_a_section_with_documented_fields() -> None:
+    cfg = RulesConfig()
+    assert set(RulesConfig.model_fields) == set(SYMPTOMS)
+    for name in SYMPTOMS:
+        section = getattr(cfg, name)
+        assert isinstance(section, BaseModel)
+        for field_name, info in type(section).model_fields.items():
+            assert info.description, f"{name}.{field_name} has no description"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("loss_spike.z_threshold", 10.0),
+        ("loss_spike.baseline_steps", 50),
+        ("loss_spike.min_history", 10),
+        ("exploding_gradient.growth_factor", 30.0),
+        ("exploding_gradient.weight_growth_factor", 3.0),
+        ("exploding_gradient.depth_ratio", 1e3),
+        ("exploding_gradient.max_update_ratio", 1.0),
+        ("vanishing_gradient.depth_ratio", 1e-3),
+        ("vanishing_gradient.patience_rows", 3),
+        ("overfitting.min_val_points", 4),
+        ("overfitting.patience", 3),
+        ("stagnation.window_steps", 40),
+        ("stagnation.min_update_ratio", 1e-5),
+        ("stagnation.decay_tail_fraction", 0.05),
+    ],
+)
+def test_defaults(path: str, value: Any) -> None:
+    section, field_name = path.split(".")
+    assert getattr(getattr(RulesConfig(), section), field_name) == value
+
+
+BAD: list[tuple[dict[str, Any], str]] = [
+    ({"loss_spike": {"z_threshold": 0}}, "z_threshold"),
+    ({"loss_spike": {"min_rel_jump": -0.1}}, "min_rel_jump"),
+    ({"loss_spike": {"recovery_fraction": 1.5}}, "recovery_fraction"),
+    ({"exploding_gradient": {"growth_factor": 1.0}}, "growth_factor"),
+    ({"exploding_gradient": {"rise_rows": 0}}, "rise_rows"),
+    ({"vanishing_gradient": {"depth_ratio": 2.0}}, "depth_ratio"),
+    ({"vanishing_gradient": {"min_layers": 1}}, "min_layers"),
+    ({"overfitting": {"rel_tolerance": -1}}, "rel_tolerance"),
+    ({"stagnation": {"window_steps": 3}}, "window_steps"),
+    ({"stagnation": {"decay_tail_fraction": 1.0}}, "decay_tail_fraction"),
+    ({"stagnation": {"min_update_ratio": "tiny"}}, "min_update_ratio"),
+    ({"nonfinite": {"max_layers_listed": 0}}, "max_layers_listed"),
+]
+
+
+@pytest.mark.parametrize(("data", "field_name"), BAD, ids=lambda x: str(x))
+def test_bad_value_names_the_field(data: dict[str, Any], field_name: str) -> None:
+    with pytest.raises(ValueError, match=field_name):
+        RulesConfig.model_validate(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"loss_spike": {"z_treshold": 3}}, "z_treshold"),
+        ({"loss_spikes": {}}, "loss_spikes"),
+        ({"stagnation": {"window": 10}}, "window"),
+    ],
+    ids=lambda x: str(x),
+)
+def test_unknown_key_is_rejected_by_name(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ValueError, match=rf"{key}\s+Extra inputs are not permitted"):
+        RulesConfig.model_validate(data)
+
+
+def test_cross_field_checks_name_both_fields() -> None:
+    with pytest.raises(ValueError, match=r"min_history.*baseline_steps"):
+        LossSpikeConfig(min_history=60, baseline_steps=50)
+    with pytest.raises(ValueError, match=r"patience.*min_val_points"):
+        OverfittingConfig(patience=4, min_val_points=4)
+
+
+def test_config_is_immutable() -> None:
+    cfg = RulesConfig()
+    with pytest.raises(ValueError, match="frozen"):
+        cfg.loss_spike.z_threshold = 3  # type: ignore[misc]
+
+
+def test_toml_rules_table_maps_onto_config() -> None:
+    text = """
+[rules.loss_spike]
+z_threshold = 12
+
+[rules.exploding_gradient]
+growth_factor = 100.0
+rise_rows = 3
+"""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11; the service reads TOML the same way
+    cfg = RulesConfig.model_validate(tomllib.loads(text)["rules"])
+    assert cfg.loss_spike.z_threshold == 12
+    assert cfg.loss_spike.baseline_steps == 50  # untouched fields keep their defaults
+    assert cfg.exploding_gradient.growth_factor == 100.0 and cfg.exploding_gradient.rise_rows == 3
