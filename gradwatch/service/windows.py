@@ -43,10 +43,6 @@ class Window:
         """The newest rows of one column, oldest first (a view; do not modify)."""
         return self._columns[name][max(self._end - self.capacity, 0) : self._end]
 
-    def last(self, name: str) -> np.ndarray | float | None:
-        """The newest value of one column, or None when the window is empty."""
-        return self._columns[name][self._end - 1] if self._end else None
-
     def new_from(self) -> int:
         """Index (into :meth:`column`) of the first row not yet marked seen."""
         return max(len(self) - self.unseen, 0)
