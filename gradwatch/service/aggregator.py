@@ -87,8 +87,12 @@ class Aggregator:
         entry = self._runs.get(report.run)
         if entry is None:
             if len(self._runs) >= self.config.limits.max_runs:
+                self._evict_idle(now)
+            if len(self._runs) >= self.config.limits.max_runs:
                 raise IngestRefused(
-                    429, f"this aggregator already holds {len(self._runs)} runs (limits.max_runs); refusing a new run"
+                    429,
+                    f"this aggregator already holds {len(self._runs)} active runs (limits.max_runs); "
+                    "refusing a new run",
                 )
             entry = _Run(RunState(report.run, self.config.windows), DiagnosisTracker(self.config.clear_after_steps))
             self._runs[report.run] = entry
@@ -109,6 +113,12 @@ class Aggregator:
         if not state.has_unseen:
             return []
         return self._evaluate(entry, now)
+
+    def _evict_idle(self, now: float) -> None:
+        """Forget runs that have not reported for limits.run_idle_seconds."""
+        cutoff = now - self.config.limits.run_idle_seconds
+        for name in [n for n, e in self._runs.items() if e.state.last_report_time < cutoff]:
+            del self._runs[name]
 
     def _evaluate(self, entry: _Run, now: float) -> list[Change]:
         started = time.perf_counter()

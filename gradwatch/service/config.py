@@ -37,7 +37,15 @@ class LimitsConfig(BaseModel):
 
     max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024, description="Largest POST /v1/reports body.")
     max_runs: int = Field(
-        default=2_000, ge=1, description="Runs held at once; reports for more are refused (HTTP 429)."
+        default=2_000,
+        ge=1,
+        description=(
+            "Runs held at once. A new run beyond this evicts runs idle longer than run_idle_seconds; "
+            "if none is, its reports are refused (HTTP 429)."
+        ),
+    )
+    run_idle_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="A run without reports for this long may be evicted to make room."
     )
     max_layers: int = Field(
         default=20_000, ge=1, description="Layers per run; reports with more are refused (HTTP 413)."

@@ -88,6 +88,13 @@ def test_limits_refuse_new_runs_and_wide_reports():
     assert info.value.status == 429 and "max_runs" in info.value.reason
 
 
+def test_idle_runs_make_room_for_new_ones():
+    agg = Aggregator(ServiceConfig(limits=LimitsConfig(max_runs=1, run_idle_seconds=60)))
+    agg.ingest(_report(run="old"), now=1000.0)
+    agg.ingest(_report(run="new"), now=1061.0)
+    assert [r["run"] for r in agg.runs()] == ["new"]
+
+
 def test_exposition_is_exact_for_a_known_state():
     agg = Aggregator()
     agg.ingest(_report(run="exp", steps=range(3), layers_at=(2,)), now=1000.0)
