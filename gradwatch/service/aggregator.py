@@ -9,6 +9,7 @@ methods one at a time, so nothing here needs a lock.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +20,7 @@ from gradwatch.service import rules
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker
 from gradwatch.service.run_state import Latest, RunState
-from gradwatch.wire import Report
+from gradwatch.wire import Report, StepRecord
 
 logger = logging.getLogger("gradwatch.service")
 
@@ -104,15 +105,35 @@ class Aggregator:
                     f"limits.max_layers is {self.config.limits.max_layers}",
                 )
         state = entry.state
-        restarts_before = state.restarts
-        state.ingest(report, now)
+        state.note_report(report, now)
         self._reports += 1
         self._steps += len(report.steps)
-        if state.restarts != restarts_before:
-            entry.tracker.reset_clock(state.latest.step)
-        if not state.has_unseen:
-            return []
-        return self._evaluate(entry, now)
+        # Rules run at every point where a person would want a verdict: each
+        # statistics row, each held-out loss, each non-finite loss, and at least
+        # every `evaluate_every_steps` steps. A report batches many steps (a
+        # fast job sends hundreds per request); evaluating only at its end
+        # would make detection depend on how fast the job trains.
+        changes: list[Change] = []
+        pending = 0
+        for record in report.steps:
+            restarts = state.restarts
+            pending += state.add_step(record, report.rank)
+            if state.restarts != restarts:
+                entry.tracker.reset_clock(state.latest.step)
+            if pending and self._is_checkpoint(record, pending):
+                changes += self._evaluate(entry, now)
+                pending = 0
+        if state.has_unseen:
+            changes += self._evaluate(entry, now)
+        return changes
+
+    def _is_checkpoint(self, record: StepRecord, pending: int) -> bool:
+        return (
+            record.layers is not None
+            or record.val_loss is not None
+            or (record.loss is not None and not math.isfinite(record.loss))
+            or pending >= self.config.evaluate_every_steps
+        )
 
     def _evict_idle(self, now: float) -> None:
         """Forget runs that have not reported for limits.run_idle_seconds."""

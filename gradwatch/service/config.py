@@ -61,6 +61,14 @@ class ServiceConfig(BaseModel):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    evaluate_every_steps: int = Field(
+        default=10,
+        ge=1,
+        description=(
+            "Rules run at every statistics row, held-out loss and non-finite loss, and at least this often "
+            "(in optimizer steps) in between."
+        ),
+    )
     clear_after_steps: int = Field(
         default=25,
         ge=1,

@@ -30,6 +30,9 @@ class Diagnosis:
     rank: int | None = None
     #: Onset of the current (or last) episode; equals ``step`` for the first.
     onset_step: int = 0
+    #: Newest step the service had received when the current episode fired:
+    #: detection delay is detected_step - onset.
+    detected_step: int = 0
     #: Newest step at which the rule still found the symptom.
     last_seen_step: int = 0
     cleared_step: int | None = None
@@ -73,6 +76,7 @@ class DiagnosisTracker:
                         layer=finding.layer,
                         rank=finding.rank,
                         onset_step=finding.step,
+                        detected_step=latest_step,
                         last_seen_step=latest_step,
                         fired_at=now,
                     )
@@ -89,6 +93,7 @@ class DiagnosisTracker:
                     diagnosis.active = True
                     diagnosis.cleared_step = None
                     diagnosis.onset_step = finding.step
+                    diagnosis.detected_step = latest_step
                     diagnosis.episodes += 1
                     diagnosis.fired_at = now
                     changes.append(Change("fired", run, diagnosis.to_json()))

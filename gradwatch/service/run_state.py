@@ -85,7 +85,12 @@ class RunState:
         self.last_primary_step = -1
 
     def ingest(self, report: Report, now: float | None = None) -> int:
-        """Add a report's steps; returns how many were kept."""
+        """Add a whole report; returns how many steps were kept."""
+        self.note_report(report, now)
+        return sum(self.add_step(record, report.rank) for record in report.steps)
+
+    def note_report(self, report: Report, now: float | None = None) -> None:
+        """Account for a report (sender, counts, time) before its steps are added."""
         self.reports += 1
         self.last_report_time = time.time() if now is None else now
         self.agent_dropped += report.dropped
@@ -95,13 +100,10 @@ class RunState:
             self.hosts.add(report.host)
         if self.primary_rank is None or report.rank < self.primary_rank:
             self.primary_rank = report.rank
-        kept = 0
-        for record in report.steps:
-            kept += self._ingest_step(record, report.rank)
         self.steps_received += len(report.steps)
-        return kept
 
-    def _ingest_step(self, record: StepRecord, rank: int) -> int:
+    def add_step(self, record: StepRecord, rank: int) -> int:
+        """Add one step record from ``rank``; returns 1 when it was kept."""
         if rank != self.primary_rank:
             # Other ranks only matter when they see a non-finite value: that is
             # how a NaN's origin rank is found. Their healthy values duplicate
