@@ -8,7 +8,7 @@ import logging
 import sys
 
 from gradwatch import __version__
-from gradwatch.agents.options import DEFAULT_PORT
+from gradwatch.wire import DEFAULT_PORT
 
 
 def _port(text: str) -> int:
@@ -62,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=_port, default=0, help="port for the demo service (default: any free port)")
     demo.add_argument("--steps", type=int, default=300, help="optimizer steps per model (default: %(default)s)")
     demo.add_argument("--keep-serving", action="store_true", help="keep the service up after the demo, until Ctrl-C")
+    evaluate = commands.add_parser(
+        "eval",
+        help="score the rules on a labelled scenario suite (recall, false alarms, delay)",
+        description=(
+            "Train every scenario of a labelled suite through the real path (agent, HTTP, aggregator on a "
+            "local Ray) and print, per symptom, recall, false alarms and detection delay in steps."
+        ),
+    )
+    from gradwatch.evaluation.command import add_arguments
+
+    add_arguments(evaluate)
     return parser
 
 
@@ -74,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         from gradwatch.demo import run_demo
 
         return run_demo(port=args.port, steps=args.steps, keep_serving=args.keep_serving)
+    if args.command == "eval":
+        from gradwatch.evaluation.command import run_eval
+
+        shown = " ".join(["gradwatch", *(argv if argv is not None else sys.argv[1:])])
+        return run_eval(args, command=shown)
     parser.print_help()
     return 2
 

@@ -26,6 +26,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+#: Port the service listens on and agents send to unless told otherwise.
+DEFAULT_PORT = 8617
 SUPPORTED_VERSIONS = (1,)
 
 #: Longest run name accepted. Run names become Prometheus label values and URL

@@ -6,7 +6,8 @@ import os
 
 from pydantic import BaseModel, ConfigDict, Field
 
-DEFAULT_PORT = 8617
+from gradwatch.wire import DEFAULT_PORT
+
 ENDPOINT_ENV = "GRADWATCH_ENDPOINT"
 
 

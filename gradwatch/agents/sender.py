@@ -195,7 +195,9 @@ class Sender:
                 dropped = self._dropped_unreported
             try:
                 body = (
-                    Report.model_validate({**self._envelope, "dropped": dropped, "steps": batch}).model_dump_json(exclude_none=True).encode()
+                    Report.model_validate({**self._envelope, "dropped": dropped, "steps": batch})
+                    .model_dump_json(exclude_none=True)
+                    .encode()
                 )
             except ValidationError as exc:
                 # Cannot happen with records built by the monitor; if it does,

@@ -59,9 +59,17 @@ class Scenario:
 
 
 def load_suite(path: str | Path) -> list[Scenario]:
-    """Every ``SCENARIOS`` entry of the ``*.py`` files in ``path``, in file then list order."""
+    """Every ``SCENARIOS`` entry of the ``*.py`` files in ``path``, in file then list order.
+
+    Files whose names start with "_" are helpers, not scenario files; the
+    suite's folder is put on ``sys.path`` so that scenario files can import them.
+    """
     root = Path(path)
     files: Iterable[Path] = [root] if root.is_file() else sorted(root.glob("*.py"))
+    # Scenario files share helpers with `from _common import ...`.
+    folder = str((root.parent if root.is_file() else root).resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     scenarios: list[Scenario] = []
     for file in files:
         if file.name.startswith("_"):

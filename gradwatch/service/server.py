@@ -15,10 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gradwatch.agents.options import DEFAULT_PORT
 from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.http import ChangeListener, make_app
+from gradwatch.wire import DEFAULT_PORT
 
 logger = logging.getLogger("gradwatch.service")
 

@@ -1,0 +1,1 @@
+"""Scoring the rules on labelled training scenarios (``gradwatch eval``)."""

@@ -1,0 +1,101 @@
+"""Train scenarios through the real path (agent → HTTP → aggregator) and collect the diagnoses."""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import gradwatch
+from gradwatch.evaluation.scenario import Scenario
+
+
+@dataclass
+class Outcome:
+    """What the service said about one scenario trained with one seed."""
+
+    scenario: str
+    seed: int
+    run: str
+    wall_seconds: float
+    steps: int
+    #: Symptom -> the diagnosis item of GET /v1/runs/{run}/diagnoses.
+    fired: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "") -> Outcome:
+    """Train one scenario with one seed against the service at ``endpoint``."""
+    run = f"eval-{tag or uuid.uuid4().hex[:6]}-{scenario.name}-s{seed}"[:128]
+    monitors: list[Any] = []
+
+    def watch(model: Any, optimizer: Any = None, **options: Any) -> Any:
+        options.setdefault("flush_interval", 0.05)
+        mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, **options)
+        monitors.append(mon)
+        return mon
+
+    torch.manual_seed(seed)
+    started = time.perf_counter()
+    error = None
+    try:
+        scenario.train(watch, seed)
+    except Exception:  # noqa: BLE001 - one broken scenario must not end the evaluation
+        error = traceback.format_exc(limit=5)
+    for mon in monitors:
+        if not mon.flush(60):
+            error = (error or "") + f"\nreports for {run} were not all delivered within 60 s"
+        mon.close()
+    wall = time.perf_counter() - started
+    steps = sum(getattr(m, "delivered", 0) for m in monitors)
+    if not monitors:
+        error = (error or "") + "\nthe scenario never called watch()"
+    try:
+        items = _get_json(f"{endpoint}/v1/runs/{urllib.parse.quote(run, safe='')}/diagnoses") if steps else []
+    except OSError as exc:
+        items, error = [], (error or "") + f"\ncannot read diagnoses: {exc}"
+    return Outcome(
+        scenario=scenario.name,
+        seed=seed,
+        run=run,
+        wall_seconds=wall,
+        steps=steps,
+        fired={item["symptom"]: item for item in items},
+        error=error,
+    )
+
+
+def run_suite(
+    scenarios: list[Scenario],
+    seeds: list[int],
+    endpoint: str,
+    progress: Callable[[int, int, Scenario, int, Outcome | None], None] | None = None,
+) -> list[Outcome]:
+    """Every scenario with every seed, in order; ``progress`` is told before and after each."""
+    tag = uuid.uuid4().hex[:6]
+    total = len(scenarios) * len(seeds)
+    outcomes = []
+    index = 0
+    for scenario in scenarios:
+        for seed in seeds:
+            index += 1
+            if progress is not None:
+                progress(index, total, scenario, seed, None)
+            outcome = run_scenario(scenario, seed, endpoint, tag=tag)
+            outcomes.append(outcome)
+            if progress is not None:
+                progress(index, total, scenario, seed, outcome)
+    return outcomes
