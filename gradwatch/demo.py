@@ -141,19 +141,11 @@ class _Printer:
         if change.kind == "cleared":
             self.line(f"  cleared   {change.run:16s} {d['symptom']} (step {d['cleared_step']})")
             return
-        evidence = ", ".join(f"{k}={_short(v)}" for k, v in list(d["evidence"].items())[:5])
+        evidence = d["summary"].split(": ", 1)[-1]
         layer = f" layer {d['layer']}" if d.get("layer") else ""
         self.line(f"  DIAGNOSIS {change.run:16s} {d['symptom']} at step {d['onset_step']}{layer}")
         self.line(f"            evidence: {evidence}")
         self.line(f"            advice:   {d['advice']}")
-
-
-def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.3g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_short(v) for v in value[:3]) + (", ...]" if len(value) > 3 else "]")
-    return str(value)
 
 
 def _train(run: DemoRun, steps: int, url: str, printer: _Printer) -> None:

@@ -140,6 +140,9 @@ class Report(BaseModel):
     #: last report it delivered.
     dropped: int = Field(default=0, ge=0)
     steps: list[StepRecord] = Field(max_length=MAX_STEPS_PER_REPORT)
+    #: The agent closed: this rank sends no more steps (a finished run is not
+    #: a silent one).
+    final: bool = False
 
     @model_validator(mode="after")
     def _rank_in_world(self) -> Report:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import http.client
 import logging
+import math
 import os
 import threading
 import time
@@ -110,6 +111,7 @@ class Sender:
         self._warned_unreachable = False
         self._warned_rejected = False
         self._failing_since: float | None = None
+        self._flush_requested = False
 
     # --- training thread -------------------------------------------------
     def submit(self, pending: PendingRecords) -> None:
@@ -119,6 +121,7 @@ class Sender:
         with self._lock:
             self._idle.clear()
             self._inbox.append(pending)
+        self._wake.set()
         # The inbox is bounded like the buffer: if the thread is stuck in a
         # hanging request, the oldest pending copies are dropped.
         while len(self._inbox) > self._options.buffer_steps:
@@ -130,6 +133,7 @@ class Sender:
         """Wait until everything submitted so far was delivered (or given up on)."""
         if self._thread is None:
             return not self._inbox and not self._buffer
+        self._flush_requested = True
         self._wake.set()
         return self._idle.wait(timeout)
 
@@ -137,13 +141,25 @@ class Sender:
         """Deliver what is buffered within ``timeout``, then stop the thread. Idempotent."""
         if self._closed:
             return
-        self.flush(timeout)
+        delivered_all = self.flush(timeout) and not self._buffer and not self._inbox
         self._closed = True
         self._wake.set()
         if self._thread is not None:
             self._thread.join(min(timeout, self._options.request_timeout) if timeout else 0)
+            if delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered:
+                self._send_final(min(timeout, self._options.request_timeout))
         if hasattr(self._transport, "close"):
             self._transport.close()
+
+    def _send_final(self, timeout: float) -> None:
+        """Tell the service this rank is done, so that its silence is not an alarm."""
+        if timeout <= 0:
+            return
+        body = Report.model_validate({**self._envelope, "steps": [], "final": True}).model_dump_json()
+        try:
+            self._transport(body.encode(), timeout)
+        except OSError:
+            logger.debug("gradwatch: could not send the final report", exc_info=True)
 
     def _at_exit(self) -> None:
         self.close(self._options.close_timeout)
@@ -155,23 +171,35 @@ class Sender:
     # --- sender thread ---------------------------------------------------
     def _run(self) -> None:
         backoff = 0.0
+        next_send = time.monotonic()
         while not self._closed:
-            self._wake.wait(max(self._options.flush_interval, backoff))
+            self._wake.wait(max(next_send - time.monotonic(), 0.0) if self._buffer else self._options.flush_interval)
             self._wake.clear()
-            delivered = False
+            failed = False
             try:
-                self._drain_inbox()
-                delivered = self._send_buffer()
+                urgent = self._drain_inbox()
+                now = time.monotonic()
+                # A NaN is sent at once (unless the service is known to be down):
+                # that is the alert people are waiting for. Everything else is
+                # batched for flush_interval.
+                due = now >= next_send or self._flush_requested or (urgent and not backoff)
+                if self._buffer and due:
+                    self._flush_requested = False
+                    failed = not self._send_buffer()
+                    backoff = min(max(2 * backoff, 0.1), self._options.max_backoff) if failed else 0.0
+                    next_send = now + (backoff or self._options.flush_interval)
             except Exception:  # noqa: BLE001 - nothing may reach the training process
                 logger.exception("gradwatch: unexpected error in the sender thread; continuing")
-            backoff = 0.0 if delivered else min(max(2 * backoff, 0.1), self._options.max_backoff)
+                failed = True
             with self._lock:
                 # After a failed attempt a flush stops waiting: close() must not
                 # hang on a dead service.
-                if not self._inbox:
+                if not self._inbox and (not self._buffer or failed):
                     self._idle.set()
 
-    def _drain_inbox(self) -> None:
+    def _drain_inbox(self) -> bool:
+        """Move finished copies into the buffer; True when one holds a non-finite loss."""
+        urgent = False
         while self._inbox:
             pending = self._inbox.popleft()
             try:
@@ -181,11 +209,13 @@ class Sender:
                 self._count_dropped(pending.num_steps)
                 continue
             self._buffer.extend(records)
+            urgent = urgent or any(_non_finite_loss(record) for record in records)
             excess = len(self._buffer) - self._options.buffer_steps
             for _ in range(max(excess, 0)):
                 self._buffer.popleft()
             if excess > 0:
                 self._count_dropped(excess)
+        return urgent
 
     def _send_buffer(self) -> bool:
         """Post everything buffered; False when the service could not take it."""
@@ -257,6 +287,14 @@ class Sender:
             )
             self._failing_since = None
             self._warned_unreachable = False
+
+
+def _non_finite_loss(record: dict) -> bool:
+    for key in ("loss", "val_loss"):
+        value = record.get(key)
+        if value is not None and not math.isfinite(value):
+            return True
+    return False
 
 
 def _weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from gradwatch.service import rules
 from gradwatch.service.config import ServiceConfig
-from gradwatch.service.diagnoses import Change, DiagnosisTracker
+from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
 from gradwatch.service.run_state import Latest, RunState
 from gradwatch.wire import Report, StepRecord
 
@@ -48,6 +48,9 @@ class RunSnapshot:
     agent_dropped: int
     last_report_time: float
     ranks: int
+    finished: bool
+    #: Active diagnoses: symptom -> the labels and one-line summary alerts carry.
+    alerts: dict[str, dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,7 @@ class Aggregator:
                     "first_report_time": state.first_report_time,
                     "last_report_time": state.last_report_time,
                     "active_symptoms": sorted(entry.tracker.active_symptoms()),
+                    "finished": state.finished,
                 }
             )
         return out
@@ -209,6 +213,8 @@ class Aggregator:
                     agent_dropped=state.agent_dropped,
                     last_report_time=state.last_report_time,
                     ranks=len(state.ranks),
+                    finished=state.finished,
+                    alerts={s: alert_labels(d) for s, d in tracker.by_symptom.items() if d.active},
                 )
             )
         return AggregatorSnapshot(runs, self._reports, self._steps, self._evaluations, self._evaluation_seconds)

@@ -39,6 +39,12 @@ class Diagnosis:
     episodes: int = 1
     #: Wall-clock seconds (server time) when the current episode fired.
     fired_at: float = 0.0
+    #: One line for people (alerts, logs), written when the episode fired and
+    #: kept for it, so that an alert's identity does not change while it lasts.
+    summary: str = ""
+    #: Layer and rank as first attributed in this episode (alert labels).
+    alert_layer: str | None = None
+    alert_rank: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -79,6 +85,9 @@ class DiagnosisTracker:
                         detected_step=latest_step,
                         last_seen_step=latest_step,
                         fired_at=now,
+                        summary=summarize(finding),
+                        alert_layer=finding.layer,
+                        alert_rank=finding.rank,
                     )
                     self.by_symptom[symptom] = diagnosis
                     changes.append(Change("fired", run, diagnosis.to_json()))
@@ -96,6 +105,9 @@ class DiagnosisTracker:
                     diagnosis.detected_step = latest_step
                     diagnosis.episodes += 1
                     diagnosis.fired_at = now
+                    diagnosis.summary = summarize(finding)
+                    diagnosis.alert_layer = finding.layer
+                    diagnosis.alert_rank = finding.rank
                     changes.append(Change("fired", run, diagnosis.to_json()))
             elif (
                 diagnosis is not None
@@ -118,3 +130,32 @@ class DiagnosisTracker:
 
     def active_symptoms(self) -> set[str]:
         return {s for s, d in self.by_symptom.items() if d.active}
+
+
+def summarize(finding: Finding, max_items: int = 4) -> str:
+    """``"nonfinite since step 37 in layer fc1: quantities=[loss, grad], ..."`` for alerts and logs."""
+    where = f" in layer {finding.layer}" if finding.layer else ""
+    rank = f" on rank {finding.rank}" if finding.rank is not None else ""
+    items = [f"{k}={_short(v)}" for k, v in list(finding.evidence.items())[:max_items]]
+    return f"{finding.symptom} since step {finding.step}{where}{rank}: {', '.join(items)}"[:400]
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(_short(v) for v in value[:3])
+        return f"[{shown}{', ...' if len(value) > 3 else ''}]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in list(value.items())[:3]) + "}"
+    return str(value)
+
+
+def alert_labels(diagnosis: Diagnosis) -> dict[str, str]:
+    """The identity and text of an active diagnosis's alert (frozen for the episode)."""
+    labels = {"summary": diagnosis.summary, "advice": diagnosis.advice, "onset_step": str(diagnosis.onset_step)}
+    if diagnosis.alert_layer is not None:
+        labels["layer"] = diagnosis.alert_layer
+    if diagnosis.alert_rank is not None:
+        labels["rank"] = str(diagnosis.alert_rank)
+    return labels

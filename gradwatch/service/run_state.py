@@ -65,6 +65,8 @@ class RunState:
         self.primary_rank: int | None = None
         #: Times the step counter went back (training restarted under this name).
         self.restarts = 0
+        #: The primary rank closed its monitor: silence from now on is expected.
+        self.finished = False
         self._reset_series()
 
     def _reset_series(self) -> None:
@@ -101,6 +103,9 @@ class RunState:
         if self.primary_rank is None or report.rank < self.primary_rank:
             self.primary_rank = report.rank
         self.steps_received += len(report.steps)
+        if report.rank == self.primary_rank:
+            # Steps after a final report mean training went on (or restarted).
+            self.finished = report.final
 
     def add_step(self, record: StepRecord, rank: int) -> int:
         """Add one step record from ``rank``; returns 1 when it was kept."""
