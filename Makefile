@@ -7,7 +7,10 @@ BIN := $(VENV)/bin
 # unpinned install would pull a multi-GB CUDA build).
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test lint
+.PHONY: install system-deps demo test lint
+
+# Real Prometheus and Alertmanager for the alerting tests (Debian packages).
+SYSTEM_TOOLS := promtool amtool prometheus prometheus-alertmanager
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +21,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+system-deps:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=yes; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
 demo: install
 	$(BIN)/gradwatch demo
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q
 
 lint: install

@@ -47,6 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray cluster to join, e.g. 'auto' or 'ray://head:10001' (default: start a local one)",
     )
     serve.add_argument("--config", default=None, metavar="FILE", help="TOML file with rule thresholds and limits")
+    serve.add_argument(
+        "--alertmanager",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="push each diagnosis to this Alertmanager the moment it fires (repeatable, e.g. for an HA pair)",
+    )
     serve.add_argument("--name", default="default", help="aggregator name, for several services on one Ray cluster")
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -104,6 +111,15 @@ def _serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gradwatch serve: {exc}", file=sys.stderr)
         return 2
+    if args.alertmanager:
+        alerting = config.alerting.model_copy(
+            update={"alertmanagers": [*config.alerting.alertmanagers, *args.alertmanager]}
+        )
+        try:
+            config = config.model_copy(update={"alerting": type(config.alerting).model_validate(alerting.model_dump())})
+        except ValueError as exc:
+            print(f"gradwatch serve: --alertmanager: {exc}", file=sys.stderr)
+            return 2
     service = Service(config, host=args.host, port=args.port, address=args.address, name=args.name)
     try:
         serve_forever(service)

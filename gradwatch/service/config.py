@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gradwatch.service.rules.config import RulesConfig
 
@@ -53,6 +53,31 @@ class LimitsConfig(BaseModel):
     ingest_timeout: float = Field(default=10.0, gt=0, description="Seconds an ingest may wait on the aggregator actor.")
 
 
+class AlertingConfig(BaseModel):
+    """Direct push of diagnoses to Alertmanager (``gradwatch serve --alertmanager URL``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    alertmanagers: list[str] = Field(
+        default_factory=list, description="Alertmanager base URLs (two for an HA pair); --alertmanager adds to these."
+    )
+    resend_interval: float = Field(
+        default=30.0, ge=1.0, description="Seconds between re-sends of active alerts (Alertmanager's API needs them)."
+    )
+    timeout: float = Field(default=2.0, gt=0, le=30, description="Seconds one POST to Alertmanager may take.")
+    runbook_url: str = Field(
+        default="docs/runbook.md", description="Base of the runbook link in alerts; '#<symptom>' is appended."
+    )
+
+    @field_validator("alertmanagers")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"alertmanager URL {url!r} must start with http:// or https://")
+        return value
+
+
 class ServiceConfig(BaseModel):
     """Everything the aggregator can be told by a config file."""
 
@@ -61,6 +86,7 @@ class ServiceConfig(BaseModel):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     windows: WindowConfig = Field(default_factory=WindowConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    alerting: AlertingConfig = Field(default_factory=AlertingConfig)
     evaluate_every_steps: int = Field(
         default=10,
         ge=1,

@@ -153,7 +153,12 @@ def _short(value: Any) -> str:
 
 def alert_labels(diagnosis: Diagnosis) -> dict[str, str]:
     """The identity and text of an active diagnosis's alert (frozen for the episode)."""
-    labels = {"summary": diagnosis.summary, "advice": diagnosis.advice, "onset_step": str(diagnosis.onset_step)}
+    labels = {
+        "summary": diagnosis.summary,
+        "advice": diagnosis.advice,
+        "onset_step": str(diagnosis.onset_step),
+        "fired_at": repr(diagnosis.fired_at),
+    }
     if diagnosis.alert_layer is not None:
         labels["layer"] = diagnosis.alert_layer
     if diagnosis.alert_rank is not None:

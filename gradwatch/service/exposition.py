@@ -82,6 +82,29 @@ def _symptom_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
                 onset.add_metric([run.run, symptom], float(run.onsets[symptom]))
     yield active
     yield onset
+    # The alert-facing series: present only while a diagnosis is active, with
+    # the labels an alert carries (frozen for the episode, so the series, and
+    # the alert, keep one identity while it lasts).
+    diagnosis = GaugeMetricFamily(
+        "gradwatch_diagnosis_active",
+        "1 for each active diagnosis, labelled with its layer, rank, summary and advice (absent otherwise).",
+        labels=["run", "symptom", "layer", "rank", "summary", "advice", "onset_step"],
+    )
+    for run in runs:
+        for symptom, info in sorted(run.alerts.items()):
+            diagnosis.add_metric(
+                [
+                    run.run,
+                    symptom,
+                    info.get("layer", ""),
+                    info.get("rank", ""),
+                    info.get("summary", ""),
+                    info.get("advice", ""),
+                    info.get("onset_step", ""),
+                ],
+                1.0,
+            )
+    yield diagnosis
 
 
 def _run_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
@@ -105,6 +128,9 @@ def _run_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
         "gradwatch_last_report_timestamp_seconds", "Unix time of the newest report from the run.", labels=["run"]
     )
     ranks = GaugeMetricFamily("gradwatch_run_ranks", "Ranks that have reported for the run.", labels=["run"])
+    finished = GaugeMetricFamily(
+        "gradwatch_run_finished", "1 once the run's agent closed (its silence is expected), else 0.", labels=["run"]
+    )
     for run in runs:
         for name, value in run.latest.scalars.items():
             scalars.add_metric([run.run, name], value)
@@ -113,7 +139,8 @@ def _run_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
         dropped.add_metric([run.run], run.agent_dropped)
         last.add_metric([run.run], run.last_report_time)
         ranks.add_metric([run.run], run.ranks)
-    yield from (scalars, reports, steps, dropped, last, ranks)
+        finished.add_metric([run.run], 1.0 if run.finished else 0.0)
+    yield from (scalars, reports, steps, dropped, last, ranks, finished)
 
 
 def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:

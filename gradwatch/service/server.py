@@ -14,10 +14,13 @@ import threading
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from gradwatch.service.alerting.pusher import AlertmanagerPusher
 from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
 from gradwatch.service.config import ServiceConfig
-from gradwatch.service.http import ChangeListener, make_app
+from gradwatch.service.diagnoses import Change
+from gradwatch.service.http import Backend, ChangeListener, make_app
 from gradwatch.wire import DEFAULT_PORT
 
 logger = logging.getLogger("gradwatch.service")
@@ -66,7 +69,8 @@ class Service:
         self.name = name
         # On a cluster the detached actor (and its state) outlives this front.
         self.keep_actor = address is not None if keep_actor is None else keep_actor
-        self._on_change = on_change
+        self._listeners: list[ChangeListener] = [on_change] if on_change is not None else []
+        self._pusher: AlertmanagerPusher | None = None
         self._runner: web.AppRunner | None = None
         self._actor: Any = None
         self._started_ray = False
@@ -87,19 +91,46 @@ class Service:
             self.connect()
         self._actor = start_aggregator(self.name, self.config)
         await self._actor.ping.remote()
-        app = make_app(RayBackend(self._actor), self.config, on_change=self._on_change)
+        backend = RayBackend(self._actor)
+        registry = CollectorRegistry()
+        app = make_app(backend, self.config, registry=registry, on_change=self._dispatch)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
             self.port = self._runner.addresses[0][1]
+        alerting = self.config.alerting
+        if alerting.alertmanagers:
+            self._pusher = AlertmanagerPusher(
+                alerting.alertmanagers,
+                service_url=self.url,
+                active_alerts=lambda: active_alerts(backend),
+                registry=registry,
+                resend_interval=alerting.resend_interval,
+                timeout=alerting.timeout,
+                runbook_base=alerting.runbook_url,
+            )
+            await self._pusher.start()
+            self._listeners.insert(0, self._pusher.notify)
+
+    async def _dispatch(self, change: Change) -> None:
+        for listener in self._listeners:
+            try:
+                result = listener(change)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # noqa: BLE001 - a listener must not fail an ingest
+                logger.exception("gradwatch: a diagnosis listener failed")
 
     async def stop(self) -> None:
         """Stop serving; kill the actor unless it is meant to outlive us."""
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._pusher is not None:
+            await self._pusher.stop()
+            self._pusher = None
         if self._actor is not None and not self.keep_actor:
             import ray
 
@@ -113,6 +144,16 @@ class Service:
 
             ray.shutdown()
             self._started_ray = False
+
+
+async def active_alerts(backend: Backend) -> dict[tuple[str, str], dict[str, str]]:
+    """(run, symptom) -> alert labels of every active diagnosis, from the aggregator(s)."""
+    return {
+        (run.run, symptom): labels
+        for snapshot in await backend.snapshots()
+        for run in snapshot.runs
+        for symptom, labels in run.alerts.items()
+    }
 
 
 def serve_forever(service: Service) -> None:

@@ -1,0 +1,1 @@
+"""Alerts: one catalogue of alert names and severities, pushed to Alertmanager and rendered as Prometheus rules."""

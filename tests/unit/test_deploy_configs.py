@@ -1,0 +1,55 @@
+"""The deploy/ configs: generated files are current, and Prometheus/Alertmanager's own tools accept them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gradwatch.service.alerting import prometheus_rules
+from gradwatch.service.alerting.catalog import ALERTS
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager; `make test` installs them)")
+    return path
+
+
+def test_committed_prometheus_rules_are_generated_from_the_alert_catalogue():
+    committed = (DEPLOY / "prometheus" / "rules" / "gradwatch.rules.yml").read_text()
+    assert committed == prometheus_rules.render(), (
+        "regenerate: python -m gradwatch.service.alerting.prometheus_rules > deploy/prometheus/rules/gradwatch.rules.yml"
+    )
+
+
+def test_every_alert_has_a_promtool_test():
+    tested = set()
+    for path in (DEPLOY / "prometheus" / "tests").glob("*.test.yml"):
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            tested |= {t["alertname"] for t in case.get("alert_rule_test", [])}
+    alerts = {spec.alertname for spec in ALERTS.values()} | {"GradwatchAgentSilent", "GradwatchAggregatorDown"}
+    assert alerts <= tested, f"untested alerts: {sorted(alerts - tested)}"
+
+
+def test_promtool_checks_config_and_runs_the_rule_tests():
+    promtool = _tool("promtool")
+    check = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    tests = sorted(str(p) for p in (DEPLOY / "prometheus" / "tests").glob("*.test.yml"))
+    run = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.stdout.count("SUCCESS") == len(tests)
+
+
+def test_amtool_accepts_the_alertmanager_configs():
+    amtool = _tool("amtool")
+    for name in ("alertmanager.yml", "alertmanager.examples.yml"):
+        result = subprocess.run([amtool, "check-config", str(DEPLOY / "alertmanager" / name)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
