@@ -168,6 +168,3 @@ class Prometheus:
         self.process.terminate()
         self.process.wait(10)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-

@@ -43,6 +43,7 @@ def test_fired_then_cleared_posts_firing_then_resolved_and_retries_failures():
         app = web.Application()
         app.router.add_post("/api/v2/alerts", alerts)
         async with TestServer(app) as server:
+
             async def no_active() -> dict:
                 return {}
 
@@ -94,12 +95,16 @@ def test_active_alerts_are_re_sent_from_the_aggregator_state():
         app = web.Application()
         app.router.add_post("/api/v2/alerts", alerts)
         async with TestServer(app) as server:
+
             async def active() -> dict:
                 return {("run-b", "stagnation"): {"summary": "stalled", "advice": "raise lr", "onset_step": "3"}}
 
             pusher = AlertmanagerPusher(
-                [str(server.make_url(""))], service_url="http://gw", active_alerts=active,
-                registry=CollectorRegistry(), resend_interval=0.05,
+                [str(server.make_url(""))],
+                service_url="http://gw",
+                active_alerts=active,
+                registry=CollectorRegistry(),
+                resend_interval=0.05,
             )
             await pusher.start()
             await asyncio.sleep(0.3)

@@ -18,7 +18,9 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager; `make test` installs them)")
+        pytest.skip(
+            f"{name} is not installed (Debian packages prometheus, prometheus-alertmanager; `make test` installs them)"
+        )
     return path
 
 
@@ -40,7 +42,9 @@ def test_every_alert_has_a_promtool_test():
 
 def test_promtool_checks_config_and_runs_the_rule_tests():
     promtool = _tool("promtool")
-    check = subprocess.run([promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True)
+    check = subprocess.run(
+        [promtool, "check", "config", str(DEPLOY / "prometheus" / "prometheus.yml")], capture_output=True, text=True
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     tests = sorted(str(p) for p in (DEPLOY / "prometheus" / "tests").glob("*.test.yml"))
     run = subprocess.run([promtool, "test", "rules", *tests], capture_output=True, text=True)
@@ -51,5 +55,7 @@ def test_promtool_checks_config_and_runs_the_rule_tests():
 def test_amtool_accepts_the_alertmanager_configs():
     amtool = _tool("amtool")
     for name in ("alertmanager.yml", "alertmanager.examples.yml"):
-        result = subprocess.run([amtool, "check-config", str(DEPLOY / "alertmanager" / name)], capture_output=True, text=True)
+        result = subprocess.run(
+            [amtool, "check-config", str(DEPLOY / "alertmanager" / name)], capture_output=True, text=True
+        )
         assert result.returncode == 0, result.stdout + result.stderr
