@@ -132,3 +132,16 @@ def test_one_incident_on_many_ranks_and_both_paths_is_one_notification(prometheu
     assert len(notifications) == 1, [n["alerts"] for n in notifications.values()]
     (notification,) = notifications.values()
     assert len(notification["alerts"]) == 1
+
+
+def test_grafana_alert_queries_run_on_the_real_prometheus(prometheus):
+    import yaml
+
+    from tests.integration.external import DEPLOY
+
+    document = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "alerting" / "gradwatch.yml").read_text())
+    for group in document["groups"]:
+        for rule in group["rules"]:
+            for query in rule["data"]:
+                if query["datasourceUid"] != "__expr__":
+                    prometheus.query(query["model"]["expr"])  # an invalid expression is an HTTP 400 here

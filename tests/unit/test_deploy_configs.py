@@ -59,3 +59,25 @@ def test_amtool_accepts_the_alertmanager_configs():
             [amtool, "check-config", str(DEPLOY / "alertmanager" / name)], capture_output=True, text=True
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_grafana_alerting_provisioning_is_generated_and_consistent():
+    from gradwatch.service.alerting import grafana_alerting
+
+    path = DEPLOY / "grafana" / "provisioning" / "alerting" / "gradwatch.yml"
+    assert path.read_text() == grafana_alerting.render(), (
+        "regenerate: python -m gradwatch.service.alerting.grafana_alerting > deploy/grafana/provisioning/alerting/gradwatch.yml"
+    )
+    document = yaml.safe_load(path.read_text())
+    datasources = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    uids = {d["uid"] for d in datasources["datasources"]}
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    assert len({r["uid"] for r in rules}) == len(rules)
+    assert {r["title"] for r in rules} >= {spec.alertname for spec in ALERTS.values()}
+    for rule in rules:
+        refs = {d["refId"] for d in rule["data"]}
+        assert rule["condition"] in refs
+        for query in rule["data"]:
+            assert query["datasourceUid"] in uids | {"__expr__"}
+    receivers = {c["name"] for c in document["contactPoints"]}
+    assert all(p["receiver"] in receivers for p in document["policies"])
