@@ -136,6 +136,10 @@ class Report(BaseModel):
     host: str = Field(default="", max_length=255)
     #: Agent library version, for support questions.
     agent: str = Field(default="", max_length=64)
+    #: Random id of the sending monitor. A record re-sent by the same session
+    #: (a retry after a lost answer) is recognised and ignored; a new session
+    #: whose steps go back is a restarted training.
+    session: str = Field(default="", max_length=64)
     #: Records the agent dropped (buffer full, service unreachable) since the
     #: last report it delivered.
     dropped: int = Field(default=0, ge=0)

@@ -18,6 +18,7 @@ import math
 import numbers
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +154,7 @@ class Monitor:
             "world_size": rank.world_size,
             "host": socket.gethostname()[:255],
             "agent": __version__,
+            "session": uuid.uuid4().hex,
         }
         self._sender = Sender(
             envelope,

@@ -120,7 +120,7 @@ class Aggregator:
         pending = 0
         for record in report.steps:
             restarts = state.restarts
-            pending += state.add_step(record, report.rank)
+            pending += state.add_step(record, report.rank, report.session)
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
             if pending and self._is_checkpoint(record, pending):

@@ -67,6 +67,8 @@ class RunState:
         self.restarts = 0
         #: The primary rank closed its monitor: silence from now on is expected.
         self.finished = False
+        #: Per rank: (agent session, newest step) for recognising re-sent records.
+        self._last_seen: dict[int, tuple[str, int]] = {}
         self._reset_series()
 
     def _reset_series(self) -> None:
@@ -89,7 +91,7 @@ class RunState:
     def ingest(self, report: Report, now: float | None = None) -> int:
         """Add a whole report; returns how many steps were kept."""
         self.note_report(report, now)
-        return sum(self.add_step(record, report.rank) for record in report.steps)
+        return sum(self.add_step(record, report.rank, report.session) for record in report.steps)
 
     def note_report(self, report: Report, now: float | None = None) -> None:
         """Account for a report (sender, counts, time) before its steps are added."""
@@ -107,8 +109,15 @@ class RunState:
             # Steps after a final report mean training went on (or restarted).
             self.finished = report.final
 
-    def add_step(self, record: StepRecord, rank: int) -> int:
-        """Add one step record from ``rank``; returns 1 when it was kept."""
+    def add_step(self, record: StepRecord, rank: int, session: str = "") -> int:
+        """Add one step record from ``rank``'s agent ``session``; returns 1 when it was kept."""
+        last = self._last_seen.get(rank)
+        if session and last is not None and last[0] == session and record.step <= last[1]:
+            # Re-sent by the same agent: it retried a request whose answer it
+            # never got. Ingest is idempotent per session.
+            return 0
+        if len(self._last_seen) < 4096 or rank in self._last_seen:
+            self._last_seen[rank] = (session, record.step)
         if rank != self.primary_rank:
             # Other ranks only matter when they see a non-finite value: that is
             # how a NaN's origin rank is found. Their healthy values duplicate

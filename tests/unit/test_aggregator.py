@@ -77,6 +77,20 @@ def test_restarted_training_starts_new_windows():
     assert agg.runs()[0]["step"] == 4
 
 
+def test_records_re_sent_by_the_same_agent_session_are_ignored():
+    agg = Aggregator()
+    first = _report(steps=range(50)).model_copy(update={"session": "abc"})
+    agg.ingest(first)
+    # The agent never got the answer and re-sends an overlapping batch.
+    agg.ingest(_report(steps=range(40, 60)).model_copy(update={"session": "abc"}))
+    (run,) = agg.snapshot().runs
+    assert run.latest.step == 59 and agg._runs["r"].state.restarts == 0
+    assert agg._runs["r"].state.steps.column("step").tolist() == list(range(60))
+    # A new session whose steps go back is a restart.
+    agg.ingest(_report(steps=range(3)).model_copy(update={"session": "def"}))
+    assert agg._runs["r"].state.restarts == 1
+
+
 def test_limits_refuse_new_runs_and_wide_reports():
     agg = Aggregator(ServiceConfig(limits=LimitsConfig(max_runs=1, max_layers=1)))
     with pytest.raises(IngestRefused) as info:
