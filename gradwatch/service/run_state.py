@@ -14,6 +14,8 @@ from gradwatch.service.windows import Window
 from gradwatch.wire import LayerStats, Report, StepRecord
 
 _NAN = math.nan
+#: How many of a run's first finite losses define its initial loss.
+INITIAL_LOSSES = 5
 
 
 def _f(value: float | None) -> float:
@@ -87,6 +89,7 @@ class RunState:
         self.layer_numel = np.zeros(0, dtype=np.int64)
         self.stats: Window | None = None
         self.last_primary_step = -1
+        self._first_losses: list[float] = []
 
     def ingest(self, report: Report, now: float | None = None) -> int:
         """Add a whole report; returns how many steps were kept."""
@@ -139,6 +142,8 @@ class RunState:
         latest.step = record.step
         if record.loss is not None:
             latest.loss = record.loss
+            if len(self._first_losses) < INITIAL_LOSSES and math.isfinite(record.loss):
+                self._first_losses.append(record.loss)
             self.steps.append(step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank)
         if record.val_loss is not None:
             latest.val_loss = record.val_loss
@@ -225,6 +230,7 @@ class RunState:
             new_loss_from=steps.new_from(),
             new_stat_from=stats.new_from() if stats else 0,
             new_val_from=val.new_from(),
+            initial_loss=float(np.median(self._first_losses)) if self._first_losses else math.nan,
         )
 
     def mark_seen(self) -> None:

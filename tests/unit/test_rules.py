@@ -79,6 +79,8 @@ def make_view(
         new_stat_from=new_stat_from,
         new_val_from=new_val_from,
         loss_rank=np.zeros(0, np.int64) if loss_rank is None else np.asarray(loss_rank, np.int64),
+        # As the service does: the median of the run's first five finite losses.
+        initial_loss=float(np.median(loss[np.isfinite(loss)][:5])) if np.isfinite(loss).any() else float("nan"),
     )
 
 
@@ -594,6 +596,18 @@ OVERFITTING_FIRES: list[tuple[str, Callable[[], RunView], int]] = [
 ]
 
 
+def test_overfitting_sees_a_smooth_steady_rise_before_it_crosses_the_line() -> None:
+    # A clean held-out set: the val loss bottoms out at point 9 and then rises by 0.8% per point.
+    curve = np.r_[1.2 - 0.01 * np.arange(10), 1.11 * (1 + 0.008 * np.arange(1, 11))]
+    view = make_view(decaying_loss(), val=(VAL_STEPS[:14], curve[:14]))
+    f = check(detect_overfitting(view, OverfittingConfig()), "overfitting", int(VAL_STEPS[10]))
+    assert f.evidence["trigger"] == "steady_rise"
+    assert f.evidence["val_min_step"] == VAL_STEPS[9]
+    # Fewer rises than rise_points: not yet.
+    short = make_view(decaying_loss(), val=(VAL_STEPS[:13], curve[:13]))
+    assert detect_overfitting(short, OverfittingConfig()) is None
+
+
 @pytest.mark.parametrize(("name", "build", "step"), OVERFITTING_FIRES, ids=lambda x: x)
 def test_overfitting_fires(name: str, build: Callable[[], RunView], step: int) -> None:
     f = check(detect_overfitting(build(), OverfittingConfig()), "overfitting", int(step))
@@ -659,6 +673,21 @@ def _stats(rows: int = 60) -> np.ndarray:
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
     ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=_sampled(1e-7, 60)), "tiny_updates"),
     ("dead network", lambda: make_view(_flat(), grad=np.zeros((60, 4))), "dead_gradients"),
+    (
+        "dead ReLUs, only a tiny output bias learns",
+        lambda: make_view(_flat(), grad=np.c_[np.zeros((60, 3)), np.ones(60)], numel=[5000, 5000, 5000, 4]),
+        "dead_gradients",
+    ),
+    (
+        "all but a bias frozen, loss where it started",
+        lambda: make_view(_flat(), grad=np.c_[np.full((60, 3), np.nan), np.ones(60)], numel=[5000, 5000, 5000, 4]),
+        "frozen_parameters",
+    ),
+    (
+        "lr collapsed 1e4x, tiny updates",
+        lambda: make_view(_flat(), lr=np.r_[np.full(200, 1e-2), np.full(100, 1e-6)], grad=_stats(), update=_sampled(1e-8, 60)),
+        "tiny_updates",
+    ),
     ("frozen loss, no update ratio sampled", lambda: make_view(np.full(300, 2.3)), "loss_frozen"),
     ("every step skipped by GradScaler", lambda: make_view(_flat(), skipped=True), "all_steps_skipped"),
     (
@@ -671,9 +700,10 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
 
 @pytest.mark.parametrize(("name", "build", "reason"), STAGNATION_FIRES, ids=lambda x: x)
 def test_stagnation_fires(name: str, build: Callable[[], RunView], reason: str) -> None:
-    f = check(detect_stagnation(build(), StagnationConfig()), "stagnation", 300 - 40)
+    window = StagnationConfig().window_steps
+    f = check(detect_stagnation(build(), StagnationConfig()), "stagnation", 300 - window)
     assert f.evidence["reason"] == reason
-    assert f.evidence["window_steps"] == 40
+    assert f.evidence["window_steps"] == window
 
 
 def _cosine_to_zero() -> RunView:
@@ -697,10 +727,19 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("warmup from lr=0", _warmup_from_zero),
     (
         "improving with tiny updates",
-        lambda: make_view(decaying_loss(300, noise=0.005), grad=_stats(), update=_sampled(1e-7, 60)),
+        lambda: make_view(decaying_loss(300, noise=0.005, start=8.0, end=0.5), grad=_stats(), update=_sampled(1e-7, 60)),
     ),
     ("flat noisy loss, no update ratio sampled", lambda: make_view(_flat(), grad=_stats())),
-    ("window not full", lambda: make_view(np.full(30, 2.3))),
+    ("window not full", lambda: make_view(np.full(StagnationConfig().window_steps - 1, 2.3))),
+    (
+        "frozen backbone, head has learned and converged",
+        lambda: make_view(
+            np.r_[decaying_loss(100, start=4.0, end=0.3), _flat(200, level=0.3)],
+            grad=np.c_[np.full((60, 3), np.nan), np.ones(60)],
+            numel=[5000, 5000, 5000, 400],
+            update=_sampled(1e-3, 60),
+        ),
+    ),
 ]
 
 

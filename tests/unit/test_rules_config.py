@@ -35,7 +35,7 @@ def test_every_symptom_has_a_section_with_documented_fields() -> None:
         ("vanishing_gradient.patience_rows", 3),
         ("overfitting.min_val_points", 4),
         ("overfitting.patience", 3),
-        ("stagnation.window_steps", 40),
+        ("stagnation.window_steps", 16),
         ("stagnation.min_update_ratio", 1e-5),
         ("stagnation.decay_tail_fraction", 0.05),
     ],

@@ -178,6 +178,17 @@ class OverfittingConfig(_RuleConfig):
         description="Val loss must also exceed its running minimum by this many val-noise sigmas.",
     )
     patience: int = Field(default=3, ge=1, description="Latest val points that must all be above the tolerance line.")
+    rise_points: int = Field(
+        default=4,
+        ge=2,
+        description=(
+            "A steady rise also counts: this many consecutive val increases after the minimum, adding up to more "
+            "than min_rel_rise and noise_k val-noise sigmas (catches a smooth rise before it crosses the line)."
+        ),
+    )
+    min_rel_rise: float = Field(
+        default=0.005, ge=0.0, description="Smallest total steady rise, as a fraction of the val minimum."
+    )
     train_window_steps: int = Field(
         default=20, ge=1, description="Every-step losses at or before a val step whose median is the train loss then."
     )
@@ -195,7 +206,7 @@ class OverfittingConfig(_RuleConfig):
 class StagnationConfig(_RuleConfig):
     """Settings of the ``stagnation`` rule."""
 
-    window_steps: int = Field(default=40, ge=6, description="Latest finite every-step losses judged for improvement.")
+    window_steps: int = Field(default=16, ge=6, description="Latest finite every-step losses judged for improvement.")
     min_improvement: float = Field(
         default=2.0,
         ge=0.0,
@@ -227,6 +238,28 @@ class StagnationConfig(_RuleConfig):
         ge=0.0,
         lt=1.0,
         description="Silent while latest lr < this * max lr in view (end of a decay schedule).",
+    )
+    collapse_factor: float = Field(
+        default=100.0,
+        gt=1.0,
+        description=(
+            "An lr that fell by more than this in one step collapsed rather than decayed: the decay-tail "
+            "exemption does not apply."
+        ),
+    )
+    inactive_fraction: float = Field(
+        default=0.9,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Share of parameters (by count) whose gradient is zero, or that are frozen, above which the network "
+            "is effectively not training."
+        ),
+    )
+    no_progress_rel: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="With mostly frozen parameters: the loss counts as never having learned within this fraction of its initial value.",
     )
 
 

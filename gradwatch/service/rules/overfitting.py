@@ -30,7 +30,10 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     of v) / sqrt(6) (a sparse val series has curvature between points), the line
     is m_j + max(rel_tolerance * |m_j|, noise_k * sigma_v). Present when the
     last ``patience`` val points all lie above their line (a one-off bump does
-    not), and the train loss near the current val step (median of the
+    not), or the last ``rise_points`` val points each rose and together rose by
+    more than max(min_rel_rise * |m|, 1.5 * noise_k * sigma_v) from below the
+    line (a steady rise, seen before it crosses the line), and the train loss
+    near the current val step (median of the
     train_window_steps every-step losses at or before it) is not higher than
     near the val minimum by more than noise_k standard errors: if train rises
     too, the run is diverging, which is a different symptom.
@@ -53,10 +56,25 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     sigma_v = sigma_v if np.isfinite(sigma_v) else 0.0
     line = run_min + np.maximum(config.rel_tolerance * np.abs(run_min), config.noise_k * sigma_v)
     run = trailing_run(v > line)
-    if run < config.patience:
-        return None
-    j0 = v.size - run
-    j_min = int(np.argmin(smooth[:j0]))
+    if run >= config.patience:
+        trigger = "above_minimum"
+        j0 = v.size - run
+        j_min = int(np.argmin(smooth[:j0]))
+    else:
+        # A smooth, steady rise: consecutive increases from the minimum that add
+        # up to more than the noise. Clean held-out sets rise like this long
+        # before they cross a relative line.
+        rises = trailing_run(np.r_[False, v[1:] > v[:-1]])
+        start = v.size - 1 - rises
+        total = v[-1] - v[start] if rises else 0.0
+        # Five white-noise points in a row rise together by about 2.3 sigma;
+        # 1.5 * noise_k sigmas (4.5 by default) is far beyond that.
+        floor = max(config.min_rel_rise * abs(run_min[-1]), 1.5 * config.noise_k * sigma_v)
+        if rises < config.rise_points or total <= floor or v[start] > line[start]:
+            return None
+        trigger = "steady_rise"
+        j0 = start + 1
+        j_min = start
 
     ls, lv = finite_loss(view)
     if lv.size == 0:
@@ -74,6 +92,7 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
         return None
 
     evidence = {
+        "trigger": trigger,
         "val_min": as_float(v[j_min]),
         "val_min_step": int(vs[j_min]),
         "val_now": as_float(v[-1]),

@@ -24,6 +24,10 @@ ADVICE = {
         "The optimizer skipped almost every step (AMP GradScaler keeps finding inf gradients): train in bf16 or "
         "fp32, lower the learning rate, or find the overflowing layer."
     ),
+    "frozen_parameters": (
+        "Almost every parameter is frozen or gets no gradient, and the loss has not moved from where it started: "
+        "check requires_grad and which parameters the optimizer holds."
+    ),
     "loss_frozen": (
         "The loss has not moved at all: check that optimizer.step() runs, the learning rate is not zero, and "
         "the parameters being trained are the ones the loss uses."
@@ -31,18 +35,38 @@ ADVICE = {
 }
 
 
-def _dead(view: RunView, cfg: StagnationConfig) -> bool:
-    """Latest stats row: every measured gradient is 0 or <= dead_grad_ratio of its weight norm."""
-    if view.stat_steps.size == 0:
-        return False
+def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float]:
+    """Latest stats row: (share of measured parameters with a dead gradient, share of parameters frozen).
+
+    Shares count parameters, not layers: one live output bias does not make a
+    network of dead ReLUs a training one. A gradient is dead when it is 0 or at
+    most dead_grad_ratio of its layer's weight norm; a layer is frozen when it
+    has no gradient at all.
+    """
+    if view.stat_steps.size == 0 or view.layer_numel.size == 0:
+        return 0.0, 0.0
     g = np.asarray(view.grad_norm, dtype=float)[-1]
     w = np.asarray(view.weight_norm, dtype=float)[-1]
+    numel = np.asarray(view.layer_numel, dtype=float)
     measured = np.isfinite(g)
-    if not measured.any():
-        return False
     rel = safe_ratio(g, w)
-    tiny = (g == 0) | (np.nan_to_num(rel, nan=np.inf) <= cfg.dead_grad_ratio)
-    return bool(np.all(tiny[measured]))
+    dead = measured & ((g == 0) | (np.nan_to_num(rel, nan=np.inf) <= cfg.dead_grad_ratio))
+    dead_share = float(numel[dead].sum() / numel[measured].sum()) if measured.any() and numel[measured].sum() else 0.0
+    frozen_share = float(numel[~measured].sum() / numel.sum()) if numel.sum() else 0.0
+    return dead_share, frozen_share
+
+
+def _lr_collapsed(lr: np.ndarray, factor: float, substantial: float) -> bool:
+    """Did the lr fall by more than ``factor`` in one step from a substantial level (a collapse, not a decay)?
+
+    A schedule's last steps to exactly 0 start from an lr that is already tiny
+    (below ``substantial``), so they do not count.
+    """
+    finite = lr[np.isfinite(lr)]
+    if finite.size < 2:
+        return False
+    before, after = finite[:-1], finite[1:]
+    return bool(np.any((before >= substantial) & (before > 0) & (after < before / factor)))
 
 
 # NaN/Inf are the data this service exists to see: arithmetic on them is expected,
@@ -54,8 +78,12 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     Not improving: over the last window_steps finite losses, with medians m1,
     m3 of the first and last thirds and sigma the noise from first
     differences, m1 - m3 <= max(min_improvement * sigma, rel_tolerance * |m1|).
-    Barely moving (first that holds): every measured gradient is zero or
-    <= dead_grad_ratio * weight norm (dead_gradients); >= skipped_fraction of
+    Barely moving (first that holds): at least inactive_fraction of the
+    measured parameters (by count) have a gradient that is zero or <=
+    dead_grad_ratio * weight norm (dead_gradients); at least inactive_fraction
+    of all parameters are frozen or dead and the loss is still within
+    no_progress_rel of the run's initial loss (frozen_parameters: a frozen
+    backbone whose head has learned is not stalled); >= skipped_fraction of
     the window's steps were skipped (all_steps_skipped); the latest sampled
     global update ratio < min_update_ratio (tiny_updates); or, with no update
     ratio ever sampled, the loss range <= frozen_rel_range * |median|
@@ -64,7 +92,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
 
     Silent during warmup (latest lr > warmup_lr_rise * lr at the window start)
     and in the tail of a decay schedule (latest lr < decay_tail_fraction * max lr
-    in view), where small updates are intended. The step is the window's first step.
+    in view), where small updates are intended -- unless the lr collapsed (fell
+    by more than collapse_factor in one step), which no schedule does. The step
+    is the window's first step.
     """
     ok = np.isfinite(view.loss)
     steps = view.loss_steps[ok][-config.window_steps :]
@@ -80,7 +110,10 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     lr_now = lr[-1] if lr.size else np.nan
     lr_start = lr[in_window[0]] if in_window.size and lr.size else np.nan
     lr_max = np.nanmax(lr) if np.isfinite(lr).any() else np.nan
-    if lr_now > config.warmup_lr_rise * lr_start or lr_now < config.decay_tail_fraction * lr_max:
+    if lr_now > config.warmup_lr_rise * lr_start:
+        return None
+    tail = config.decay_tail_fraction * lr_max
+    if lr_now < tail and not _lr_collapsed(lr, config.collapse_factor, tail):
         return None
 
     skipped = np.asarray(view.skipped, dtype=bool)[in_window]
@@ -88,8 +121,15 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     sampled = np.flatnonzero(np.isfinite(u_all))
     u_now = u_all[sampled[-1]] if sampled.size else np.nan
     median = nanmedian(loss)
-    if _dead(view, config):
+    dead_share, frozen_share = _inactive_shares(view, config)
+    initial = view.initial_loss
+    never_learned = bool(
+        np.isfinite(initial) and abs(tr.last - initial) <= max(config.no_progress_rel * abs(initial), 3.0 * tr.sigma)
+    )
+    if dead_share >= config.inactive_fraction:
         reason = "dead_gradients"
+    elif frozen_share + (1.0 - frozen_share) * dead_share >= config.inactive_fraction and never_learned:
+        reason = "frozen_parameters"
     elif skipped.size and skipped.mean() >= config.skipped_fraction:
         reason = "all_steps_skipped"
     elif sampled.size and u_now < config.min_update_ratio:
@@ -110,6 +150,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
         "lr_now": as_float(lr_now),
         "lr_max": as_float(lr_max),
         "skipped_fraction": as_float(skipped.mean()) if skipped.size else 0.0,
+        "dead_gradient_share": as_float(dead_share),
+        "frozen_share": as_float(frozen_share),
+        "initial_loss": as_float(initial),
         "window_steps": int(loss.size),
     }
     return Finding(symptom="stagnation", step=int(steps[0]), evidence=evidence, advice=ADVICE[reason])

@@ -65,6 +65,9 @@ class RunView:
     new_val_from: int = 0
     #: Rank that sent each every-step entry (shape (T,)), for attribution.
     loss_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Median of the run's first few finite losses (kept after they leave the
+    #: window): where training started, to tell "never learned" from "converged".
+    initial_loss: float = float("nan")
 
     @property
     def latest_step(self) -> int:
