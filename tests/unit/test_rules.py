@@ -277,7 +277,9 @@ def _plateau_after_explosion() -> np.ndarray:
 def _weight_explosion() -> RunView:
     w = np.full((64, 8), 10.0)
     w[34:] *= (1.12 ** np.arange(1, 31))[:, None]
-    return make_view(decaying_loss(320, noise=0.02, start=2.0), grad=noisy_grads(64), weight=w)
+    loss = decaying_loss(320, noise=0.02, start=2.0)
+    loss[170:] *= 1.01 ** np.arange(1, 151)  # diverging weights drag the loss up
+    return make_view(loss, grad=noisy_grads(64), weight=w)
 
 
 def _depth_explosion() -> RunView:
@@ -484,7 +486,7 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         lambda: make_view(grad=noisy_grads(64, 24) * np.logspace(np.log10(0.05), np.log10(20), 24)),
     ),
     ("embedding as the first layer", lambda: make_view(grad=_embedding_first())),
-    ("only 3 layers", lambda: make_view(grad=_depth_vanished(n_layers=3, factor=1e-6))),
+    ("only 2 layers", lambda: make_view(grad=_depth_vanished(n_layers=2, factor=1e-6))),
     (
         "converging: all layers shrink 100x together",
         lambda: make_view(decaying_loss(320), grad=noisy_grads(64) * np.logspace(0, -2, 64)[:, None]),
@@ -599,12 +601,13 @@ OVERFITTING_FIRES: list[tuple[str, Callable[[], RunView], int]] = [
 def test_overfitting_sees_a_smooth_steady_rise_before_it_crosses_the_line() -> None:
     # A clean held-out set: the val loss bottoms out at point 9 and then rises by 0.8% per point.
     curve = np.r_[1.2 - 0.01 * np.arange(10), 1.11 * (1 + 0.008 * np.arange(1, 11))]
-    view = make_view(decaying_loss(), val=(VAL_STEPS[:14], curve[:14]))
+    rises = OverfittingConfig().rise_points
+    view = make_view(decaying_loss(), val=(VAL_STEPS[: 10 + rises], curve[: 10 + rises]))
     f = check(detect_overfitting(view, OverfittingConfig()), "overfitting", int(VAL_STEPS[10]))
     assert f.evidence["trigger"] == "steady_rise"
     assert f.evidence["val_min_step"] == VAL_STEPS[9]
     # Fewer rises than rise_points: not yet.
-    short = make_view(decaying_loss(), val=(VAL_STEPS[:13], curve[:13]))
+    short = make_view(decaying_loss(), val=(VAL_STEPS[: 9 + rises], curve[: 9 + rises]))
     assert detect_overfitting(short, OverfittingConfig()) is None
 
 

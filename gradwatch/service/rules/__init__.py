@@ -45,7 +45,17 @@ _RULES: dict[str, Callable[[RunView, Any], Finding | None]] = {
 }
 
 
+#: While the key symptom is present, these are not reported: an exploding
+#: network's huge weights make every gradient look small next to them (a
+#: "vanishing" or "dead" artefact), and it is anything but stagnant.
+_MASKED_BY = {"exploding_gradient": ("vanishing_gradient", "stagnation")}
+
+
 def evaluate(view: RunView, config: RulesConfig | None = None) -> dict[str, Finding | None]:
     """Run every rule on ``view``; one key per symptom in :data:`SYMPTOMS` order."""
     cfg = config if config is not None else RulesConfig()
-    return {name: _RULES[name](view, getattr(cfg, name)) for name in SYMPTOMS}
+    findings = {name: _RULES[name](view, getattr(cfg, name)) for name in SYMPTOMS}
+    for cause, masked in _MASKED_BY.items():
+        if findings[cause] is not None:
+            findings.update(dict.fromkeys(masked))
+    return findings

@@ -83,6 +83,14 @@ class ExplodingGradientConfig(_RuleConfig):
     loss_noise_k: float = Field(
         default=2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
     )
+    max_grad_weight_ratio: float = Field(
+        default=1e3,
+        gt=0.0,
+        description=(
+            "Global ||g|| / ||w|| at or above which gradients dwarf the weights they update (healthy runs sit "
+            "around 1e-3..1); must hold for depth_rows rows, or once at 10x this."
+        ),
+    )
     divergence_factor: float = Field(
         default=100.0,
         gt=1.0,
@@ -104,7 +112,7 @@ class VanishingGradientConfig(_RuleConfig):
     )
     patience_rows: int = Field(default=3, ge=1, description="Latest stats rows whose median depth ratio is judged.")
     min_layers: int = Field(
-        default=4, ge=2, description="Layers with a gradient needed before the depth profile is judged."
+        default=3, ge=2, description="Layers with a gradient needed before the depth profile is judged."
     )
     update_ratio_ratio: float = Field(
         default=1e-3,
@@ -133,6 +141,14 @@ class LossSpikeConfig(_RuleConfig):
 
     z_threshold: float = Field(
         default=10.0, gt=0.0, description="Jump over the baseline, in noise sigmas, that is a spike."
+    )
+    log_z_threshold: float = Field(
+        default=5.0,
+        gt=0.0,
+        description=(
+            "For a positive loss the jump must also exceed this many sigmas of log(loss). Multiplicative noise "
+            "is close to Gaussian in log units, so 5 sigmas there is already far in its tail (~3e-7 per step)."
+        ),
     )
     min_rel_jump: float = Field(
         default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
@@ -179,7 +195,7 @@ class OverfittingConfig(_RuleConfig):
     )
     patience: int = Field(default=3, ge=1, description="Latest val points that must all be above the tolerance line.")
     rise_points: int = Field(
-        default=4,
+        default=3,
         ge=2,
         description=(
             "A steady rise also counts: this many consecutive val increases after the minimum, adding up to more "
@@ -225,7 +241,15 @@ class StagnationConfig(_RuleConfig):
         default=0.9,
         gt=0.0,
         le=1.0,
-        description="Fraction of skipped optimizer steps in the window that means no updates.",
+        description="Fraction of skipped optimizer steps over the last skipped_window_steps that means no updates.",
+    )
+    skipped_window_steps: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Steps over which skipped steps are counted. A GradScaler calibrating its scale skips up to "
+            "log2(init_scale / a working scale) steps in a row (about 25 from the default 2**16); that is normal."
+        ),
     )
     frozen_rel_range: float = Field(
         default=1e-6, ge=0.0, description="Without update ratios: loss range <= this * |median| means frozen."

@@ -58,7 +58,10 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     valid = np.flatnonzero(~np.all(np.isnan(grads), axis=1))
     if valid.size < cfg.rise_rows + 1:
         return None
-    k = _baseline_rows(valid.size, cfg.baseline_rows)
+    # At least three rows in the first-rows baseline (when there are that
+    # many): one anomalous first sample (a tiny gradient at initialisation)
+    # must not become the yardstick.
+    k = min(cfg.baseline_rows, max(3, valid.size // 4), max(valid.size - cfg.rise_rows, 1))
     cols = ~np.all(np.isnan(grads[valid[:k]]), axis=0) & ~np.isnan(grads[valid[-1]])
     g_all = global_norm(grads[:, cols] if cols.any() else grads)
     rows = valid[~np.isnan(g_all[valid])]
@@ -80,18 +83,19 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     if np.isposinf(g[-1]):
         i = n - trailing_run(np.isposinf(g))
     else:
-        e0 = n - trailing_run(g >= cfg.growth_factor * baseline)
-        hits = np.flatnonzero(runs[e0:] >= cfg.rise_rows)
-        if hits.size:
-            i = e0 + int(hits[0])
-        elif n - e0 >= cfg.rise_rows + 1:
-            i = e0
-        else:
+        # Sustained: at least rise_rows rows in a row at or above the line. A
+        # single elevated row (one bad batch) is a spike, not an explosion.
+        elevated = trailing_run(g >= cfg.growth_factor * baseline)
+        if elevated < cfg.rise_rows:
             return None
+        i = n - elevated
     # Onset: the first row of the rise clearly above the baseline's own noise
     # (a noisy uptick just before the rise is not its start).
     rise = np.arange(max(i - max(int(runs[i]), 1), 0), i + 1)
-    noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 else 0.0
+    # Baseline rows that rise monotonically are the explosion itself (it began
+    # at step 0): their spread is growth, not noise.
+    monotone = base_rows.size > 1 and bool(np.all(np.diff(g[base_rows]) > 0))
+    noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 and not monotone else 0.0
     noise = noise if np.isfinite(noise) else 0.0
     ref = np.nanmin([baseline, g[rise[0]]])
     line = ref * np.exp(max(3.0 * noise, np.log(2.0)))
@@ -138,7 +142,9 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     if not rate_last >= cfg.weight_accel_ratio * rate_first:
         return None
     _, loss = finite_loss(view, cfg.loss_window_steps)
-    if loss.size >= 6 and trend(loss).improving(cfg.loss_noise_k):
+    if not (loss.size >= 6 and trend(loss).rising(cfg.loss_noise_k)):
+        # Weights that grow while the loss merely stalls are a small
+        # initialisation being grown out of, not a divergence.
         return None
     onset = n - 1 - int(runs[-1]) + 1
     return _Hit(
@@ -196,6 +202,32 @@ def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     return _Hit(
         onset=int(view.stat_steps[rows[rows.size - run]]),
         evidence={"update_ratio": as_float(u_all[rows[-1]]), "update_ratio_step": int(view.stat_steps[rows[-1]])},
+    )
+
+
+def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+    """Global ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows rows (or once at 10x that).
+
+    Too large an initialisation or a recurrent matrix past spectral radius 1
+    gives gradients thousands of times the size of the weights from the first
+    step: there is no growth to see, only magnitude. Healthy training keeps
+    this ratio around 1e-3..1 (an SGD step with ratio r moves the weights by
+    lr * r of themselves); a ratio of 1e3 means any plain SGD step at a usual
+    learning rate overwrites the weights.
+    """
+    g = global_norm(clean_layer_grads(view))
+    w = global_norm(np.asarray(view.weight_norm, dtype=float))
+    ratio = safe_ratio(g, w)
+    rows = np.flatnonzero(np.isfinite(ratio))
+    if rows.size == 0:
+        return None
+    r = ratio[rows]
+    run = trailing_run(r >= cfg.max_grad_weight_ratio)
+    if run < cfg.depth_rows and not (run >= 1 and r[-1] >= 10 * cfg.max_grad_weight_ratio):
+        return None
+    return _Hit(
+        onset=int(view.stat_steps[rows[r.size - run]]),
+        evidence={"grad_weight_ratio": as_float(r[-1]), "grad_norm_now": as_float(g[rows[-1]])},
     )
 
 
@@ -271,7 +303,9 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
       gradient growing (>= 2x) or the loss rising;
     * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio;
     * loss_divergence: loss_t >= divergence_factor * (median loss before the
-      rise) after divergence_rises consecutive every-step rises.
+      rise) after divergence_rises consecutive every-step rises;
+    * gradient_scale: ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows
+      rows, or once at 10x that.
     """
     hits = {
         name: hit
@@ -281,6 +315,7 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
             ("depth_profile", _depth_profile(view, config)),
             ("update_ratio", _update_ratio(view, config)),
             ("loss_divergence", _loss_divergence(view, config)),
+            ("gradient_scale", _gradient_scale(view, config)),
         )
         if hit is not None
     }

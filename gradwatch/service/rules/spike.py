@@ -87,7 +87,7 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         lf = np.log(f)
         lbase, lsigma = _baselines(lf, config.baseline_steps, config.rel_noise_floor, log=True)
         log_z = (lf - lbase) / lsigma
-        spike &= log_z > config.z_threshold
+        spike &= log_z > config.log_z_threshold
     unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
     active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
     if active.size == 0:

@@ -56,6 +56,15 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
     return dead_share, frozen_share
 
 
+def _has_nonfinite(view: RunView, window: int) -> bool:
+    """NaN/Inf in the latest ``window`` losses or in the newest stats row."""
+    recent = np.asarray(view.loss, dtype=float)[-window:]
+    if recent.size and not np.all(np.isfinite(recent)):
+        return True
+    rows = (np.asarray(view.grad_nonfinite, dtype=bool), np.asarray(view.weight_nonfinite, dtype=bool))
+    return any(flags.size and flags[-1].any() for flags in rows)
+
+
 def _lr_collapsed(lr: np.ndarray, factor: float, substantial: float) -> bool:
     """Did the lr fall by more than ``factor`` in one step from a substantial level (a collapse, not a decay)?
 
@@ -96,6 +105,10 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     by more than collapse_factor in one step), which no schedule does. The step
     is the window's first step.
     """
+    if _has_nonfinite(view, config.window_steps):
+        # NaN/Inf belongs to the nonfinite rule: NaN gradients would read as
+        # "no gradient" here, and a NaN-stuck loss as a flat one.
+        return None
     ok = np.isfinite(view.loss)
     steps = view.loss_steps[ok][-config.window_steps :]
     loss = np.asarray(view.loss, dtype=float)[ok][-config.window_steps :]
@@ -116,7 +129,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if lr_now < tail and not _lr_collapsed(lr, config.collapse_factor, tail):
         return None
 
-    skipped = np.asarray(view.skipped, dtype=bool)[in_window]
+    skipped = np.asarray(view.skipped, dtype=bool)[-config.skipped_window_steps :]
+    if skipped.size < config.skipped_window_steps:
+        skipped = skipped[:0]
     u_all = global_update_ratio(view)
     sampled = np.flatnonzero(np.isfinite(u_all))
     u_now = u_all[sampled[-1]] if sampled.size else np.nan
