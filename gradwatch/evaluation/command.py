@@ -51,11 +51,11 @@ def _progress(index: int, total: int, scenario: Scenario, seed: int, outcome: Ou
     if outcome is None:
         print(f"[{index:3d}/{total}] {scenario.name} (seed {seed}) ...", end="", flush=True)
         return
-    fired = ", ".join(f"{k}@{v['detected_step']}" for k, v in sorted(outcome.fired.items())) or "nothing"
+    fired = ", ".join(f"{k}@{v['first_detected_step']}" for k, v in sorted(outcome.fired.items())) or "nothing"
     expected = ", ".join(f"{k}@{v}" for k, v in scenario.expect.items()) or "nothing"
-    missed = [k for k in scenario.expect if k not in outcome.fired]
-    extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
-    mark = "ERROR" if outcome.error else ("ok" if not missed and not extra else "WRONG")
+    from gradwatch.evaluation.scoring import verdict
+
+    mark = verdict(scenario, outcome)
     print(f" {outcome.wall_seconds:.1f}s  expected {expected}; fired {fired}  [{mark}]", flush=True)
     if outcome.error:
         print(outcome.error, file=sys.stderr)
@@ -85,6 +85,11 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
         print("gradwatch eval: --seeds must be at least 1", file=sys.stderr)
         return 2
     seeds = list(range(args.seeds))
+    import torch
+
+    # Tiny models on a shared 2-core machine: one thread each keeps wall times
+    # stable (two threads fight the service for the cores and run 30x slower).
+    torch.set_num_threads(1)
     logging.getLogger("gradwatch.service").setLevel(logging.ERROR)
     print(f"gradwatch eval: {len(scenarios)} scenarios x {len(seeds)} seed(s); starting the aggregator ...", flush=True)
     started = time.monotonic()

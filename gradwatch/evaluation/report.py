@@ -9,7 +9,7 @@ import torch
 
 from gradwatch import __version__
 from gradwatch.evaluation.scenario import Scenario
-from gradwatch.evaluation.scoring import TARGET_DELAY, TARGET_RECALL, Scores
+from gradwatch.evaluation.scoring import TARGET_DELAY, TARGET_RECALL, Scores, verdict
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -67,17 +67,7 @@ def scenario_table(scenarios: list[Scenario], scores: Scores) -> list[list[str]]
     for outcome in scores.outcomes:
         scenario = by_name[outcome.scenario]
         expected = ", ".join(f"{k}@{v}" for k, v in scenario.expect.items()) or "healthy"
-        fired = ", ".join(f"{k}@{v['detected_step']}" for k, v in sorted(outcome.fired.items())) or "–"
-        missed = [k for k in scenario.expect if k not in outcome.fired]
-        extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
-        verdict = "ok"
-        if outcome.error:
-            verdict = "ERROR"
-        elif missed or extra:
-            verdict = "; ".join(
-                ([f"missed {', '.join(missed)}"] if missed else [])
-                + ([f"false alarm {', '.join(extra)}"] if extra else [])
-            )
+        fired = ", ".join(f"{k}@{v['first_detected_step']}" for k, v in sorted(outcome.fired.items())) or "–"
         rows.append(
             [
                 outcome.scenario,
@@ -85,7 +75,7 @@ def scenario_table(scenarios: list[Scenario], scores: Scores) -> list[list[str]]
                 " ".join(sorted(scenario.tags)),
                 expected,
                 fired,
-                verdict,
+                verdict(scenario, outcome),
                 f"{outcome.wall_seconds:.1f}",
             ]
         )
@@ -125,7 +115,7 @@ Targets: recall ≥ {TARGET_RECALL} on every symptom, zero false alarms on healt
 {TARGET_DELAY} optimizer steps of its labelled onset.
 
 Definitions: *detected* means the run has a diagnosis for the labelled symptom; *delay* is
-`detected_step − onset` (the newest step the service had received when the diagnosis fired, minus
+`first_detected_step − onset` (the newest step the service had received when the diagnosis first fired, minus
 the labelled onset; negative means it fired before the labelled onset); a *false alarm* is a
 diagnosis for a symptom the scenario neither expects nor allows.
 

@@ -3,8 +3,9 @@
 Definitions (also in docs/evaluation.md):
 
 - A labelled symptom is *detected* when the run has a diagnosis for it.
-- Its *detection delay* is ``detected_step - onset``: how many optimizer steps
-  after the labelled onset the service had received when the diagnosis fired.
+- Its *detection delay* is ``first_detected_step - onset``: how many optimizer
+  steps after the labelled onset the service had received when the diagnosis
+  first fired.
   A negative delay means it fired before the labelled onset.
 - A *false alarm* is a diagnosis for a symptom the scenario neither expects
   nor allows.
@@ -52,7 +53,7 @@ class SymptomScore:
 
     @property
     def delay_target(self) -> int:
-        return TARGET_NONFINITE_DELAY if self.symptom == "nonfinite" else TARGET_DELAY
+        return delay_target(self.symptom)
 
     @property
     def meets_targets(self) -> bool:
@@ -88,6 +89,31 @@ class Scores:
         return not self.errors and all(s.meets_targets for s in self.by_symptom.values())
 
 
+def delay_target(symptom: str) -> int:
+    return TARGET_NONFINITE_DELAY if symptom == "nonfinite" else TARGET_DELAY
+
+
+def verdict(scenario: Scenario, outcome: Outcome) -> str:
+    """ "ok", or what went wrong with one run: missed, false alarm, late, error."""
+    if outcome.error:
+        return "ERROR"
+    problems = []
+    missed = [k for k in scenario.expect if k not in outcome.fired]
+    extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
+    late = [
+        f"{k} +{outcome.fired[k]['first_detected_step'] - onset}"
+        for k, onset in scenario.expect.items()
+        if k in outcome.fired and outcome.fired[k]["first_detected_step"] - onset > delay_target(k)
+    ]
+    if missed:
+        problems.append(f"missed {', '.join(missed)}")
+    if extra:
+        problems.append(f"false alarm {', '.join(extra)}")
+    if late:
+        problems.append(f"late {', '.join(late)}")
+    return "; ".join(problems) or "ok"
+
+
 def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
     by_name = {s.name: s for s in scenarios}
     table = {symptom: SymptomScore(symptom) for symptom in SYMPTOMS}
@@ -105,7 +131,7 @@ def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
                 entry.missed.append(label)
                 continue
             entry.detected += 1
-            entry.delays.append(int(item["detected_step"]) - onset)
+            entry.delays.append(int(item["first_detected_step"]) - onset)
         for symptom in outcome.fired:
             if symptom not in scenario.expect and symptom not in scenario.allow:
                 table[symptom].false_alarms.append(label)

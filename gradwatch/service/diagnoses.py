@@ -33,6 +33,8 @@ class Diagnosis:
     #: Newest step the service had received when the current episode fired:
     #: detection delay is detected_step - onset.
     detected_step: int = 0
+    #: detected_step of the first episode (kept when the symptom recurs).
+    first_detected_step: int = 0
     #: Newest step at which the rule still found the symptom.
     last_seen_step: int = 0
     cleared_step: int | None = None
@@ -83,6 +85,7 @@ class DiagnosisTracker:
                         rank=finding.rank,
                         onset_step=finding.step,
                         detected_step=latest_step,
+                        first_detected_step=latest_step,
                         last_seen_step=latest_step,
                         fired_at=now,
                         summary=summarize(finding),

@@ -26,7 +26,7 @@ def test_the_quick_subset_covers_every_symptom_and_healthy_controls():
 def test_scenario(scenario, service):
     outcome = run_scenario(scenario, seed=0, endpoint=service.url, tag="ci")
     assert outcome.error is None, outcome.error
-    fired = {k: v["detected_step"] for k, v in outcome.fired.items()}
+    fired = {k: v["first_detected_step"] for k, v in outcome.fired.items()}
     for symptom, onset in scenario.expect.items():
         assert symptom in fired, f"missed {symptom}; fired {fired}"
         limit = TARGET_NONFINITE_DELAY if symptom == "nonfinite" else TARGET_DELAY

@@ -1,0 +1,40 @@
+"""Scoring diagnoses against labels: recall, false alarms, delays, verdicts."""
+
+from gradwatch.evaluation.runner import Outcome
+from gradwatch.evaluation.scenario import Scenario
+from gradwatch.evaluation.scoring import score, verdict
+
+
+def _noop(watch, seed):
+    pass
+
+
+def _fired(**steps):
+    return {k: {"first_detected_step": v} for k, v in steps.items()}
+
+
+SPIKE = Scenario("spike", "", _noop, expect={"loss_spike": 200}, allow=frozenset({"exploding_gradient"}))
+HEALTHY = Scenario("healthy", "", _noop)
+
+
+def test_verdicts():
+    assert verdict(SPIKE, Outcome("spike", 0, "r", 1.0, 10, _fired(loss_spike=205))) == "ok"
+    assert verdict(SPIKE, Outcome("spike", 0, "r", 1.0, 10, _fired(loss_spike=205, exploding_gradient=203))) == "ok"
+    assert verdict(SPIKE, Outcome("spike", 0, "r", 1.0, 10, _fired(loss_spike=230))) == "late loss_spike +30"
+    assert verdict(SPIKE, Outcome("spike", 0, "r", 1.0, 10, {})) == "missed loss_spike"
+    assert verdict(HEALTHY, Outcome("healthy", 0, "r", 1.0, 10, _fired(stagnation=50))) == "false alarm stagnation"
+    assert verdict(HEALTHY, Outcome("healthy", 0, "r", 1.0, 0, {}, error="boom")) == "ERROR"
+
+
+def test_scores_count_recall_false_alarms_and_delays():
+    outcomes = [
+        Outcome("spike", 0, "a", 1.0, 10, _fired(loss_spike=203)),
+        Outcome("spike", 1, "b", 1.0, 10, {}),
+        Outcome("healthy", 0, "c", 1.0, 10, _fired(loss_spike=7)),
+    ]
+    scores = score([SPIKE, HEALTHY], outcomes)
+    spike = scores.by_symptom["loss_spike"]
+    assert (spike.expected, spike.detected, spike.recall) == (2, 1, 0.5)
+    assert spike.delays == [3] and spike.false_alarms_on_healthy == 1
+    assert spike.missed == ["spike (seed 1)"]
+    assert not scores.meets_targets
