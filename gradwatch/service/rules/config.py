@@ -150,6 +150,11 @@ class LossSpikeConfig(_RuleConfig):
             "is close to Gaussian in log units, so 5 sigmas there is already far in its tail (~3e-7 per step)."
         ),
     )
+    initial_floor: float = Field(
+        default=0.01,
+        ge=0.0,
+        description="Jumps smaller than this fraction of the run's initial loss are never spikes (losses near 0).",
+    )
     min_rel_jump: float = Field(
         default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
     )

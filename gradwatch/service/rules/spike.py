@@ -28,7 +28,14 @@ def _baselines(f: np.ndarray, width: int, rel_floor: float, log: bool) -> tuple[
     padded = np.concatenate([np.full(width, np.nan), f])
     win = sliding_window_view(padded, width)[: f.size]  # row t = f[t-width : t]
     base = nanmedian(win, axis=1)
-    sigma = mad_sigma(np.diff(win, axis=1), axis=1) / np.sqrt(2.0)
+    if log:
+        # Upper-side spread only: batches with a loss near 0 make a long
+        # *lower* tail in log units, which says nothing about how far up a
+        # healthy batch goes. For symmetric noise this equals the MAD.
+        above = np.where(win > base[:, None], win - base[:, None], np.nan)
+        sigma = 1.4826 * nanmedian(above, axis=1)
+    else:
+        sigma = mad_sigma(np.diff(win, axis=1), axis=1) / np.sqrt(2.0)
     floor = (rel_floor if log else rel_floor * np.abs(base)) + TINY_ABS
     sigma = np.where(np.isfinite(sigma), np.maximum(sigma, floor), floor)
     return base, sigma
@@ -78,6 +85,10 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         (history >= config.min_history)
         & (jump > config.z_threshold * sigma)
         & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
+        # A run whose loss has fallen to ~0 (a memorised set) has batches at
+        # 30x the median that are still nothing: jumps under 1% of where the
+        # run started are not spikes, however large relative to the median.
+        & ~(jump < config.initial_floor * np.abs(view.initial_loss))
     )
     log_z = np.full(f.size, np.nan)
     if np.all(f > 0):
