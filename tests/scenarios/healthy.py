@@ -11,50 +11,23 @@ heavy gradient clipping and AMP loss scaling that skips steps.
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import torch
+from _common import (
+    LSTMClassifier,
+    fit,
+    mlp,
+    quadrant_images,
+    sequence_classification,
+    teacher_classification,
+    teacher_regression,
+)
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit, mlp, teacher_classification, teacher_regression  # noqa: E402
-
-from gradwatch.evaluation.scenario import Scenario  # noqa: E402
+from gradwatch.evaluation.scenario import Scenario
 
 # --------------------------------------------------------------------- helpers
-
-
-def quadrant_images(batch: int = 32, size: int = 8, channels: int = 1, noise: float = 0.5, seed: int = 0):
-    """Noisy ``size``x``size`` images; class = which quadrant (0-3) is bright."""
-    half = size // 2
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = noise * torch.randn(batch, channels, size, size, generator=g)
-        y = torch.randint(0, 4, (batch,), generator=g)
-        for q in range(4):
-            r, c = divmod(q, 2)
-            sel = y == q
-            x[sel, :, r * half : (r + 1) * half, c * half : (c + 1) * half] += 1.0
-        return x, y
-
-    return batch_at
-
-
-def sequence_classification(batch: int = 32, length: int = 12, dim: int = 4, classes: int = 4, seed: int = 0):
-    """Sequences of random vectors; class = argmax of a fixed linear map of their time-sum."""
-    gen = torch.Generator().manual_seed(seed + 7)
-    teacher = torch.randn(dim, classes, generator=gen)
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = torch.randn(batch, length, dim, generator=g)
-        y = (x.sum(dim=1) @ teacher).argmax(dim=1)
-        return x, y
-
-    return batch_at
 
 
 class SmallCNN(nn.Module):
@@ -77,17 +50,6 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x).flatten(1))
-
-
-class LSTMClassifier(nn.Module):
-    def __init__(self, dim: int = 4, hidden: int = 32, classes: int = 4) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
 
 
 class PreLNBlock(nn.Module):
@@ -224,7 +186,13 @@ def train_warmup_from_zero(watch, seed: int) -> None:
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, s / 100))  # lr is exactly 0 at step 0
     fit(
-        watch, model, opt, steps=300, batch_at=teacher_classification(seed=seed), loss_fn=F.cross_entropy, scheduler=sched
+        watch,
+        model,
+        opt,
+        steps=300,
+        batch_at=teacher_classification(seed=seed),
+        loss_fn=F.cross_entropy,
+        scheduler=sched,
     )
 
 
@@ -280,7 +248,7 @@ SCENARIOS: list[Scenario] = [
         name="healthy_tiny_mlp",
         description="A 2-layer 16-16-4 MLP with plain SGD on a linear-teacher classification task.",
         train=train_tiny_mlp,
-        tags=H | {"mlp", "sgd", "quick"},
+        tags=H | {"mlp", "sgd"},
     ),
     Scenario(
         name="healthy_deep_residual_preln",

@@ -8,60 +8,42 @@ later loss is NaN too.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from _common import (
+    LSTMClassifier,
+    MeanPoolTransformer,
+    bn_cnn,
+    corrupt_at,
+    fit,
+    mlp,
+    quadrant_images,
+    sequence_classification,
+    teacher_classification,
+    teacher_regression,
+    warmup_cosine_lr,
+)
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit, teacher_classification, teacher_regression  # noqa: E402
-
-from gradwatch.evaluation.scenario import Scenario  # noqa: E402
+from gradwatch.evaluation.scenario import Scenario
 
 # --- NaN in the input: one sequence of one batch carries a NaN --------------------------------
 
 NAN_INPUT_STEP = 200
 
 
-class _LSTMClassifier(nn.Module):
-    def __init__(self, dim: int = 8, hidden: int = 32, classes: int = 4) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
-
-
-def _sequence_classification(dim: int = 8, length: int = 12, batch: int = 32, classes: int = 4, seed: int = 0):
-    """Class = argmax of a fixed linear read-out of the sequence's sum."""
-    gen = torch.Generator().manual_seed(seed)
-    teacher = torch.randn(dim, classes, generator=gen)
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = torch.randn(batch, length, dim, generator=g)
-        return x, (x.sum(dim=1) @ teacher).argmax(dim=1)
-
-    return batch_at
-
-
 def _nan_input_lstm(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = _LSTMClassifier()
+    model = LSTMClassifier(dim=8)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    clean = _sequence_classification(seed=seed)
 
-    def batch_at(step: int):
-        x, y = clean(step)
-        if step == NAN_INPUT_STEP:
-            x = x.clone()
-            x[5, 3, 2] = float("nan")  # one missing sensor reading
+    def missing_reading(x: torch.Tensor, y: torch.Tensor):
+        x = x.clone()
+        x[5, 3, 2] = float("nan")  # one missing sensor reading
         return x, y
 
+    clean = sequence_classification(dim=8, length=12, teacher_seed_offset=0, seed=seed)
+    batch_at = corrupt_at(clean, NAN_INPUT_STEP, missing_reading)
     fit(watch, model, optimizer, steps=300, batch_at=batch_at, loss_fn=F.cross_entropy)
 
 
@@ -72,17 +54,15 @@ NAN_TARGET_STEP = 150
 
 def _nan_target_mlp(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    model = mlp([16, 64, 64, 1])
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    clean = teacher_regression(seed=seed)
 
-    def batch_at(step: int):
-        x, y = clean(step)
-        if step == NAN_TARGET_STEP:
-            y = y.clone()
-            y[7] = float("nan")  # a missing label that slipped through
+    def missing_label(x: torch.Tensor, y: torch.Tensor):
+        y = y.clone()
+        y[7] = float("nan")  # a missing label that slipped through
         return x, y
 
+    batch_at = corrupt_at(teacher_regression(seed=seed), NAN_TARGET_STEP, missing_label)
     fit(watch, model, optimizer, steps=250, batch_at=batch_at, loss_fn=F.mse_loss)
 
 
@@ -100,9 +80,9 @@ def _naive_bce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def _log0_bce_mlp(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    clean = teacher_classification(classes=2, seed=seed)
+    model = mlp([16, 32, 32, 1])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    clean = teacher_classification(classes=2, label_noise=0.2, seed=seed)  # noisy labels keep logits moderate
 
     def batch_at(step: int):
         x, y = clean(step)
@@ -127,52 +107,26 @@ class _Standardize(nn.Module):
         return (x - mean) / std
 
 
-def _bn_cnn(channels: int = 16, classes: int = 4) -> nn.Sequential:
-    return nn.Sequential(
-        _Standardize(),
-        nn.Conv2d(1, channels, 3, padding=1),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(),
-        nn.Conv2d(channels, channels, 3, padding=1),
-        nn.BatchNorm2d(channels),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(2),
-        nn.Flatten(),
-        nn.Linear(channels * 4, classes),
-    )
-
-
-def _quadrant_images(batch: int = 32, classes: int = 4, seed: int = 0):
-    """8x8 single-channel images labelled by which quadrant is brightest."""
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        y = torch.randint(0, classes, (batch,), generator=g)
-        x = 0.5 * torch.randn(batch, 1, 8, 8, generator=g)
-        for q in range(classes):
-            r, c = divmod(q, 2)
-            x[y == q, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 1.0
-        return x, y
-
-    return batch_at
-
-
 def _div0_cnn(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = _bn_cnn()
+    model = bn_cnn(preprocess=_Standardize())
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
-    clean = _quadrant_images(seed=seed)
 
-    def batch_at(step: int):
-        x, y = clean(step)
-        if step == DIV0_STEP:
-            x = x.clone()
-            x[11] = 0.0  # a blank (all-black) frame
+    def blank_frame(x: torch.Tensor, y: torch.Tensor):
+        x = x.clone()
+        x[11] = 0.0  # a blank (all-black) frame
         return x, y
 
+    batch_at = corrupt_at(quadrant_images(labels_first=True, seed=seed), DIV0_STEP, blank_frame)
     fit(
-        watch, model, optimizer, steps=250, batch_at=batch_at, loss_fn=F.cross_entropy, scheduler=scheduler,
+        watch,
+        model,
+        optimizer,
+        steps=250,
+        batch_at=batch_at,
+        loss_fn=F.cross_entropy,
+        scheduler=scheduler,
     )
 
 
@@ -181,18 +135,8 @@ def _div0_cnn(watch, seed: int) -> None:
 FP16_STEP = 190
 
 
-class _HalfActTransformer(nn.Module):
+class _HalfActTransformer(MeanPoolTransformer):
     """Small transformer whose embedding output is stored in float16 (as a memory saving)."""
-
-    def __init__(self, dim: int = 8, d_model: int = 32, classes: int = 4) -> None:
-        super().__init__()
-        self.embed = nn.Linear(dim, d_model)
-        self.encoder = nn.TransformerEncoder(
-            nn.TransformerEncoderLayer(d_model, nhead=4, dim_feedforward=64, dropout=0.0, batch_first=True),
-            num_layers=2,
-            enable_nested_tensor=False,
-        )
-        self.head = nn.Linear(d_model, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x).to(torch.float16).to(torch.float32)  # |h| > 65504 becomes inf
@@ -203,17 +147,9 @@ def _fp16_transformer(watch, seed: int) -> None:
     torch.manual_seed(seed)
     model = _HalfActTransformer()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
-    warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=40)
-    decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=260)
-    scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [warmup, decay], milestones=[40])
-    clean = _sequence_classification(length=10, seed=seed)
-
-    def batch_at(step: int):
-        x, y = clean(step)
-        if step == FP16_STEP:
-            x = x * 1e5  # a batch in raw units (e.g. Pa instead of normalised)
-        return x, y
-
+    scheduler = warmup_cosine_lr(optimizer, start_factor=0.1, warmup=40, cosine_steps=260)
+    clean = sequence_classification(dim=8, length=10, teacher_seed_offset=0, seed=seed)
+    batch_at = corrupt_at(clean, FP16_STEP, lambda x, y: (x * 1e5, y))  # a batch in raw units (e.g. Pa, not normalised)
     fit(watch, model, optimizer, steps=300, batch_at=batch_at, loss_fn=F.cross_entropy, scheduler=scheduler)
 
 
@@ -239,7 +175,7 @@ class _GatedResidualMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.inp(x)
-        for norm, fc, gate in zip(self.norms, self.fcs, self.gates):
+        for norm, fc, gate in zip(self.norms, self.fcs, self.gates, strict=True):
             h = h + torch.sqrt(gate.clamp(min=0)) * F.gelu(fc(norm(h)))
         return self.out(h)
 
@@ -256,7 +192,12 @@ def _sqrt0_residual(watch, seed: int) -> None:
                 gate[gate.abs().argsort()[:8]] = 0.0
 
     fit(
-        watch, model, optimizer, steps=260, batch_at=teacher_regression(seed=seed), loss_fn=F.mse_loss,
+        watch,
+        model,
+        optimizer,
+        steps=260,
+        batch_at=teacher_regression(seed=seed),
+        loss_fn=F.mse_loss,
         before_step=before_step,
     )
 
@@ -278,7 +219,7 @@ SCENARIOS = [
     ),
     Scenario(
         name="nonfinite_log0_naive_bce_mlp",
-        description="Binary classifier with hand-written BCE; an unnormalised batch at step 173 saturates sigmoid to 1.0: log(0).",
+        description="Binary classifier (20% label noise keeps |logit| < ~8) with hand-written BCE; an unnormalised batch at step 173 saturates sigmoid to 1.0: log(0).",
         train=_log0_bce_mlp,
         expect={"nonfinite": LOG0_STEP},
         tags=frozenset({"mlp", "momentum"}),

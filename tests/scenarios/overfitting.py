@@ -9,40 +9,29 @@ scenario; after it the val loss rises well above its minimum by the end.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from collections.abc import Callable
 
 import torch
+from _common import (
+    Batch,
+    LSTMClassifier,
+    fit,
+    fixed_dataset,
+    mlp,
+    quadrant_images,
+    sequence_classification,
+    teacher_classification,
+    teacher_regression,
+)
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit, fixed_dataset, mlp, teacher_classification, teacher_regression  # noqa: E402
-
-from gradwatch.evaluation.scenario import Scenario  # noqa: E402
+from gradwatch.evaluation.scenario import Scenario
 
 
-def held_out(batch_at):
+def held_out(batch_at: Callable[[int], Batch]) -> Callable[[int], Batch]:
+    """Validation batches from the same generator, far beyond any training step."""
     return lambda i: batch_at(10**6 + i)
-
-
-def quadrant_images(batch: int = 32, size: int = 8, channels: int = 1, noise: float = 0.5, label_noise: float = 0.0, seed: int = 0):
-    """Noisy ``size``x``size`` images; class = which quadrant (0-3) is bright, some labels flipped at random."""
-    half = size // 2
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = noise * torch.randn(batch, channels, size, size, generator=g)
-        y = torch.randint(0, 4, (batch,), generator=g)
-        for q in range(4):
-            r, c = divmod(q, 2)
-            x[y == q, :, r * half : (r + 1) * half, c * half : (c + 1) * half] += 1.0
-        if label_noise > 0:
-            flip = torch.rand(batch, generator=g) < label_noise
-            y = torch.where(flip, torch.randint(0, 4, (batch,), generator=g), y)
-        return x, y
-
-    return batch_at
 
 
 class SmallCNN(nn.Module):
@@ -62,21 +51,35 @@ class SmallCNN(nn.Module):
         return self.head(self.body(x).flatten(1))
 
 
+def _memorise(
+    watch,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    base: Callable[[int], Batch],
+    *,
+    n_batches: int,
+    steps: int,
+    loss_fn=F.cross_entropy,
+) -> None:
+    """Train on the first ``n_batches`` batches of ``base`` (cycled); validate on held-out ones every 5 steps."""
+    fit(
+        watch,
+        model,
+        opt,
+        steps=steps,
+        batch_at=fixed_dataset(base, n_batches),
+        loss_fn=loss_fn,
+        val_at=held_out(base),
+        val_every=5,
+    )
+
+
 def train_memorise_adam(watch, seed: int) -> None:
     torch.manual_seed(seed)
     base = teacher_classification(dim=32, classes=4, batch=32, seed=seed)
     model = mlp([32, 64, 64, 4])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    fit(
-        watch,
-        model,
-        opt,
-        steps=400,
-        batch_at=fixed_dataset(base, 2),
-        loss_fn=F.cross_entropy,
-        val_at=held_out(base),
-        val_every=5,
-    )
+    _memorise(watch, model, opt, base, n_batches=2, steps=400)
 
 
 def train_noisy_labels_momentum(watch, seed: int) -> None:
@@ -84,16 +87,7 @@ def train_noisy_labels_momentum(watch, seed: int) -> None:
     base = teacher_classification(dim=16, classes=4, batch=32, label_noise=0.4, seed=seed)
     model = mlp([16, 64, 64, 4])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    fit(
-        watch,
-        model,
-        opt,
-        steps=400,
-        batch_at=fixed_dataset(base, 4),
-        loss_fn=F.cross_entropy,
-        val_at=held_out(base),
-        val_every=5,
-    )
+    _memorise(watch, model, opt, base, n_batches=4, steps=400)
 
 
 def train_regression_few_points(watch, seed: int) -> None:
@@ -101,16 +95,7 @@ def train_regression_few_points(watch, seed: int) -> None:
     base = teacher_regression(dim=3, batch=20, noise=0.4, seed=seed)
     model = mlp([3, 64, 64, 1])
     opt = torch.optim.Adam(model.parameters(), lr=3e-4)
-    fit(
-        watch,
-        model,
-        opt,
-        steps=500,
-        batch_at=fixed_dataset(base, 1),
-        loss_fn=F.mse_loss,
-        val_at=held_out(base),
-        val_every=5,
-    )
+    _memorise(watch, model, opt, base, n_batches=1, steps=500, loss_fn=F.mse_loss)
 
 
 def train_cnn_noisy_labels(watch, seed: int) -> None:
@@ -118,60 +103,17 @@ def train_cnn_noisy_labels(watch, seed: int) -> None:
     base = quadrant_images(batch=32, noise=1.5, label_noise=0.4, seed=seed)
     model = SmallCNN()
     opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    fit(
-        watch,
-        model,
-        opt,
-        steps=300,
-        batch_at=fixed_dataset(base, 2),
-        loss_fn=F.cross_entropy,
-        val_at=held_out(base),
-        val_every=5,
-    )
-
-
-class LSTMClassifier(nn.Module):
-    def __init__(self, dim: int = 4, hidden: int = 64, classes: int = 4) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
-
-
-def sequence_classification(batch: int = 32, length: int = 12, dim: int = 4, classes: int = 4, label_noise: float = 0.0, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed + 7)
-    teacher = torch.randn(dim, classes, generator=gen)
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = torch.randn(batch, length, dim, generator=g)
-        y = (x.sum(dim=1) @ teacher).argmax(dim=1)
-        if label_noise > 0:
-            flip = torch.rand(batch, generator=g) < label_noise
-            y = torch.where(flip, torch.randint(0, classes, (batch,), generator=g), y)
-        return x, y
-
-    return batch_at
+    _memorise(watch, model, opt, base, n_batches=2, steps=300)
 
 
 def train_lstm_memorise(watch, seed: int) -> None:
     torch.manual_seed(seed)
     base = sequence_classification(label_noise=0.3, seed=seed)
-    model = LSTMClassifier()
-    opt = torch.optim.Adam(model.parameters(), lr=1.5e-3)
-    fit(
-        watch,
-        model,
-        opt,
-        steps=400,
-        batch_at=fixed_dataset(base, 2),
-        loss_fn=F.cross_entropy,
-        val_at=held_out(base),
-        val_every=5,
-    )
+    model = LSTMClassifier(hidden=32)
+    # Adam 1e-3 at hidden 32: calm. At 1.5e-3 / hidden 64 the memorising LSTM has
+    # real transient gradient bursts (40x) and loss jumps, which are other symptoms.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    _memorise(watch, model, opt, base, n_batches=2, steps=400)
 
 
 OF = frozenset({"overfitting"})
@@ -211,10 +153,10 @@ SCENARIOS: list[Scenario] = [
     ),
     Scenario(
         name="overfit_lstm_memorise",
-        description="An LSTM (hidden 64) memorises 64 sequences with 30% random labels; held-out CE bottoms out "
-        "near step 40-50 and ends 150-260% above its minimum.",
+        description="An LSTM (hidden 32) memorises 64 sequences with 30% random labels; held-out CE bottoms out "
+        "near step 70-110 and ends 85-115% above its minimum.",
         train=train_lstm_memorise,
-        expect={"overfitting": 45},
+        expect={"overfitting": 95},
         tags=frozenset({"lstm", "rnn", "adam"}),
     ),
 ]

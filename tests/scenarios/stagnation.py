@@ -8,40 +8,12 @@ Onset is 0 for runs stagnant from the start.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from _common import LSTMClassifier, fit, mlp, sequence_classification, teacher_classification
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit, mlp, teacher_classification  # noqa: E402
-
-from gradwatch.evaluation.scenario import Scenario  # noqa: E402
-
-
-class LSTMClassifier(nn.Module):
-    def __init__(self, dim: int = 4, hidden: int = 32, classes: int = 4) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(dim, hidden, batch_first=True)
-        self.head = nn.Linear(hidden, classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(x)
-        return self.head(out[:, -1])
-
-
-def sequence_classification(batch: int = 32, length: int = 12, dim: int = 4, classes: int = 4, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed + 7)
-    teacher = torch.randn(dim, classes, generator=gen)
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        x = torch.randn(batch, length, dim, generator=g)
-        return x, (x.sum(dim=1) @ teacher).argmax(dim=1)
-
-    return batch_at
+from gradwatch.evaluation.scenario import Scenario
 
 
 def train_tiny_lr_sgd(watch, seed: int) -> None:

@@ -8,17 +8,12 @@ usually learns slowly or not at all, so ``stagnation`` is allowed throughout.
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
+from _common import fit, mlp, quadrant_images, teacher_classification, teacher_regression
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fit, mlp, teacher_classification, teacher_regression  # noqa: E402
-
-from gradwatch.evaluation.scenario import Scenario  # noqa: E402
+from gradwatch.evaluation.scenario import Scenario
 
 ALSO_STAGNATES = frozenset({"stagnation"})
 
@@ -46,7 +41,12 @@ def _small_init_tanh_momentum(watch, seed: int) -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=100, gamma=0.5)
     fit(
-        watch, model, optimizer, steps=300, batch_at=teacher_regression(seed=seed), loss_fn=F.mse_loss,
+        watch,
+        model,
+        optimizer,
+        steps=300,
+        batch_at=teacher_regression(seed=seed),
+        loss_fn=F.mse_loss,
         scheduler=scheduler,
     )
 
@@ -106,28 +106,19 @@ def _sigmoid_cnn(depth: int = 8, channels: int = 8, classes: int = 4) -> nn.Sequ
     return nn.Sequential(*layers)
 
 
-def _image_classification(batch: int = 32, classes: int = 4, seed: int = 0):
-    """8x8 single-channel images labelled by which quadrant is brightest."""
-
-    def batch_at(step: int):
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        y = torch.randint(0, classes, (batch,), generator=g)
-        x = 0.5 * torch.randn(batch, 1, 8, 8, generator=g)
-        for q in range(classes):
-            r, c = divmod(q, 2)
-            mask = y == q
-            x[mask, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] += 1.0
-        return x, y
-
-    return batch_at
-
-
 def _sigmoid_cnn_sgd(watch, seed: int) -> None:
     """8 conv layers with sigmoid and no normalisation."""
     torch.manual_seed(seed)
     model = _sigmoid_cnn()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    fit(watch, model, optimizer, steps=200, batch_at=_image_classification(seed=seed), loss_fn=F.cross_entropy)
+    fit(
+        watch,
+        model,
+        optimizer,
+        steps=200,
+        batch_at=quadrant_images(labels_first=True, seed=seed),
+        loss_fn=F.cross_entropy,
+    )
 
 
 SCENARIOS = [
