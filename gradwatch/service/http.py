@@ -159,27 +159,19 @@ def make_app(
     async def runs(request: web.Request) -> web.Response:
         return _json(await backend.runs())
 
-    def _run_name(request: web.Request) -> str:
-        run = request.match_info["run"]
-        if not is_valid_run_name(run):
-            raise web.HTTPBadRequest(
-                text=json.dumps({"error": f"invalid run name {run[:140]!r}"}), content_type="application/json"
-            )
-        return run
+    def per_run(fetch: Callable[[str], Awaitable[Any]]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """A GET handler for /v1/runs/{run}/...: 400 for a malformed name, 404 for an unknown run."""
 
-    async def diagnoses(request: web.Request) -> web.Response:
-        run = _run_name(request)
-        items = await backend.diagnoses(run)
-        if items is None:
-            return _error(404, f"no run named {run!r} has reported to this service")
-        return _json(items)
+        async def handler(request: web.Request) -> web.Response:
+            run = request.match_info["run"]
+            if not is_valid_run_name(run):
+                return _error(400, f"invalid run name {run[:140]!r}")
+            data = await fetch(run)
+            if data is None:
+                return _error(404, f"no run named {run!r} has reported to this service")
+            return _json(data)
 
-    async def layers(request: web.Request) -> web.Response:
-        run = _run_name(request)
-        data = await backend.layers(run)
-        if data is None:
-            return _error(404, f"no run named {run!r} has reported to this service")
-        return _json(data)
+        return handler
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
         collector.update(await backend.snapshots())
@@ -212,8 +204,8 @@ def make_app(
     app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[count_and_shield])
     app.router.add_post("/v1/reports", ingest)
     app.router.add_get("/v1/runs", runs)
-    app.router.add_get("/v1/runs/{run:.+}/diagnoses", diagnoses)
-    app.router.add_get("/v1/runs/{run:.+}/layers", layers)
+    app.router.add_get("/v1/runs/{run:.+}/diagnoses", per_run(backend.diagnoses))
+    app.router.add_get("/v1/runs/{run:.+}/layers", per_run(backend.layers))
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index)
