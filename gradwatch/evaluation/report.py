@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 import torch
 
 from gradwatch import __version__
+from gradwatch.evaluation.runner import Outcome
 from gradwatch.evaluation.scenario import Scenario
 from gradwatch.evaluation.scoring import TARGET_DELAY, TARGET_RECALL, Scores, verdict
 
@@ -61,12 +62,18 @@ def symptom_table(scores: Scores) -> list[list[str]]:
     return rows
 
 
+def _label(symptom: str, onset: int | str, outcome: Outcome) -> str:
+    if isinstance(onset, int):
+        return f"{symptom}@{onset}"
+    return f"{symptom}@{onset}={outcome.onset(onset)}"
+
+
 def scenario_table(scenarios: list[Scenario], scores: Scores) -> list[list[str]]:
     by_name = {s.name: s for s in scenarios}
     rows = [["scenario", "seed", "tags", "labelled (onset)", "fired (detected at step)", "verdict", "seconds"]]
     for outcome in scores.outcomes:
         scenario = by_name[outcome.scenario]
-        expected = ", ".join(f"{k}@{v}" for k, v in scenario.expect.items()) or "healthy"
+        expected = ", ".join(_label(k, v, outcome) for k, v in scenario.expect.items()) or "healthy"
         fired = ", ".join(f"{k}@{v['first_detected_step']}" for k, v in sorted(outcome.fired.items())) or "–"
         rows.append(
             [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 import urllib.parse
@@ -30,6 +31,33 @@ class Outcome:
     #: Symptom -> the diagnosis item of GET /v1/runs/{run}/diagnoses.
     fired: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
+    #: (step, held-out loss) as the scenario passed them to mon.step().
+    val_losses: list[tuple[int, float]] = field(default_factory=list)
+
+    def onset(self, label: int | str) -> int | None:
+        """The labelled onset as a step; AT_VAL_MINIMUM resolves to this run's lowest held-out loss."""
+        if isinstance(label, int):
+            return label
+        finite = [(v, s) for s, v in self.val_losses if math.isfinite(v)]
+        return min(finite)[1] if finite else None
+
+
+class _Recorder:
+    """Passes every call to the monitor, noting the held-out losses on the way."""
+
+    def __init__(self, monitor: Any, val_losses: list[tuple[int, float]]) -> None:
+        self._monitor = monitor
+        self._val_losses = val_losses
+        self._step = 0
+
+    def step(self, loss: Any = None, *, val_loss: Any = None, **scalars: Any) -> None:
+        if val_loss is not None:
+            self._val_losses.append((self._step, float(val_loss)))
+        self._step += 1
+        self._monitor.step(loss, val_loss=val_loss, **scalars)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._monitor, name)
 
 
 def _get_json(url: str) -> Any:
@@ -41,12 +69,13 @@ def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "")
     """Train one scenario with one seed against the service at ``endpoint``."""
     run = f"eval-{tag or uuid.uuid4().hex[:6]}-{scenario.name}-s{seed}"[:128]
     monitors: list[Any] = []
+    val_losses: list[tuple[int, float]] = []
 
     def watch(model: Any, optimizer: Any = None, **options: Any) -> Any:
         options.setdefault("flush_interval", 0.05)
         mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, **options)
         monitors.append(mon)
-        return mon
+        return _Recorder(mon, val_losses)
 
     torch.manual_seed(seed)
     started = time.perf_counter()
@@ -75,6 +104,7 @@ def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "")
         steps=steps,
         fired={item["symptom"]: item for item in items},
         error=error,
+        val_losses=val_losses,
     )
 
 

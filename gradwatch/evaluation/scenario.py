@@ -24,6 +24,11 @@ class WatchFn(Protocol):
     def __call__(self, model: Any, optimizer: Any = None, **options: Any) -> Any: ...
 
 
+#: An onset label meaning "the step of this run's lowest held-out loss": where
+#: overfitting begins is a property of the run (it moves by a dozen steps from
+#: seed to seed), so it is measured on the run rather than guessed.
+AT_VAL_MINIMUM = "val_min"
+
 #: train(watch, seed): build the model and optimizer, call ``watch(model,
 #: optimizer)`` once, train, calling ``mon.step(loss, val_loss=...)`` after
 #: every optimizer step. The harness closes the monitor afterwards.
@@ -39,7 +44,7 @@ class Scenario:
     train: TrainFn
     #: Symptom -> optimizer step at which the pathology begins (ground truth,
     #: known from how the scenario is built). Empty for a healthy control.
-    expect: dict[str, int] = field(default_factory=dict)
+    expect: dict[str, int | str] = field(default_factory=dict)
     #: Symptoms that may fire or not without counting as false alarms (an
     #: explosion that ends in NaN may also spike the loss, say).
     allow: frozenset[str] = frozenset()
@@ -50,6 +55,11 @@ class Scenario:
         unknown = (set(self.expect) | set(self.allow)) - set(SYMPTOMS)
         if unknown:
             raise ValueError(f"scenario {self.name!r}: unknown symptom(s) {sorted(unknown)}; use {list(SYMPTOMS)}")
+        for symptom, onset in self.expect.items():
+            if not (isinstance(onset, int) and onset >= 0) and onset != AT_VAL_MINIMUM:
+                raise ValueError(
+                    f"scenario {self.name!r}: onset of {symptom} must be a step (int >= 0) or {AT_VAL_MINIMUM!r}"
+                )
         if set(self.expect) & set(self.allow):
             raise ValueError(f"scenario {self.name!r}: a symptom cannot be both expected and allowed")
 

@@ -100,11 +100,13 @@ def verdict(scenario: Scenario, outcome: Outcome) -> str:
     problems = []
     missed = [k for k in scenario.expect if k not in outcome.fired]
     extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
-    late = [
-        f"{k} +{outcome.fired[k]['first_detected_step'] - onset}"
-        for k, onset in scenario.expect.items()
-        if k in outcome.fired and outcome.fired[k]["first_detected_step"] - onset > delay_target(k)
-    ]
+    late = []
+    for k, label in scenario.expect.items():
+        onset = outcome.onset(label)
+        if k in outcome.fired and onset is not None:
+            delay = outcome.fired[k]["first_detected_step"] - onset
+            if delay > delay_target(k):
+                late.append(f"{k} +{delay}")
     if missed:
         problems.append(f"missed {', '.join(missed)}")
     if extra:
@@ -123,7 +125,7 @@ def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
         label = f"{outcome.scenario} (seed {outcome.seed})"
         if outcome.error:
             errors.append(f"{label}: {outcome.error.strip().splitlines()[-1]}")
-        for symptom, onset in scenario.expect.items():
+        for symptom, onset_label in scenario.expect.items():
             entry = table[symptom]
             entry.expected += 1
             item = outcome.fired.get(symptom)
@@ -131,7 +133,9 @@ def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
                 entry.missed.append(label)
                 continue
             entry.detected += 1
-            entry.delays.append(int(item["first_detected_step"]) - onset)
+            onset = outcome.onset(onset_label)
+            if onset is not None:
+                entry.delays.append(int(item["first_detected_step"]) - onset)
         for symptom in outcome.fired:
             if symptom not in scenario.expect and symptom not in scenario.allow:
                 table[symptom].false_alarms.append(label)
