@@ -88,6 +88,14 @@ class Aggregator:
     def ingest(self, report: Report, now: float | None = None) -> list[Change]:
         """Take one report, evaluate the run's rules, return what fired or cleared."""
         now = time.time() if now is None else now
+        # Refuse before touching any state: a refused report must leave nothing behind.
+        for record in report.steps:
+            if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
+                raise IngestRefused(
+                    413,
+                    f"report has {len(record.layers.names)} layers; "
+                    f"limits.max_layers is {self.config.limits.max_layers}",
+                )
         entry = self._runs.get(report.run)
         if entry is None:
             if len(self._runs) >= self.config.limits.max_runs:
@@ -100,13 +108,6 @@ class Aggregator:
                 )
             entry = _Run(RunState(report.run, self.config.windows), DiagnosisTracker(self.config.clear_after_steps))
             self._runs[report.run] = entry
-        for record in report.steps:
-            if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
-                raise IngestRefused(
-                    413,
-                    f"report has {len(record.layers.names)} layers; "
-                    f"limits.max_layers is {self.config.limits.max_layers}",
-                )
         state = entry.state
         state.note_report(report, now)
         self._reports += 1

@@ -96,6 +96,7 @@ def test_limits_refuse_new_runs_and_wide_reports():
     with pytest.raises(IngestRefused) as info:
         agg.ingest(_report(run="a"))
     assert info.value.status == 413
+    assert agg.runs() == []  # nothing was kept of the refused report
     agg.ingest(_report(run="a", layers_at=()))
     with pytest.raises(IngestRefused) as info:
         agg.ingest(_report(run="b", layers_at=()))
