@@ -1,0 +1,256 @@
+"""Table-driven tests of the exploding- and vanishing-gradient rules on synthetic runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from rule_views import STRIDE, check, decaying_loss, explode_after, make_view, noisy_grads, rng
+
+from gradwatch.service.rules import RunView
+from gradwatch.service.rules.config import (
+    ExplodingGradientConfig,
+    VanishingGradientConfig,
+)
+from gradwatch.service.rules.exploding import detect_exploding_gradient
+from gradwatch.service.rules.vanishing import detect_vanishing_gradient
+
+# --------------------------------------------------------------------------- exploding_gradient
+
+
+def _plateau_after_explosion() -> np.ndarray:
+    g = explode_after(64, 40, 3.0)
+    g[47:] = g[46] * np.exp(0.1 * rng(3).standard_normal((17, 1)))
+    return g
+
+
+def _weight_explosion() -> RunView:
+    w = np.full((64, 8), 10.0)
+    w[34:] *= (1.12 ** np.arange(1, 31))[:, None]
+    loss = decaying_loss(320, noise=0.02, start=2.0)
+    loss[170:] *= 1.01 ** np.arange(1, 151)  # diverging weights drag the loss up
+    return make_view(loss, grad=noisy_grads(64), weight=w)
+
+
+def _depth_explosion() -> RunView:
+    g = noisy_grads(64, 8, sigma=0.1)
+    g[:, :2] *= 1e4
+    g[-5:] *= (2.0 ** np.arange(1, 6))[:, None]
+    return make_view(decaying_loss(320), grad=g)
+
+
+def _update_too_big() -> RunView:
+    u = np.full((64, 8), np.nan)
+    u[::4] = 1e-3
+    u[60] = 2.5
+    return make_view(decaying_loss(320), grad=noisy_grads(64), update=u)
+
+
+def _spiked_loss(height: float, length: int = 1) -> np.ndarray:
+    loss = decaying_loss(300)
+    loss[250 : 250 + length] *= height ** (np.arange(1, length + 1) / length)
+    return loss
+
+
+def _diverging_loss() -> np.ndarray:
+    """Healthy decay, then x30 per step from step 200 (an SGD past its stability edge)."""
+    loss = decaying_loss(203)
+    loss[200:] = loss[199] * 30.0 ** np.arange(1, 4)
+    return loss
+
+
+EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
+    ("uniform growth after a flat stretch", lambda: make_view(grad=explode_after(60, 54, 3.0)), 54 * STRIDE, "growth"),
+    ("growth from step 0", lambda: make_view(grad=explode_after(10, 1, 4.0)), STRIDE, "growth"),
+    ("plateau after a sustained rise", lambda: make_view(grad=_plateau_after_explosion()), 40 * STRIDE, "growth"),
+    (
+        "norm overflow on finite gradients",
+        lambda: make_view(grad=np.r_[noisy_grads(20), [[np.inf] + [1.0] * 7]]),
+        20 * STRIDE,
+        "growth",
+    ),
+    ("step up that stays up", lambda: make_view(grad=_step_up_then_noise()), 50 * STRIDE, "growth"),
+    ("exponential weight growth", _weight_explosion, 34 * STRIDE, "weight_growth"),
+    ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
+    ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
+    ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "step", "trigger"), EXPLODING_FIRES, ids=lambda x: x)
+def test_exploding_fires(name: str, build: Callable[[], RunView], step: int, trigger: str) -> None:
+    f = check(detect_exploding_gradient(build(), ExplodingGradientConfig()), "exploding_gradient", step)
+    assert trigger in f.evidence["triggers"]
+
+
+def test_exploding_evidence_names_growth_and_lowest_layer() -> None:
+    g = explode_after(60, 54, 3.0)
+    g[:, 5] *= np.r_[np.ones(54), 3.0 ** np.arange(1, 7)]  # layer5 grows 3**6 more than the rest
+    f = check(detect_exploding_gradient(make_view(grad=g), ExplodingGradientConfig()), "exploding_gradient", 270)
+    ev = f.evidence
+    assert ev["growth_factor"] >= 30
+    assert ev["grad_norm_now"] / ev["grad_norm_baseline"] == pytest.approx(ev["growth_factor"])
+    assert ev["grew_from_step"] == 265 and ev["grew_to_step"] == 295
+    assert ev["top_layers"][0]["layer"] == "layer5"
+    assert f.layer == "layer5"
+    uniform = check(
+        detect_exploding_gradient(make_view(grad=explode_after(60, 54, 3.0)), ExplodingGradientConfig()),
+        "exploding_gradient",
+    )
+    assert uniform.layer == "layer0"  # uniform growth: prefer the lowest layer
+
+
+def _warmup_bump(seed: int) -> np.ndarray:
+    rows = np.arange(64)
+    shape = np.where(rows < 10, 1 + 7 * rows / 10, 8 * np.exp(-(rows - 10) / 8) + 1.5)
+    return noisy_grads(64, 8, seed, sigma=0.3) * shape[:, None]
+
+
+def _zero_init_layer() -> RunView:
+    w = np.full((64, 8), 30.0)
+    w[:, 7] = np.r_[0.0, np.linspace(0.5, 30.0, 63)]
+    return make_view(decaying_loss(320), grad=noisy_grads(64), weight=w)
+
+
+def _adam_linear_weights() -> RunView:
+    w = np.linspace(1.0, 4.0, 64)[:, None] * np.ones((1, 8))
+    return make_view(decaying_loss(320, start=6.0, end=3.0), grad=noisy_grads(64), weight=w)
+
+
+def _isolated_spike(last: bool) -> np.ndarray:
+    g = noisy_grads(64, 8, sigma=0.1)
+    g[-1 if last else 40] *= 1000
+    return g
+
+
+def _step_up_then_noise() -> np.ndarray:
+    g = noisy_grads(64, 8, sigma=0.3)
+    g[50:] *= 100
+    return g
+
+
+def _two_row_spike() -> np.ndarray:
+    g = noisy_grads(64, 8, sigma=0.3)
+    g[55:57] *= 100
+    return g
+
+
+def _unfrozen_backbone() -> RunView:
+    g = noisy_grads(64, 40, sigma=0.3)
+    g[:50, :36] = np.nan  # backbone frozen (no gradient) until row 50
+    return make_view(decaying_loss(320), grad=g)
+
+
+EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    *[(f"warmup bump 8x then falling (seed {s})", lambda s=s: make_view(grad=_warmup_bump(s))) for s in range(3)],
+    *[
+        (f"small-batch lognormal noise sigma 0.5 (seed {s})", lambda s=s: make_view(grad=noisy_grads(64, 8, s, 0.5)))
+        for s in range(5)
+    ],
+    (
+        "weights grow 50% over 300 steps",
+        lambda: make_view(
+            decaying_loss(320), grad=noisy_grads(64), weight=np.linspace(10, 15, 64)[:, None] * np.ones((1, 8))
+        ),
+    ),
+    ("zero-initialised layer grows from 0", _zero_init_layer),
+    ("Adam-like linear weight growth 4x while learning", _adam_linear_weights),
+    ("backbone unfrozen mid-window", _unfrozen_backbone),
+    ("a one-step 50x loss spike that recovers", lambda: make_view(_spiked_loss(50.0))),
+    ("a loss rising 3x over two steps", lambda: make_view(_spiked_loss(3.0, length=2))),
+    ("clipped: recorded norm large but flat", lambda: make_view(grad=noisy_grads(64, 8, 1, 0.3, scale=300.0))),
+    ("isolated spike that went away", lambda: make_view(grad=_isolated_spike(last=False))),
+    ("isolated spike at the newest row", lambda: make_view(grad=_isolated_spike(last=True))),
+    ("spike lasting two rows", lambda: make_view(grad=_two_row_spike())),
+    ("healthy run, deep profile ratio 10", lambda: make_view(grad=noisy_grads(64) * np.logspace(1, 0, 8))),
+    ("empty view", lambda: make_view()),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), EXPLODING_SILENT, ids=lambda x: x)
+def test_exploding_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_exploding_gradient(build(), ExplodingGradientConfig()) is None
+
+
+# --------------------------------------------------------------------------- vanishing_gradient
+
+
+def _depth_vanished(rows: int = 64, n_layers: int = 8, factor: float = 1e-5, start: int = 0) -> np.ndarray:
+    g = noisy_grads(rows, n_layers)
+    profile = np.logspace(np.log10(factor), 0, n_layers)
+    g[start:] *= profile
+    return g
+
+
+def _frozen_lower_layers() -> RunView:
+    g = noisy_grads(64, 8)
+    g[:, :2] *= 1e-5
+    u = np.full((64, 8), np.nan)
+    u[::4] = 1e-3
+    u[::4, :2] = 1e-8
+    # Lower layers are tiny and the top ones huge, so RMS grads match: only "frozen" sees it.
+    return make_view(decaying_loss(320), grad=g, update=u, numel=[1, 1] + [10**10] * 6)
+
+
+def _collapse() -> RunView:
+    g = noisy_grads(64, 8) * np.r_[np.ones(30), np.full(34, 1e-6)][:, None]
+    loss = np.r_[decaying_loss(150), np.full(170, 2.6) * np.exp(0.01 * rng(2).standard_normal(170))]
+    return make_view(loss, grad=g)
+
+
+VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
+    ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
+    ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
+    ("lower layers frozen by tiny gradients", _frozen_lower_layers, 60 * STRIDE, "frozen", "layer0"),
+    ("all-layer collapse with a stuck loss", _collapse, 30 * STRIDE, "collapse", "layer0"),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "step", "trigger", "layer"), VANISHING_FIRES, ids=lambda x: x)
+def test_vanishing_fires(name: str, build: Callable[[], RunView], step: int, trigger: str, layer: str) -> None:
+    f = check(detect_vanishing_gradient(build(), VanishingGradientConfig()), "vanishing_gradient", step)
+    assert trigger in f.evidence["triggers"]
+    assert f.layer == layer
+
+
+def test_vanishing_depth_evidence() -> None:
+    f = check(
+        detect_vanishing_gradient(make_view(grad=_depth_vanished()), VanishingGradientConfig()), "vanishing_gradient"
+    )
+    ev = f.evidence
+    assert ev["depth_ratio"] < 1e-3
+    assert ev["low_quarter_rms"] / ev["top_quarter_rms"] < 1e-3
+    assert [d["layer"] for d in ev["lowest_layers"]] == [f"layer{i}" for i in range(5)]
+
+
+def _embedding_first() -> np.ndarray:
+    g = noisy_grads(64, 12) * np.exp(rng(5).uniform(-1.5, 1.5, 12))  # residual net: ratios ~0.05..20
+    g[:, 0] *= 1e-4  # an embedding's RMS gradient is much smaller than a dense layer's
+    return g
+
+
+VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("healthy run", lambda: make_view(decaying_loss(320), grad=noisy_grads(64))),
+    (
+        "deep residual net with norms, ratios 0.05..20",
+        lambda: make_view(grad=noisy_grads(64, 24) * np.logspace(np.log10(0.05), np.log10(20), 24)),
+    ),
+    ("embedding as the first layer", lambda: make_view(grad=_embedding_first())),
+    ("only 2 layers", lambda: make_view(grad=_depth_vanished(n_layers=2, factor=1e-6))),
+    (
+        "converging: all layers shrink 100x together",
+        lambda: make_view(decaying_loss(320), grad=noisy_grads(64) * np.logspace(0, -2, 64)[:, None]),
+    ),
+    (
+        "all layers shrink 1e5x but the loss still improves",
+        lambda: make_view(decaying_loss(320, start=8.0), grad=noisy_grads(64) * np.logspace(0, -5, 64)[:, None]),
+    ),
+    ("one noisy row below the line", lambda: make_view(grad=np.r_[noisy_grads(63), _depth_vanished(1)])),
+    ("empty view", lambda: make_view()),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), VANISHING_SILENT, ids=lambda x: x)
+def test_vanishing_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_vanishing_gradient(build(), VanishingGradientConfig()) is None

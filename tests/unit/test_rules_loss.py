@@ -1,0 +1,261 @@
+"""Table-driven tests of the loss-based rules (loss spike, overfitting, stagnation) on synthetic runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from rule_views import check, decaying_loss, make_view, noisy_grads, rng, sampled
+
+from gradwatch.service.rules import RunView
+from gradwatch.service.rules.config import (
+    LossSpikeConfig,
+    OverfittingConfig,
+    StagnationConfig,
+)
+from gradwatch.service.rules.overfitting import detect_overfitting
+from gradwatch.service.rules.spike import detect_loss_spike
+from gradwatch.service.rules.stagnation import detect_stagnation
+
+# --------------------------------------------------------------------------- loss_spike
+
+
+def _spiked(at: int, height: float, length: int = 1, t: int = 500, noise: float = 0.01, **kw: Any) -> RunView:
+    loss = decaying_loss(t, noise=noise)
+    loss[at : at + length] *= height
+    return make_view(loss, **kw)
+
+
+def _spike_with_grads() -> RunView:
+    g = noisy_grads(100, 4)
+    g[58:61] *= 300  # grad norm leads the loss spike at step 300
+    return _spiked(300, 3.0, length=3, grad=g, new_loss_from=295)
+
+
+LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
+    ("single 3x outlier among new steps", lambda: _spiked(300, 3.0, new_loss_from=290), 300, True),
+    ("level shift not recovered", lambda: _spiked(300, 1.5, length=200, new_loss_from=480), 300, False),
+    ("late small-loss spike", lambda: _spiked(480, 1.3, length=20, new_loss_from=490), 480, False),
+    ("spike in the newest step", lambda: _spiked(499, 2.0, new_loss_from=499), 499, False),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "step", "recovered"), LOSS_SPIKE_FIRES, ids=lambda x: x)
+def test_loss_spike_fires(name: str, build: Callable[[], RunView], step: int, recovered: bool) -> None:
+    f = check(detect_loss_spike(build(), LossSpikeConfig()), "loss_spike", step)
+    ev = f.evidence
+    assert ev["recovered"] is recovered
+    assert ev["z"] > 10
+    assert ev["loss_at_spike"] > ev["baseline"]
+
+
+def test_loss_spike_grad_evidence() -> None:
+    f = check(detect_loss_spike(_spike_with_grads(), LossSpikeConfig()), "loss_spike", 300)
+    assert f.evidence["grad_norm_at_spike"] > 100 * f.evidence["grad_norm_before"]
+
+
+def _lognormal_decay(seed: int) -> RunView:
+    return make_view(decaying_loss(500, seed=seed, noise=0.3, start=6.0))
+
+
+def _tiny_loss(seed: int) -> RunView:
+    return make_view(1e-5 * np.abs(1 + 0.5 * rng(seed).standard_normal(500)))
+
+
+def _warmup_cosine() -> RunView:
+    t = np.arange(500)
+    lr = np.where(t < 50, t / 50, 0.5 * (1 + np.cos(np.pi * (t - 50) / 450))) * 3e-4
+    loss = 2.0 + 8.0 * np.exp(-np.cumsum(lr) / 0.01) + 0.02 * rng(1).standard_normal(500)
+    return make_view(loss, lr=lr)
+
+
+LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    *[(f"lognormal noise sigma 0.3 (seed {s})", lambda s=s: _lognormal_decay(s)) for s in range(5)],
+    *[(f"tiny loss 1e-5 with 50% noise (seed {s})", lambda s=s: _tiny_loss(s)) for s in range(5)],
+    ("fast early decrease", lambda: make_view(10 * np.exp(-np.arange(200) / 20) + 0.1 + 0.01 * rng().random(200))),
+    ("warmup then cosine decay", _warmup_cosine),
+    ("old spike, recovered and already seen", lambda: _spiked(200, 3.0, length=5, new_loss_from=400)),
+    ("too little history", lambda: make_view(np.r_[np.ones(5), 100.0])),
+    ("smooth loss without noise", lambda: make_view(np.linspace(3.0, 2.0, 300))),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), LOSS_SPIKE_SILENT, ids=lambda x: x)
+def test_loss_spike_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_loss_spike(build(), LossSpikeConfig()) is None
+
+
+# --------------------------------------------------------------------------- overfitting
+
+VAL_STEPS = np.arange(1, 21) * 25  # every 25 steps up to 500
+
+
+def _val(curve: np.ndarray, noise: float = 0.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    return VAL_STEPS, curve * (1 + noise * rng(seed).standard_normal(curve.size))
+
+
+def _u_shaped(rise_from: int = 14) -> np.ndarray:
+    v = 3.0 * np.exp(-np.arange(20) / 6) + 1.5
+    v[rise_from:] = v[rise_from - 1] * (1 + 0.1 * np.arange(1, 21 - rise_from))
+    return v
+
+
+OVERFITTING_FIRES: list[tuple[str, Callable[[], RunView], int]] = [
+    ("val rises while train falls", lambda: make_view(decaying_loss(), val=_val(_u_shaped())), VAL_STEPS[14]),
+    (
+        "val rises, train flat",
+        lambda: make_view(2.0 * np.exp(0.02 * rng().standard_normal(500)), val=_val(_u_shaped(16))),
+        VAL_STEPS[16],
+    ),
+]
+
+
+def test_overfitting_sees_a_smooth_steady_rise_before_it_crosses_the_line() -> None:
+    # A clean held-out set: the val loss bottoms out at point 9 and then rises by 0.8% per point.
+    curve = np.r_[1.2 - 0.01 * np.arange(10), 1.11 * (1 + 0.008 * np.arange(1, 11))]
+    rises = OverfittingConfig().rise_points
+    view = make_view(decaying_loss(), val=(VAL_STEPS[: 10 + rises], curve[: 10 + rises]))
+    f = check(detect_overfitting(view, OverfittingConfig()), "overfitting", int(VAL_STEPS[10]))
+    assert f.evidence["trigger"] == "steady_rise"
+    assert f.evidence["val_min_step"] == VAL_STEPS[9]
+    # Fewer rises than rise_points: not yet.
+    short = make_view(decaying_loss(), val=(VAL_STEPS[: 9 + rises], curve[: 9 + rises]))
+    assert detect_overfitting(short, OverfittingConfig()) is None
+
+
+@pytest.mark.parametrize(("name", "build", "step"), OVERFITTING_FIRES, ids=lambda x: x)
+def test_overfitting_fires(name: str, build: Callable[[], RunView], step: int) -> None:
+    f = check(detect_overfitting(build(), OverfittingConfig()), "overfitting", int(step))
+    ev = f.evidence
+    assert ev["val_now"] > ev["val_min"] * 1.05
+    assert ev["val_min_step"] < step
+    assert ev["train_now"] <= ev["train_then"] + 0.01
+
+
+def test_overfitting_minimum_before_loss_window_uses_proxy() -> None:
+    loss = decaying_loss(200)
+    steps = np.arange(300, 500)
+    view = make_view(loss, val=(VAL_STEPS, _u_shaped(6)))
+    view = RunView(**{**view.__dict__, "loss_steps": steps})
+    # The V's bottom is judged from a 3-point median, so the first rising point is not yet clearly above it.
+    f = check(detect_overfitting(view, OverfittingConfig()), "overfitting", int(VAL_STEPS[7]))
+    assert f.evidence["train_then_is_proxy"] is True
+
+
+OVERFITTING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("val tracks train", lambda: make_view(decaying_loss(), val=_val(decaying_loss()[VAL_STEPS - 1] + 0.3, 0.02))),
+    *[
+        (f"flat noisy plateau (seed {s})", lambda s=s: make_view(decaying_loss(), val=_val(np.full(20, 2.5), 0.03, s)))
+        for s in range(5)
+    ],
+    (
+        "one-off bump",
+        lambda: make_view(
+            decaying_loss(), val=_val(np.r_[3.0 * np.exp(-np.arange(20) / 6) + 1.5] * np.r_[[1] * 15, 1.3, [1] * 4])
+        ),
+    ),
+    (
+        "val and train both rise (divergence, not overfitting)",
+        lambda: make_view(np.r_[np.full(350, 2.0), np.linspace(2.0, 3.0, 150)], val=_val(_u_shaped())),
+    ),
+    ("too few val points", lambda: make_view(decaying_loss(), val=(VAL_STEPS[:3], np.array([2.0, 2.5, 3.0])))),
+    ("rise shorter than patience", lambda: make_view(decaying_loss(), val=_val(_u_shaped(18)))),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), OVERFITTING_SILENT, ids=lambda x: x)
+def test_overfitting_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_overfitting(build(), OverfittingConfig()) is None
+
+
+# --------------------------------------------------------------------------- stagnation
+
+
+def _flat(t: int = 300, seed: int = 0, level: float = 2.3) -> np.ndarray:
+    return level * np.exp(0.01 * rng(seed).standard_normal(t))
+
+
+def _stats(rows: int = 60) -> np.ndarray:
+    return noisy_grads(rows, 4)
+
+
+STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
+    ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=sampled(1e-7, 60)), "tiny_updates"),
+    ("dead network", lambda: make_view(_flat(), grad=np.zeros((60, 4))), "dead_gradients"),
+    (
+        "dead ReLUs, only a tiny output bias learns",
+        lambda: make_view(_flat(), grad=np.c_[np.zeros((60, 3)), np.ones(60)], numel=[5000, 5000, 5000, 4]),
+        "dead_gradients",
+    ),
+    (
+        "all but a bias frozen, loss where it started",
+        lambda: make_view(_flat(), grad=np.c_[np.full((60, 3), np.nan), np.ones(60)], numel=[5000, 5000, 5000, 4]),
+        "frozen_parameters",
+    ),
+    (
+        "lr collapsed 1e4x, tiny updates",
+        lambda: make_view(
+            _flat(), lr=np.r_[np.full(200, 1e-2), np.full(100, 1e-6)], grad=_stats(), update=sampled(1e-8, 60)
+        ),
+        "tiny_updates",
+    ),
+    ("frozen loss, no update ratio sampled", lambda: make_view(np.full(300, 2.3)), "loss_frozen"),
+    ("every step skipped by GradScaler", lambda: make_view(_flat(), skipped=True), "all_steps_skipped"),
+    (
+        "lr set to ~0 by mistake (no schedule)",
+        lambda: make_view(_flat(), lr=1e-12, grad=_stats(), update=sampled(1e-9, 60)),
+        "tiny_updates",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "reason"), STAGNATION_FIRES, ids=lambda x: x)
+def test_stagnation_fires(name: str, build: Callable[[], RunView], reason: str) -> None:
+    window = StagnationConfig().window_steps
+    f = check(detect_stagnation(build(), StagnationConfig()), "stagnation", 300 - window)
+    assert f.evidence["reason"] == reason
+    assert f.evidence["window_steps"] == window
+
+
+def _cosine_to_zero() -> RunView:
+    lr = 1e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(300) / 299))
+    return make_view(_flat(), lr=lr, grad=_stats(), update=sampled(1e-8, 60))
+
+
+def _warmup_from_zero() -> RunView:
+    return make_view(_flat(), lr=np.linspace(0, 1e-3, 300) ** 2, grad=_stats(), update=sampled(0.0, 60))
+
+
+STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    *[
+        (
+            f"converged run, updates 1e-4 (seed {s})",
+            lambda s=s: make_view(_flat(seed=s), grad=_stats(), update=sampled(1e-4, 60)),
+        )
+        for s in range(3)
+    ],
+    ("cosine decay to 0 at the end", _cosine_to_zero),
+    ("warmup from lr=0", _warmup_from_zero),
+    (
+        "improving with tiny updates",
+        lambda: make_view(decaying_loss(300, noise=0.005, start=8.0, end=0.5), grad=_stats(), update=sampled(1e-7, 60)),
+    ),
+    ("flat noisy loss, no update ratio sampled", lambda: make_view(_flat(), grad=_stats())),
+    ("window not full", lambda: make_view(np.full(StagnationConfig().window_steps - 1, 2.3))),
+    (
+        "frozen backbone, head has learned and converged",
+        lambda: make_view(
+            np.r_[decaying_loss(100, start=4.0, end=0.3), _flat(200, level=0.3)],
+            grad=np.c_[np.full((60, 3), np.nan), np.ones(60)],
+            numel=[5000, 5000, 5000, 400],
+            update=sampled(1e-3, 60),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), STAGNATION_SILENT, ids=lambda x: x)
+def test_stagnation_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_stagnation(build(), StagnationConfig()) is None
