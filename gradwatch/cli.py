@@ -112,14 +112,17 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"gradwatch serve: {exc}", file=sys.stderr)
         return 2
     if args.alertmanager:
-        alerting = config.alerting.model_copy(
-            update={"alertmanagers": [*config.alerting.alertmanagers, *args.alertmanager]}
-        )
+        from pydantic import ValidationError
+
+        from gradwatch.service.config import AlertingConfig
+
+        urls = [*config.alerting.alertmanagers, *args.alertmanager]
         try:
-            config = config.model_copy(update={"alerting": type(config.alerting).model_validate(alerting.model_dump())})
-        except ValueError as exc:
-            print(f"gradwatch serve: --alertmanager: {exc}", file=sys.stderr)
+            alerting = AlertingConfig.model_validate({**config.alerting.model_dump(), "alertmanagers": urls})
+        except ValidationError as exc:
+            print(f"gradwatch serve: --alertmanager: {exc.errors()[0]['msg']}", file=sys.stderr)
             return 2
+        config = config.model_copy(update={"alerting": alerting})
     service = Service(config, host=args.host, port=args.port, address=args.address, name=args.name)
     try:
         serve_forever(service)

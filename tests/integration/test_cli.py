@@ -127,3 +127,11 @@ def test_demo_finishes_on_its_own_within_two_minutes_and_shows_diagnoses(ray_tmp
         assert any(run in line and symptom in line and "DIAGNOSIS" in line for line in out.splitlines()), out
     assert "evidence:" in out and "advice:" in out and "/metrics" in out
     assert not any("DIAGNOSIS" in line and "demo-healthy" in line for line in out.splitlines())
+
+
+def test_serve_rejects_a_bad_alertmanager_url():
+    result = subprocess.run(
+        [*GRADWATCH, "serve", "--alertmanager", "ftp://am:9093"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "must start with http:// or https://" in result.stderr
