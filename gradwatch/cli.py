@@ -120,7 +120,7 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             alerting = AlertingConfig.model_validate({**config.alerting.model_dump(), "alertmanagers": urls})
         except ValidationError as exc:
-            print(f"gradwatch serve: --alertmanager: {exc.errors()[0]['msg']}", file=sys.stderr)
+            print(f"gradwatch serve: --alertmanager: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", file=sys.stderr)
             return 2
         config = config.model_copy(update={"alerting": alerting})
     service = Service(config, host=args.host, port=args.port, address=args.address, name=args.name)
