@@ -136,6 +136,7 @@ class Aggregator:
             record.layers is not None
             or record.val_loss is not None
             or (record.loss is not None and not math.isfinite(record.loss))
+            or (record.grad_norm is not None and not math.isfinite(record.grad_norm))
             or pending >= self.config.evaluate_every_steps
         )
 
