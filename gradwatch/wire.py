@@ -108,10 +108,15 @@ class StepRecord(BaseModel):
     lr: MaybeFloat = None
     #: Wall-clock seconds since the previous step, measured on the host.
     step_time: MaybeFloat = None
-    #: Global gradient L2 norm over all layers (on steps with layer stats).
+    #: Global gradient L2 norm over all layers: the training loop's own (what
+    #: it clipped with) or, on steps with layer stats, the agent's.
     grad_norm: MaybeFloat = None
     #: True when the optimizer did not step (a GradScaler skip, say).
     skipped: bool = False
+    #: This rank's own gradients held NaN/Inf *before* the data-parallel
+    #: reduction (seen by a DDP communication hook); None where not checked.
+    #: After the reduction every rank has the NaN; this says where it began.
+    local_grad_nonfinite: bool | None = None
     scalars: dict[str, MaybeFloat] = Field(default_factory=dict, max_length=MAX_SCALARS_PER_STEP)
     layers: LayerStats | None = None
 
@@ -124,6 +129,26 @@ class StepRecord(BaseModel):
         return value
 
 
+class ShardInfo(BaseModel):
+    """This rank holds one shard of every layer (FSDP); the service combines the shards.
+
+    Layer norms from a shard are norms of the local piece; the service squares
+    and sums them over the ``count`` shards of a step (and takes the max of
+    max-abs) to get the true per-layer values, with no collective in training.
+    """
+
+    model_config = _WIRE_CONFIG
+
+    index: int = Field(ge=0)
+    count: int = Field(ge=1, le=65536)
+
+    @model_validator(mode="after")
+    def _index_in_count(self) -> ShardInfo:
+        if self.index >= self.count:
+            raise ValueError(f"shard index {self.index} is not below shard count {self.count}")
+        return self
+
+
 class Report(BaseModel):
     """One POST from one agent: a batch of consecutive step records."""
 
@@ -134,6 +159,10 @@ class Report(BaseModel):
     rank: int = Field(default=0, ge=0)
     world_size: int = Field(default=1, ge=1)
     host: str = Field(default="", max_length=255)
+    #: Rank within the node (torchrun's LOCAL_RANK), for finding the GPU.
+    local_rank: int | None = Field(default=None, ge=0)
+    #: Set when the layer statistics are one shard's (FSDP); see ShardInfo.
+    shard: ShardInfo | None = None
     #: Agent library version, for support questions.
     agent: str = Field(default="", max_length=64)
     #: Random id of the sending monitor. A record re-sent by the same session

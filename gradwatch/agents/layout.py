@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from gradwatch.agents.distributed import local_tensor
+
 ROOT_LAYER = "(root)"
 
 
@@ -67,7 +69,8 @@ class LayerLayout:
                 names.append(name)
                 numel.append(0)
             index = layer_id[name]
-            numel[index] += param.numel()
+            # This rank's elements: a sharded layer's shards add up at the service.
+            numel[index] += local_tensor(param).numel()
             params, indices = per_device.setdefault(param.device, ([], []))
             params.append(param)
             indices.append(index)

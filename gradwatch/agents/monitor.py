@@ -26,6 +26,7 @@ import torch
 
 from gradwatch import __version__
 from gradwatch.agents import stats
+from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
 from gradwatch.agents.gather import DeviceGather, HostValues, Slot
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
@@ -94,6 +95,8 @@ class _PendingReport:
             record: dict[str, Any] = {"step": pending.step, "skipped": pending.skipped}
             for name, item in pending.values.items():
                 record[name] = resolve(item)
+            if "local_grad_nonfinite" in record:
+                record["local_grad_nonfinite"] = record["local_grad_nonfinite"] != 0.0
             if pending.scalars:
                 record["scalars"] = {name: resolve(item) for name, item in pending.scalars.items()}
             if pending.layers is not None:
@@ -146,17 +149,22 @@ class Monitor:
         self.run = run
         self.endpoint = endpoint
         self._options = options
-        self._layout = LayerLayout.from_model(model)
+        self._layout = LayerLayout.from_model(unwrap_data_parallel(model))
         self._optimizer = optimizer
         rank = detect_rank()
-        envelope = {
+        self._plan = shard_plan(model, rank.rank, rank.world_size)
+        self._nan_origin = attach_nan_origin_hook(model)
+        envelope: dict[str, Any] = {
             "run": run,
             "rank": rank.rank,
             "world_size": rank.world_size,
             "host": socket.gethostname()[:255],
+            "local_rank": rank.local_rank,
             "agent": __version__,
             "session": uuid.uuid4().hex,
         }
+        if self._plan.count > 1:
+            envelope["shard"] = {"index": self._plan.index, "count": self._plan.count}
         self._sender = Sender(
             envelope,
             transport or HttpTransport(endpoint),
@@ -259,7 +267,7 @@ class Monitor:
 
     # --- internals --------------------------------------------------------------
     def _is_stats_step(self) -> bool:
-        return self._step % self._options.stats_every == 0
+        return self._plan.reports_layers and self._step % self._options.stats_every == 0
 
     def _is_update_sample(self) -> bool:
         every = self._options.update_ratio_every
@@ -296,6 +304,7 @@ class Monitor:
             "lr": self._learning_rate(),
             "step_time": None if self._last_time is None else now - self._last_time,
             "grad_norm": self._value(grad_norm, "grad_norm"),
+            "local_grad_nonfinite": self._local_grad_flag(),
         }
         record = _StepPending(
             step=self._step,
@@ -321,6 +330,11 @@ class Monitor:
         steps, gather = self._steps, self._gather
         self._steps, self._gather = [], DeviceGather()
         self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
+
+    def _local_grad_flag(self) -> Pending:
+        """The DDP hook's pre-reduction NaN/Inf flag for this step, as a pending device value."""
+        flag = None if self._nan_origin is None else self._nan_origin.take()
+        return None if flag is None else self._gather.add(flag.float())
 
     def _value(self, value: Any, name: str) -> Pending:
         """A number now, or a slot in the report's device copy for a tensor."""

@@ -42,8 +42,7 @@ class AgentOptions(BaseModel):
         default=20_000,
         ge=16,
         description=(
-            "Step records kept while the service is slow or gone; "
-            "the oldest are dropped (and counted) past this."
+            "Step records kept while the service is slow or gone; the oldest are dropped (and counted) past this."
         ),
     )
     max_steps_per_post: int = Field(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from gradwatch.agents.distributed import local_tensor
 from gradwatch.agents.layout import DeviceGroup
 
 _INF = float("inf")
@@ -28,6 +29,11 @@ def _per_layer(
     layers were present and masks them on the host.
     """
     device = group.device
+    if any(t.numel() == 0 for t in tensors):
+        # An empty tensor (a rank's empty FSDP shard of a small parameter) adds
+        # nothing, and the fused max-abs kernel refuses it.
+        kept = [(t, layer) for t, layer in zip(tensors, param_layers, strict=True) if t.numel()]
+        tensors, param_layers = [t for t, _ in kept], [layer for _, layer in kept]
     if not tensors:
         return torch.zeros(2, num_layers, device=device)
     norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
@@ -54,6 +60,7 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
         grad = param.grad
         if grad is None:
             continue
+        grad = local_tensor(grad)
         if grad.is_sparse:
             grad = grad.coalesce().values()
         grads.append(grad.detach())
@@ -63,13 +70,13 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
 
 def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
     """Per-layer weight (sum of squares, max-abs)."""
-    weights = [p.detach() for p in group.params]
+    weights = [local_tensor(p.detach()) for p in group.params]
     return _per_layer(group, weights, list(group.layer_of_param), num_layers)
 
 
 def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
     """A temporary copy of the weights, held only across one optimizer step."""
-    return list(torch._foreach_mul([p.detach() for p in group.params], 1.0))
+    return list(torch._foreach_mul([local_tensor(p.detach()) for p in group.params], 1.0))
 
 
 def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:
@@ -80,7 +87,7 @@ def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int
     device = group.device
     layers = list(group.layer_of_param)
     before_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
-    torch._foreach_sub_(before, [p.detach() for p in group.params])
+    torch._foreach_sub_(before, [local_tensor(p.detach()) for p in group.params])
     delta_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
     index = group.layer_index if len(layers) == len(group.params) else torch.tensor(layers, device=device)
     out = torch.zeros(2, num_layers, device=device)

@@ -22,6 +22,12 @@ from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
 from gradwatch.service.run_state import Latest, RunState
 from gradwatch.wire import Report, StepRecord
 
+#: A NaN reaches every data-parallel rank through the gradient all-reduce, and
+#: ranks' reports race each other. Before a new ``nonfinite`` fires in a
+#: multi-rank run, wait this long for every rank to report up to its onset, so
+#: the rank it names is where it began, not whichever report came first.
+NAN_ORIGIN_WAIT_SECONDS = 2.0
+
 logger = logging.getLogger("gradwatch.service")
 
 
@@ -67,6 +73,8 @@ class _Run:
     state: RunState
     tracker: DiagnosisTracker
     restarts_seen: int = 0
+    #: When a new NaN incident started waiting to hear from every rank.
+    nan_waiting_since: float | None = None
 
 
 @dataclass
@@ -121,7 +129,7 @@ class Aggregator:
         pending = 0
         for record in report.steps:
             restarts = state.restarts
-            pending += state.add_step(record, report.rank, report.session)
+            pending += state.add_step(record, report.rank, report.session, report.shard)
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
             if pending and self._is_checkpoint(record, pending):
@@ -150,11 +158,28 @@ class Aggregator:
         started = time.perf_counter()
         view = entry.state.view()
         findings = rules.evaluate(view, self.config.rules)
+        if self._wait_for_nan_origin(entry, findings.get("nonfinite"), now):
+            # Not marked seen: the next report re-evaluates this data with more ranks in.
+            return []
         entry.state.mark_seen()
         changes = entry.tracker.update(entry.state.run, findings, max(view.latest_step, entry.state.latest.step), now)
         self._evaluations += 1
         self._evaluation_seconds += time.perf_counter() - started
         return changes
+
+    def _wait_for_nan_origin(self, entry: _Run, finding: rules.Finding | None, now: float) -> bool:
+        if finding is None or "nonfinite" in entry.tracker.active_symptoms():
+            entry.nan_waiting_since = None
+            return False
+        if not entry.state.ranks_behind(finding.step):
+            entry.nan_waiting_since = None
+            return False
+        if entry.nan_waiting_since is None:
+            entry.nan_waiting_since = now
+        if now - entry.nan_waiting_since < NAN_ORIGIN_WAIT_SECONDS:
+            return True
+        entry.nan_waiting_since = None
+        return False
 
     def runs(self) -> list[dict[str, Any]]:
         """The run list of ``GET /v1/runs``."""

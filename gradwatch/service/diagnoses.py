@@ -96,11 +96,22 @@ class DiagnosisTracker:
                     changes.append(Change("fired", run, diagnosis.to_json()))
                     continue
                 reopened = not diagnosis.active
+                kept_origin = {k: v for k, v in diagnosis.evidence.items() if k.startswith("origin_")}
                 diagnosis.evidence = finding.evidence
+                if not reopened and finding.step > diagnosis.onset_step and kept_origin:
+                    diagnosis.evidence = {**finding.evidence, **kept_origin}
                 diagnosis.advice = finding.advice
-                diagnosis.layer = finding.layer if finding.layer is not None else diagnosis.layer
-                diagnosis.rank = finding.rank if finding.rank is not None else diagnosis.rank
+                # Layer and rank say where the episode began: a finding that places
+                # its start later (a run stuck at NaN, seen again) does not move them.
+                if reopened or finding.step <= diagnosis.onset_step:
+                    diagnosis.layer = finding.layer if finding.layer is not None else diagnosis.layer
+                    diagnosis.rank = finding.rank if finding.rank is not None else diagnosis.rank
                 diagnosis.last_seen_step = latest_step
+                if not reopened and finding.step < diagnosis.onset_step:
+                    # Data from a slower rank showed an earlier start of this episode.
+                    diagnosis.onset_step = finding.step
+                    if diagnosis.episodes == 1:
+                        diagnosis.step = finding.step
                 if reopened:
                     diagnosis.active = True
                     diagnosis.cleared_step = None

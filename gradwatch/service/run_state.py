@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradwatch.service.config import WindowConfig
+from gradwatch.service.rank_state import RankTable
 from gradwatch.service.rules.view import RunView
+from gradwatch.service.shards import ShardCombiner
 from gradwatch.service.windows import Window
-from gradwatch.wire import LayerStats, Report, StepRecord
+from gradwatch.wire import LayerStats, Report, ShardInfo, StepRecord
 
 _NAN = math.nan
 #: How many of a run's first finite losses define its initial loss.
@@ -80,9 +82,11 @@ class RunState:
         self.finished = False
         #: Per rank: (agent session, newest step) for recognising re-sent records.
         self._last_seen: dict[int, tuple[str, int]] = {}
+        #: Every rank's own loss, step time and non-finite sightings.
+        self.rank_table = RankTable()
         self._reset_series()
 
-    def _reset_series(self) -> None:
+    def _reset_series(self, keep_shards: bool = False) -> None:
         self.steps = Window(
             self._windows.steps,
             {
@@ -100,11 +104,13 @@ class RunState:
         self.stats: Window | None = None
         self.last_primary_step = -1
         self._first_losses: list[float] = []
+        if not keep_shards:
+            self._shards = ShardCombiner()
 
     def ingest(self, report: Report, now: float | None = None) -> int:
         """Add a whole report; returns how many steps were kept."""
         self.note_report(report, now)
-        return sum(self.add_step(record, report.rank, report.session) for record in report.steps)
+        return sum(self.add_step(record, report.rank, report.session, report.shard) for record in report.steps)
 
     def note_report(self, report: Report, now: float | None = None) -> None:
         """Account for a report (sender, counts, time) before its steps are added."""
@@ -112,18 +118,28 @@ class RunState:
         self.last_report_time = time.time() if now is None else now
         self.agent_dropped += report.dropped
         self.ranks.add(report.rank)
+        self.rank_table.note_report(report.rank, report.host, self.last_report_time)
         self.world_size = max(self.world_size, report.world_size)
         if report.host and len(self.hosts) < 64:
             self.hosts.add(report.host)
         if self.primary_rank is None or report.rank < self.primary_rank:
+            if self.primary_rank is not None:
+                # A lower rank's first report came after another's (reports race):
+                # its series are the run's from now on, not a restarted training.
+                self._reset_series(keep_shards=True)
             self.primary_rank = report.rank
         self.steps_received += len(report.steps)
         if report.rank == self.primary_rank:
             # Steps after a final report mean training went on (or restarted).
             self.finished = report.final
 
-    def add_step(self, record: StepRecord, rank: int, session: str = "") -> int:
-        """Add one step record from ``rank``'s agent ``session``; returns 1 when it was kept."""
+    def add_step(self, record: StepRecord, rank: int, session: str = "", shard: ShardInfo | None = None) -> int:
+        """Add one step record from ``rank``'s agent ``session``; returns 1 when it was kept.
+
+        With ``shard`` the record's layer statistics are one shard's; the layer
+        row is added once every shard of the step has arrived, whichever rank's
+        record completes it.
+        """
         last = self._last_seen.get(rank)
         if session and last is not None and last[0] == session and record.step <= last[1]:
             # Re-sent by the same agent: it retried a request whose answer it
@@ -131,6 +147,13 @@ class RunState:
             return 0
         if len(self._last_seen) < 4096 or rank in self._last_seen:
             self._last_seen[rank] = (session, record.step)
+        self.rank_table.add(rank, record)
+        layers = record.layers
+        if layers is not None and shard is not None and shard.count > 1:
+            layers = self._shards.add(record.step, shard.index, shard.count, layers)
+            if layers is not None and rank != self.primary_rank:
+                self._ingest_layers(record.step, layers, record.skipped)
+                return 1
         if rank != self.primary_rank:
             # Other ranks only matter when they see a non-finite value: that is
             # how a NaN's origin rank is found. Their healthy values duplicate
@@ -179,8 +202,8 @@ class RunState:
         for name, value in record.scalars.items():
             if name in latest.scalars or len(latest.scalars) < 32:
                 latest.scalars[name] = _f(value)
-        if record.layers is not None:
-            self._ingest_layers(record.step, record.layers, record.skipped)
+        if layers is not None:
+            self._ingest_layers(record.step, layers, record.skipped)
         return 1
 
     def _ingest_layers(self, step: int, layers: LayerStats, skipped: bool) -> None:
@@ -253,16 +276,34 @@ class RunState:
             new_loss_from=steps.new_from(),
             new_stat_from=stats.new_from() if stats else 0,
             new_val_from=val.new_from(),
+            incident_steps=self.rank_table.incidents.column("step").copy(),
+            incident_ranks=self.rank_table.incidents.column("rank").copy(),
+            new_incident_from=self.rank_table.incidents.new_from(),
+            rank_hosts=self.rank_table.hosts(),
             initial_loss=float(np.median(self._first_losses)) if self._first_losses else math.nan,
         )
+
+    def ranks_behind(self, step: int) -> bool:
+        """Some rank of a multi-rank run has not reported up to ``step`` yet."""
+        if self.world_size <= 1:
+            return False
+        latest = self.rank_table.latest
+        ranks = range(min(self.world_size, self.rank_table.max_ranks))
+        return any(rank not in latest or latest[rank].step < step for rank in ranks)
 
     def mark_seen(self) -> None:
         """Everything in the windows now was evaluated."""
         self.steps.mark_seen()
         self.val.mark_seen()
+        self.rank_table.incidents.mark_seen()
         if self.stats is not None:
             self.stats.mark_seen()
 
     @property
     def has_unseen(self) -> bool:
-        return bool(self.steps.unseen or self.val.unseen or (self.stats is not None and self.stats.unseen))
+        return bool(
+            self.steps.unseen
+            or self.val.unseen
+            or self.rank_table.incidents.unseen
+            or (self.stats is not None and self.stats.unseen)
+        )

@@ -183,3 +183,20 @@ def test_callers_grad_norm_reaches_the_aggregator_and_flags_a_gradient_only_inf_
     (diagnosis,) = [d for d in aggregator.diagnoses("unit") if d["symptom"] == "nonfinite"]
     assert diagnosis["onset_step"] == 12 and diagnosis["detected_step"] == 12
     assert diagnosis["evidence"]["quantities"] == ["grad_norm"]
+
+
+def test_empty_parameters_such_as_an_empty_fsdp_shard_are_measured_without_error():
+    with pytest.warns(UserWarning):  # torch: "Initializing zero-element tensors is a no-op"
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(0, 4))  # the second weight has no elements
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, recorder = _monitor(model, optimizer, stats_every=1)
+    loss = model[0](torch.randn(8, 4)).pow(2).mean() + model[1](torch.randn(8, 0)).sum()
+    loss.backward()
+    optimizer.step()
+    mon.step(loss)
+    mon.close()
+    (record,) = recorder.steps
+    assert record["layers"]["names"] == ["0", "1"]
+    assert record["layers"]["grad_max_abs"][0] > 0
+    # The empty weight adds nothing: layer 1's norm is its bias's.
+    assert math.isclose(record["layers"]["weight_norm"][1], float(model[1].bias.norm()), rel_tol=1e-6)

@@ -63,11 +63,42 @@ def test_nan_loss_fires_nonfinite_at_its_step_and_shows_in_snapshot():
 
 def test_other_ranks_only_contribute_non_finite_values():
     agg = Aggregator()
-    agg.ingest(_report(steps=range(10)))
-    changes = agg.ingest(_report(steps=[10], rank=3, world_size=4, loss=lambda s: math.inf))
+    agg.ingest(_report(steps=range(10)), now=0.0)
+    # Ranks 1 and 2 have not reported step 10 yet: the NaN's origin may still change.
+    assert agg.ingest(_report(steps=[10], rank=3, world_size=4, loss=lambda s: math.inf), now=0.1) == []
+    changes = agg.ingest(_report(steps=[11], rank=3, world_size=4, loss=lambda s: math.inf), now=2.5)
     assert changes[0].diagnosis["symptom"] == "nonfinite" and changes[0].diagnosis["rank"] == 3
-    agg.ingest(_report(steps=range(10, 20), rank=2, world_size=4))
+    agg.ingest(_report(steps=range(10, 20), rank=2, world_size=4), now=3.0)
     assert agg.runs()[0]["step"] == 9  # healthy duplicates from rank 2 are not mixed in
+
+
+def test_nan_origin_is_the_rank_that_saw_it_first_whatever_order_reports_arrive_in():
+    agg = Aggregator()
+    for rank in range(4):
+        agg.ingest(_report(steps=range(10), rank=rank, world_size=4), now=0.0)
+    nan_from = {2: 10, 0: 11, 1: 11, 3: 11}  # rank 2's batch was bad; the all-reduce spread it
+
+    def from_rank(rank):
+        return _report(steps=[10, 11], rank=rank, world_size=4, loss=lambda s: math.nan if s >= nan_from[rank] else 0.1)
+
+    assert agg.ingest(from_rank(3), now=0.1) == []  # rank 3's NaN at 11 arrives first
+    assert agg.ingest(from_rank(2), now=0.2) == []  # ranks 0 and 1 are still behind step 10
+    assert agg.ingest(from_rank(0), now=0.3) == []
+    (change,) = agg.ingest(from_rank(1), now=0.4)
+    assert change.diagnosis["rank"] == 2 and change.diagnosis["onset_step"] == 10
+    assert change.diagnosis["evidence"]["origin_ranks"] == [2]
+
+
+def test_a_later_report_with_an_earlier_onset_moves_the_diagnosis_back():
+    agg = Aggregator()
+    agg.ingest(_report(steps=range(10), rank=0, world_size=2), now=0.0)
+    agg.ingest(_report(steps=range(12), rank=1, world_size=2, loss=lambda s: math.nan if s >= 11 else 0.1), now=0.1)
+    # Rank 0 never reports steps 10-11 in time: after the wait the incident fires as seen so far.
+    (change,) = agg.ingest(_report(steps=[12], rank=1, world_size=2, loss=lambda s: math.nan), now=3.0)
+    assert change.diagnosis["onset_step"] == 11 and change.diagnosis["rank"] == 1
+    agg.ingest(_report(steps=[10, 11, 12], rank=0, world_size=2, loss=lambda s: math.nan), now=3.1)
+    (item,) = [d for d in agg.diagnoses("r") if d["symptom"] == "nonfinite"]
+    assert item["onset_step"] == 10 and item["step"] == 10 and item["rank"] == 0
 
 
 def test_restarted_training_starts_new_windows():

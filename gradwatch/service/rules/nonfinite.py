@@ -30,6 +30,26 @@ def _stuck_onset(bad: np.ndarray) -> int | None:
     return bad.size - run if run else None
 
 
+def _first_new_incident(view: RunView) -> int | None:
+    """Index of the earliest-step sighting among those new since the last evaluation."""
+    new = np.asarray(view.incident_steps[view.new_incident_from :])
+    return None if new.size == 0 else view.new_incident_from + int(np.argmin(new))
+
+
+def _origin_ranks(view: RunView, onset_step: int) -> list[int]:
+    """The ranks whose own values went non-finite first, at or after the incident's onset.
+
+    After a gradient all-reduce every rank holds the NaN, so only the earliest
+    step's sightings say where it began.
+    """
+    steps = np.asarray(view.incident_steps)
+    later = steps >= onset_step
+    if not later.any():
+        return []
+    first = steps[later].min()
+    return sorted({int(r) for r in np.asarray(view.incident_ranks)[later & (steps == first)]})
+
+
 def _first(*indices: int | None) -> int | None:
     present = [i for i in indices if i is not None]
     return min(present) if present else None
@@ -59,7 +79,9 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
     """Report NaN/Inf in new data, or a run that is still stuck at NaN/Inf.
 
     Sources: the every-step loss, the val loss, the every-step total gradient
-    norm when the loop passes one (``mon.step(grad_norm=...)``), and per-layer
+    norm when the loop passes one (``mon.step(grad_norm=...)``), every rank's
+    own non-finite sightings (its loss, or its gradients before the all-reduce,
+    ``rank_local``), and per-layer
     ``grad_nonfinite`` / ``weight_nonfinite`` flags (decided from max-abs by the agent, so an L2
     norm that merely overflowed on finite data does not count). A gradient flag
     on a step the optimizer skipped is routine AMP loss scaling and is ignored
@@ -97,6 +119,7 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
         "val_loss": _new_onset(val_bad, view.new_val_from),
         "grad": _new_onset(grad_rows, view.new_stat_from),
         "grad_norm": _new_onset(norm_bad, view.new_loss_from),
+        "rank_local": _first_new_incident(view),
         "weight": _first(_new_onset(weight_rows, view.new_stat_from), _stuck_onset(weight_rows)),
     }
     step_of = {
@@ -104,12 +127,17 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
         "val_loss": view.val_steps,
         "grad": view.stat_steps,
         "grad_norm": view.loss_steps,
+        "rank_local": view.incident_steps,
         "weight": view.stat_steps,
     }
     first_step = {q: int(step_of[q][i]) for q, i in onsets.items() if i is not None}
     if not first_step:
         return None
     quantities: list[str] = [q for q in ("loss", "val_loss", "grad", "grad_norm", "weight") if q in first_step]
+    # A rank's own sighting is listed as the quantity only when nothing run-wide
+    # shows the NaN yet (it is in one rank's gradients, about to be all-reduced).
+    if not quantities:
+        quantities = ["rank_local"]
 
     # Layer attribution from the earliest non-finite stats row involved.
     row0 = _first(onsets["grad"], onsets["weight"])
@@ -124,9 +152,11 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
         n_affected = int(cols.size)
         affected = [view.layers[int(c)] for c in cols[: config.max_layers_listed]]
 
-    rank: int | None = None
+    onset_step = min(first_step.values())
+    origin = _origin_ranks(view, onset_step)
+    rank: int | None = origin[0] if origin else None
     loss_i = onsets["loss"]
-    if loss_i is not None and view.loss_rank.size == view.loss.size:
+    if rank is None and loss_i is not None and view.loss_rank.size == view.loss.size:
         rank = int(view.loss_rank[loss_i])
 
     evidence = {
@@ -138,9 +168,12 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
         "still_nonfinite": bool(loss_bad[-1:].any() or weight_rows[-1:].any()),
         "ignored_skipped_rows": ignored_rows,
     }
+    if origin:
+        evidence["origin_ranks"] = origin[: config.max_layers_listed]
+        evidence["origin_hosts"] = sorted({view.rank_hosts[r] for r in origin if r in view.rank_hosts})
     return Finding(
         symptom="nonfinite",
-        step=min(first_step.values()),
+        step=onset_step,
         evidence=evidence,
         advice=_advice(quantities),
         layer=layer,

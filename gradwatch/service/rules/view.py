@@ -69,6 +69,13 @@ class RunView:
     step_grad_nonfinite: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: Rank that sent each every-step entry (shape (T,)), for attribution.
     loss_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    #: Non-finite sightings from every rank (shape (I,)): the step and the rank
+    #: whose own loss or pre-reduction gradients held NaN/Inf; and the host of
+    #: each rank seen.
+    incident_steps: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    incident_ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    new_incident_from: int = 0
+    rank_hosts: dict[int, str] = field(default_factory=dict)
     #: Median of the run's first few finite losses (kept after they leave the
     #: window): where training started, to tell "never learned" from "converged".
     initial_loss: float = float("nan")
