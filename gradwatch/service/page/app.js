@@ -15,6 +15,8 @@ let selected = decodeURIComponent((location.hash.match(/^#run=(.*)$/) || [])[1] 
 let timer = null;
 let running = false;
 let again = false;
+// Completed polls, on <body data-polls>: lets a test (or a person) see the page is live.
+let polls = 0;
 
 // --- small helpers -----------------------------------------------------------------------------
 
@@ -133,6 +135,8 @@ function renderDiagnoses(items) {
       el("h3", {}, el("span", { class: "symptom" }, d.symptom), ` — ${status}${where ? " (" + where + ")" : ""}`),
       el("div", { class: "summary" }, d.summary),
       el("p", { class: "advice" }, el("strong", {}, "Advice: "), d.advice),
+      // The summary is frozen when the episode fires; the evidence is the rule's newest.
+      el("div", { class: "evidence-title muted" }, `evidence at step ${d.last_seen_step}`),
       evidence,
     );
   });
@@ -401,7 +405,7 @@ async function refresh() {
     }
     status.textContent = `updated ${new Date().toLocaleTimeString()}`;
     status.classList.remove("error");
-    document.body.dataset.loaded = "true";
+    document.body.dataset.polls = String(++polls);
   } catch (error) {
     status.textContent = `cannot reach the service (${error.message}); retrying`;
     status.classList.add("error");
