@@ -156,7 +156,8 @@ def test_live_page_shows_the_run_its_vanishing_diagnosis_and_a_heatmap_row_per_l
     # Vanishing means a wide colour range: the lower layers' norms are orders of magnitude below the top's.
     assert float(canvas.attrs["data-log-max"]) - float(canvas.attrs["data-log-min"]) > 2
 
-    assert int(page.find("canvas", id="loss-chart").attrs["data-points"]) >= 100
+    loss_chart = page.find("canvas", id="loss-chart")
+    assert int(loss_chart.attrs["data-points"]) >= 100 and loss_chart.attrs["data-nonfinite"] == "0"
     assert int(page.find("canvas", id="grad-chart").attrs["data-points"]) >= 20
 
 

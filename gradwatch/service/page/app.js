@@ -207,19 +207,25 @@ function renderHeatmap(series) {
   }
   ctx.putImageData(image, 0, 0);
 
-  // One label per row, top to bottom = output to input, as the canvas draws them.
+  // One label per row, top to bottom = output to input, as the canvas draws them. Rows thinner
+  // than a line of text show every n-th label, positioned on its row.
   const labels = document.getElementById("heatmap-labels");
-  const every = Math.ceil(12 / rowPx);
+  const every = Math.ceil(14 / rowPx);
+  const labelPx = Math.max(rowPx, 12);
   const items = [];
   for (let r = rows - 1; r >= 0; r--) {
     const count = series.layer_rows[r];
     const li = el("li", { "data-layer": layers[r], title: count > 1 ? `${count} layers` : layers[r] }, layers[r]);
-    li.style.height = rowPx + "px";
-    li.style.lineHeight = rowPx + "px";
-    li.style.fontSize = Math.min(12, Math.max(rowPx - 2, 9)) + "px";
+    const top = (rows - 1 - r) * rowPx + rowPx / 2 - labelPx / 2;
+    li.style.top = Math.max(0, Math.min(top, canvas.height - labelPx)) + "px";
+    li.style.height = labelPx + "px";
+    li.style.lineHeight = labelPx + "px";
+    li.style.fontSize = Math.min(12, labelPx - 2) + "px";
     if (r % every !== 0) li.classList.add("skip");
     items.push(li);
   }
+  labels.style.height = canvas.height + "px";
+  labels.style.width = Math.min(Math.max(...layers.map((n) => n.length), 2) + 1, 24) + "ch";
   labels.replaceChildren(...items);
 
   const axis = document.getElementById("heatmap-axis");
@@ -316,6 +322,7 @@ function drawChart(canvas, lines, { log = false } = {}) {
   const last = `step ${xmax}`;
   ctx.fillText(last, W - pad.r - ctx.measureText(last).width, H - 6);
 
+  const bad = [];
   for (const line of lines) {
     ctx.strokeStyle = line.colour;
     ctx.fillStyle = line.colour;
@@ -326,14 +333,7 @@ function drawChart(canvas, lines, { log = false } = {}) {
       const y = line.ys[i];
       if (y === null) return;
       if (!Number.isFinite(y) || (log && y <= 0)) {
-        // A NaN/Inf point: a red tick across the plot at its step.
-        ctx.save();
-        ctx.strokeStyle = COLOURS.bad;
-        ctx.beginPath();
-        ctx.moveTo(px(x), pad.t);
-        ctx.lineTo(px(x), H - pad.b);
-        ctx.stroke();
-        ctx.restore();
+        bad.push(x); // drawn after the lines, as red marks across the plot
         pen = false;
         return;
       }
@@ -348,6 +348,15 @@ function drawChart(canvas, lines, { log = false } = {}) {
     });
     if (!line.dots) ctx.stroke();
   }
+  ctx.strokeStyle = COLOURS.bad;
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  for (const x of bad) {
+    ctx.moveTo(px(x), pad.t);
+    ctx.lineTo(px(x), H - pad.b);
+  }
+  ctx.stroke();
+  canvas.dataset.nonfinite = String(bad.length);
 }
 
 function renderCharts(series) {
