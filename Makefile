@@ -9,8 +9,9 @@ TORCH ?= torch==2.13.0
 
 .PHONY: install system-deps demo test lint
 
-# Real Prometheus and Alertmanager for the alerting tests (Debian packages).
-SYSTEM_TOOLS := promtool amtool prometheus prometheus-alertmanager
+# Real Prometheus and Alertmanager for the alerting tests, and a real headless
+# browser for the live page's test (Debian packages).
+SYSTEM_TOOLS := promtool amtool prometheus prometheus-alertmanager chromium
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +27,7 @@ system-deps:
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager chromium >/dev/null; \
 	fi
 
 demo: install

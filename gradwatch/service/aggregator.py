@@ -19,6 +19,7 @@ import numpy as np
 from gradwatch.service import rules
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
+from gradwatch.service.page.series import SeriesLimits, build_series
 from gradwatch.service.run_state import Latest, RunState
 from gradwatch.wire import Report, StepRecord
 
@@ -222,6 +223,11 @@ class Aggregator:
             "weight_norm": _as_list(latest.layer_weight_norm),
             "update_ratio": _as_list(latest.layer_update_ratio),
         }
+
+    def series(self, run: str, limits: SeriesLimits | None = None) -> dict[str, Any] | None:
+        """Recent history of one run, cut to ``limits`` (``GET /v1/runs/{run}/series``, the live page)."""
+        entry = self._runs.get(run)
+        return None if entry is None else build_series(entry.state, limits or SeriesLimits())
 
     def snapshot(self) -> AggregatorSnapshot:
         """A consistent copy of what /metrics exposes."""

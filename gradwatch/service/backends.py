@@ -9,6 +9,7 @@ from gradwatch.service.aggregator import Aggregator, AggregatorSnapshot
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.http import BackendUnavailable
+from gradwatch.service.page.series import SeriesLimits
 from gradwatch.wire import Report
 
 NAMESPACE = "gradwatch"
@@ -72,6 +73,9 @@ class RayBackend:
     async def layers(self, run: str) -> dict[str, Any] | None:
         return await self._call("layers", run)
 
+    async def series(self, run: str, limits: SeriesLimits) -> dict[str, Any] | None:
+        return await self._call("series", run, limits)
+
     async def snapshots(self) -> list[AggregatorSnapshot]:
         return [await self._call("snapshot")]
 
@@ -93,6 +97,9 @@ class LocalBackend:
 
     async def layers(self, run: str) -> dict[str, Any] | None:
         return self.aggregator.layers(run)
+
+    async def series(self, run: str, limits: SeriesLimits) -> dict[str, Any] | None:
+        return self.aggregator.series(run, limits)
 
     async def snapshots(self) -> list[AggregatorSnapshot]:
         await asyncio.sleep(0)

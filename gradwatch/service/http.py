@@ -25,6 +25,8 @@ from gradwatch.service.aggregator import AggregatorSnapshot, IngestRefused
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.exposition import SnapshotCollector
+from gradwatch.service.page import ASSETS, asset
+from gradwatch.service.page.series import SeriesLimits
 from gradwatch.wire import SUPPORTED_VERSIONS, Report, is_valid_run_name
 
 logger = logging.getLogger("gradwatch.service")
@@ -39,6 +41,7 @@ class Backend(Protocol):
     async def runs(self) -> list[dict[str, Any]]: ...
     async def diagnoses(self, run: str) -> list[dict[str, Any]] | None: ...
     async def layers(self, run: str) -> dict[str, Any] | None: ...
+    async def series(self, run: str, limits: SeriesLimits) -> dict[str, Any] | None: ...
     async def snapshots(self) -> list[AggregatorSnapshot]: ...
 
 
@@ -180,13 +183,36 @@ def make_app(
     async def health(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
 
+    async def series(request: web.Request) -> web.Response:
+        try:
+            limits = SeriesLimits.model_validate(dict(request.query))
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            return _error(400, "bad query parameters", [f"{e['loc'][0]}: {e['msg']}" for e in errors])
+        return await per_run(lambda run: backend.series(run, limits))(request)
+
     async def index(request: web.Request) -> web.Response:
+        # Browsers get the live page; API clients (Accept without text/html) keep the JSON index.
+        if "text/html" in request.headers.get("Accept", ""):
+            return _asset_response("index.html")
         return _json(
             {
                 "service": "gradwatch",
-                "endpoints": ["POST /v1/reports", "GET /v1/runs", "GET /v1/runs/{run}/diagnoses", "GET /metrics"],
+                "endpoints": [
+                    "POST /v1/reports",
+                    "GET /v1/runs",
+                    "GET /v1/runs/{run}/diagnoses",
+                    "GET /v1/runs/{run}/series",
+                    "GET /metrics",
+                ],
             }
         )
+
+    async def page_asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in ASSETS:
+            return _error(404, f"no page file named {name[:80]!r}")
+        return _asset_response(name)
 
     @web.middleware
     async def count_and_shield(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -206,10 +232,24 @@ def make_app(
     app.router.add_get("/v1/runs", runs)
     app.router.add_get("/v1/runs/{run:.+}/diagnoses", per_run(backend.diagnoses))
     app.router.add_get("/v1/runs/{run:.+}/layers", per_run(backend.layers))
+    app.router.add_get("/v1/runs/{run:.+}/series", series)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index)
+    app.router.add_get("/page/{name}", page_asset)
     return app
+
+
+#: The page loads only its own files and data: no inline script, nothing from elsewhere.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+def _asset_response(name: str) -> web.Response:
+    return web.Response(body=asset(name), content_type=ASSETS[name], charset="utf-8", headers=_PAGE_HEADERS)
 
 
 def _log_change(change: Change) -> None:
