@@ -178,26 +178,6 @@ class Grid:
         self.row_height = max(self.row_height, h)
 
 
-def dashboard(uid: str, title: str, description: str, grid: Grid, variables_: list[Any]) -> Any:
-    """A gradwatch dashboard builder holding ``grid``'s panels."""
-    built = (
-        dashboard_builders.Dashboard(title)
-        .uid(uid)
-        .description(description)
-        .tags([TAG])
-        .editable()
-        .time("now-1h", "now")
-        .refresh("10s")
-        .timezone("browser")
-        .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
-        .variables(variables_)
-        .link(sibling_links())
-    )
-    for panel in grid.panels:
-        built = built.with_panel(panel)
-    return built
-
-
 def annotation(name: str, expr: str, color: str) -> Any:
     """A Prometheus annotation: a region on every time panel while ``expr`` has a series."""
     return (
@@ -211,7 +191,43 @@ def annotation(name: str, expr: str, color: str) -> Any:
     )
 
 
-def render(model: Any, annotation_formats: dict[str, dict[str, Any]] | None = None) -> str:
+#: Annotation names, also the keys of their Prometheus-specific formats below.
+DIAGNOSES = "gradwatch diagnoses"
+ALERTS = "Firing alerts"
+ANNOTATION_FORMATS = {
+    DIAGNOSES: {"titleFormat": "{{symptom}}", "textFormat": "{{summary}}", "tagKeys": "run,symptom,layer,rank"},
+    ALERTS: {"titleFormat": "{{alertname}}", "textFormat": "{{summary}}", "tagKeys": "severity,run,symptom"},
+}
+
+
+def dashboard(uid: str, title: str, description: str, grid: Grid, variables_: list[Any]) -> Any:
+    """A gradwatch dashboard builder holding ``grid``'s panels, with active diagnoses as annotations."""
+    built = (
+        dashboard_builders.Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags([TAG])
+        .editable()
+        .time("now-1h", "now")
+        .refresh("10s")
+        .timezone("browser")
+        .tooltip(dashboard_models.DashboardCursorSync.CROSSHAIR)
+        .variables(variables_)
+        .link(sibling_links())
+        .annotation(
+            annotation(
+                DIAGNOSES,
+                f"max by (run, symptom, layer, rank, summary) (gradwatch_diagnosis_active{{{RUN}}})",
+                "red",
+            )
+        )
+    )
+    for panel in grid.panels:
+        built = built.with_panel(panel)
+    return built
+
+
+def render(model: Any, annotation_formats: dict[str, dict[str, Any]] = ANNOTATION_FORMATS) -> str:
     """The dashboard as stable, pretty JSON text (sorted keys, trailing newline).
 
     ``annotation_formats`` adds, per annotation name, the Prometheus-specific
@@ -225,5 +241,5 @@ def render(model: Any, annotation_formats: dict[str, dict[str, Any]] | None = No
         if panel.get("options") is None:
             panel["options"] = {}
     for item in data.get("annotations", {}).get("list", []):
-        item.update((annotation_formats or {}).get(item.get("name"), {}))
+        item.update(annotation_formats.get(item.get("name"), {}))
     return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"

@@ -8,6 +8,7 @@ from grafana_foundation_sdk.builders import statetimeline, table, timeseries
 from grafana_foundation_sdk.models import common as common_models
 
 from gradwatch.dashboards.common import (
+    ALERTS,
     DATASOURCE,
     RUN,
     STATE_MAPPINGS,
@@ -23,14 +24,6 @@ from gradwatch.dashboards.common import (
 
 UID = "gradwatch-run"
 TITLE = "gradwatch / Run overview"
-
-#: Annotation names, also the keys of the Prometheus-specific formats below.
-DIAGNOSES = "gradwatch diagnoses"
-ALERTS = "Firing alerts"
-ANNOTATION_FORMATS = {
-    DIAGNOSES: {"titleFormat": "{{symptom}}", "textFormat": "{{summary}}", "tagKeys": "run,symptom,layer,rank"},
-    ALERTS: {"titleFormat": "{{alertname}}", "textFormat": "{{summary}}", "tagKeys": "severity,run,symptom"},
-}
 
 
 def _series(title: str, description: str, unit: str) -> Any:
@@ -153,17 +146,10 @@ def build() -> Any:
             variables(run_multi=False, with_layer=False),
         )
         .link(diagnoses_link())
-        .annotation(
-            annotation(
-                DIAGNOSES,
-                f"max by (run, symptom, layer, rank, summary) (gradwatch_diagnosis_active{{{RUN}}})",
-                "red",
-            )
-        )
         .annotation(annotation(ALERTS, 'ALERTS{alertstate="firing", run=~"$run"}', "orange"))
     )
 
 
 def generate() -> str:
     """The run overview as dashboard JSON text."""
-    return render(build(), ANNOTATION_FORMATS)
+    return render(build())

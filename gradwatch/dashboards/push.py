@@ -81,7 +81,9 @@ def push(
     api = GrafanaApi.from_url(base, credential=token, timeout=timeout)
     try:
         # GET /api/frontend/settings: proves it is a Grafana and that the token works, before any write.
-        info = api.health.check()
+        # (health.check() does the same GET but crashes on a non-JSON answer, so ask directly.)
+        settings = api.client.GET("/frontend/settings")
+        info = settings.get("buildInfo") if isinstance(settings, dict) else None
         if not isinstance(info, dict) or "version" not in info:
             raise PushError(f"{base} does not look like Grafana (no buildInfo at /api/frontend/settings)")
         uid = _ensure_folder(api, folder, GrafanaClientError)
