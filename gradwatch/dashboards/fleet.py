@@ -27,8 +27,8 @@ TITLE = "gradwatch / Fleet"
 
 #: Matches the GradwatchAgentSilent alert in deploy/prometheus/rules.
 SILENT_AFTER_SECONDS = 120
-#: The gradwatch targets' own process series (process_* carry no gradwatch prefix).
-_SERVICE = f"on (job, instance) group_left () max by (job, instance) (gradwatch_runs{{{SCOPE}}})"
+#: Keeps process_* series (no gradwatch prefix) to the targets that are gradwatch services.
+_SERVICE = f"and on (job, instance) gradwatch_runs{{{SCOPE}}}"
 
 
 def _series(title: str, description: str, unit: str) -> Any:
@@ -184,11 +184,11 @@ def build() -> Any:
     grid.add(
         _series(
             "Service memory",
-            "Resident memory of the gradwatch HTTP front (process_resident_memory_bytes of the scraped "
-            "process; the Ray aggregator actor is a separate process). It should level off once every run's "
-            "bounded windows are full; steady growth with a fixed number of runs is a leak.",
+            "Resident memory of each gradwatch service front (process_resident_memory_bytes of the scraped "
+            "process). The front holds no run state, the Ray aggregator actor does, so this should stay flat; "
+            "growth while the number of runs is steady is a leak in the front.",
             "bytes",
-        ).with_target(query(f"process_resident_memory_bytes{{{SCOPE}}} * {_SERVICE}", "RSS {{instance}}")),
+        ).with_target(query(f"process_resident_memory_bytes{{{SCOPE}}} {_SERVICE}", "RSS {{instance}}")),
         w=8,
         h=8,
     )
