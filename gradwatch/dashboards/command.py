@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from gradwatch.dashboards import DEFAULT_OUTPUT, generate_all, write_all
+from gradwatch.dashboards import generate_all, write_all
 from gradwatch.dashboards.push import DEFAULT_FOLDER, PushError, push
 
 TOKEN_ENV = "GRAFANA_TOKEN"
@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description="Build the gradwatch Grafana dashboards from code and write them as JSON files.",
     )
     generate.add_argument(
-        "--output", type=Path, default=DEFAULT_OUTPUT, metavar="DIR", help="folder to write (default: %(default)s)"
+        "--output", type=Path, default=Path("dashboards"), metavar="DIR", help="folder to write (default: ./dashboards)"
     )
     send = actions.add_parser(
         "push",
