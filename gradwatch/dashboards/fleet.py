@@ -43,11 +43,12 @@ def _series(title: str, description: str, unit: str) -> Any:
     )
 
 
-def _open_run() -> Any:
+def _open_run(run: str) -> Any:
+    """A data link to the run overview; ``run`` is how the panel names the clicked run's value."""
     return (
         dashboard_builders.DashboardLink("Open the run overview")
         .type(dashboard_models.DashboardLinkType.LINK)
-        .url("/d/gradwatch-run/gradwatch-run-overview?${__url_time_range}&var-run=${__field.labels.run}")
+        .url("/d/gradwatch-run/gradwatch-run-overview?${__url_time_range}&var-run=" + run)
     )
 
 
@@ -78,7 +79,7 @@ def build() -> Any:
                 ),
             ]
         )
-        .data_links([_open_run()])
+        .data_links([_open_run("${__field.labels.run}")])
         .with_target(query(f"sum by (run) (gradwatch_symptom_active{{{RUN}}})", "{{run}}")),
         w=24,
         h=8,
@@ -92,7 +93,7 @@ def build() -> Any:
         )
         .datasource(DATASOURCE)
         .unit("none")
-        .data_links([_open_run()])
+        .data_links([_open_run("${__data.fields.run}")])
         .with_target(
             query(
                 f"max by (run, symptom, layer, rank, onset_step, summary) (gradwatch_diagnosis_active{{{RUN}}})",

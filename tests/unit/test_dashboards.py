@@ -105,6 +105,7 @@ def test_every_variable_used_is_defined(name):
     texts = [q.expr for q in queries(model)]
     texts += [v.get("query", "") for v in model["templating"]["list"] if isinstance(v.get("query"), str)]
     texts += [link["url"] for link in model.get("links", [])]
+    texts += [link["url"] for panel in _panels(model) for link in panel["fieldConfig"]["defaults"].get("links", [])]
     for text in texts:
         assert used_variables(text) <= defined, f"{text!r} uses undefined variables"
     assert {"job", "namespace", "run", "gradwatch_url"} <= defined
