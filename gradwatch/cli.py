@@ -80,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     from gradwatch.evaluation.command import add_arguments
 
     add_arguments(evaluate)
+    dashboards = commands.add_parser(
+        "dashboards",
+        help="generate the Grafana dashboards, or push them to a Grafana",
+        description="Grafana dashboards as code: 'generate' writes the JSON, 'push' uploads it over Grafana's API.",
+    )
+    from gradwatch.dashboards.command import add_arguments as add_dashboard_arguments
+
+    add_dashboard_arguments(dashboards)
     return parser
 
 
@@ -97,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
 
         shown = " ".join(["gradwatch", *(argv if argv is not None else sys.argv[1:])])
         return run_eval(args, command=shown)
+    if args.command == "dashboards":
+        from gradwatch.dashboards.command import run_dashboards
+
+        return run_dashboards(args)
     parser.print_help()
     return 2
 

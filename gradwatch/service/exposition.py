@@ -5,8 +5,12 @@ a run that is forgotten disappears from /metrics by itself, and nothing is
 registered on prometheus-client's global registry.
 
 Label budget per run: 6 symptom series, ~8 run series plus the user's named
-scalars (at most 32), and 6 series per layer. Layers are per run, never per
+scalars (at most 32), and 7 series per layer. Layers are per run, never per
 rank × layer.
+
+The service's own process (memory, CPU, open files) is exported too, under
+prometheus-client's standard ``process_*`` names, so dashboards can show the
+aggregator front's footprint next to its ingest rate.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from gradwatch.service.aggregator import AggregatorSnapshot, RunSnapshot
@@ -53,6 +58,9 @@ class SnapshotCollector(Collector):
 
     def __init__(self) -> None:
         self._snapshots: Sequence[AggregatorSnapshot] = ()
+        # Not registered anywhere: collected through this collector, so the
+        # service's one registry carries it without a second registration.
+        self._process = ProcessCollector(registry=None)
 
     def update(self, snapshots: Sequence[AggregatorSnapshot]) -> None:
         """Replace the snapshots the next ``collect()`` reads."""
@@ -64,6 +72,7 @@ class SnapshotCollector(Collector):
         yield from _run_families(runs)
         yield from _layer_families(runs)
         yield from _service_families(self._snapshots, len(runs))
+        yield from self._process.collect()
 
 
 def _symptom_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
@@ -153,6 +162,18 @@ def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
             for layer, value in zip(run.layers, values.tolist(), strict=True):
                 family.add_metric([run.run, layer], value)
         yield family
+    # Info-style series carrying each layer's position in the model (input
+    # first), zero-padded so that sorting by label sorts by depth: dashboards
+    # join it onto the layer gauges to draw input layers at the bottom.
+    info = GaugeMetricFamily(
+        "gradwatch_layer_info",
+        "1 per layer; the depth label is the layer's position in the model, input first, zero-padded.",
+        labels=["run", "layer", "depth"],
+    )
+    for run in runs:
+        for depth, layer in enumerate(run.layers):
+            info.add_metric([run.run, layer, f"{depth:05d}"], 1.0)
+    yield info
     nonfinite = GaugeMetricFamily(
         "gradwatch_layer_nonfinite",
         "1 when the layer's gradients or weights held NaN/Inf at the newest statistics step.",
