@@ -349,6 +349,7 @@ def test_kubernetes_objects_refer_to_each_other_correctly():
     assert f"--port={http['port']}" in script and "--host=0.0.0.0" in script and "--address=auto" in script
     assert cluster["metadata"]["annotations"]["ray.io/overwrite-container-cmd"] == "true"
     assert "${KUBERAY_GEN_RAY_START_CMD//--block/}" in script and "exec gradwatch serve" in script
+    assert subprocess.run(["bash", "-n", "-c", script]).returncode == 0  # the shell can parse it
     for probe in ("readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": http["targetPort"]}
     # The token: the kustomize-generated Secret, mounted where --token-file reads it.
