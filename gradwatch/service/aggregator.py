@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from gradwatch.service import rules
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
 from gradwatch.service.page.series import SeriesLimits, build_series
+from gradwatch.service.rank_state import RankLatest
 from gradwatch.service.run_state import Latest, RunState
 from gradwatch.wire import Report, StepRecord
 
@@ -58,6 +59,8 @@ class RunSnapshot:
     finished: bool
     #: Active diagnoses: symptom -> the labels and one-line summary alerts carry.
     alerts: dict[str, dict[str, str]]
+    #: Every rank's own newest values, by rank.
+    per_rank: dict[int, RankLatest] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,7 @@ class Aggregator:
                     ranks=len(state.ranks),
                     finished=state.finished,
                     alerts={s: alert_labels(d) for s, d in tracker.by_symptom.items() if d.active},
+                    per_rank={rank: replace(latest) for rank, latest in state.rank_table.latest.items()},
                 )
             )
         return AggregatorSnapshot(runs, self._reports, self._steps, self._evaluations, self._evaluation_seconds)

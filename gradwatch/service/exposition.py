@@ -5,8 +5,8 @@ a run that is forgotten disappears from /metrics by itself, and nothing is
 registered on prometheus-client's global registry.
 
 Label budget per run: 6 symptom series, ~8 run series plus the user's named
-scalars (at most 32), and 7 series per layer. Layers are per run, never per
-rank × layer.
+scalars (at most 32), 7 series per layer and 5 per rank. Layers are per run,
+never per rank × layer: a 1,024-rank, 1,000-layer run is ~12k series.
 
 The service's own process (memory, CPU, open files) is exported too, under
 prometheus-client's standard ``process_*`` names, so dashboards can show the
@@ -71,6 +71,7 @@ class SnapshotCollector(Collector):
         yield from _symptom_families(runs)
         yield from _run_families(runs)
         yield from _layer_families(runs)
+        yield from _rank_families(runs)
         yield from _service_families(self._snapshots, len(runs))
         yield from self._process.collect()
 
@@ -184,6 +185,36 @@ def _layer_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
             continue
         for layer, bad in zip(run.layers, run.latest.layer_nonfinite.tolist(), strict=True):
             nonfinite.add_metric([run.run, layer], 1.0 if bad else 0.0)
+    yield nonfinite
+
+
+#: Per-rank series: (metric, RankLatest attribute, help). Five per rank, so a
+#: 1,024-rank run adds ~5k series, not a series per rank x layer.
+_RANK_GAUGES = (
+    ("rank_step", "step", "Newest optimizer step the rank reported."),
+    ("rank_loss", "loss", "The rank's own newest training loss (before any cross-rank averaging)."),
+    ("rank_step_seconds", "step_time", "The rank's newest wall-clock seconds per optimizer step."),
+    ("rank_last_report_timestamp_seconds", "last_report_time", "Unix time of the rank's newest report."),
+)
+
+
+def _rank_families(runs: list[RunSnapshot]) -> Iterable[Metric]:
+    for metric, attribute, documentation in _RANK_GAUGES:
+        family = GaugeMetricFamily(f"gradwatch_{metric}", documentation, labels=["run", "rank"])
+        for run in runs:
+            for rank, latest in sorted(run.per_rank.items()):
+                value = getattr(latest, attribute)
+                if value is not None:
+                    family.add_metric([run.run, str(rank)], float(value))
+        yield family
+    nonfinite = CounterMetricFamily(
+        "gradwatch_rank_nonfinite_steps",
+        "Steps on which the rank's own loss or pre-reduction gradients held NaN/Inf.",
+        labels=["run", "rank"],
+    )
+    for run in runs:
+        for rank, latest in sorted(run.per_rank.items()):
+            nonfinite.add_metric([run.run, str(rank)], latest.nonfinite_steps)
     yield nonfinite
 
 

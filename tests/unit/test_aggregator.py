@@ -178,3 +178,24 @@ def test_http_layer_over_an_in_process_aggregator():
             assert runs[0]["loss"] == "NaN"
 
     asyncio.run(scenario())
+
+
+def test_every_rank_gets_its_own_few_series_and_the_budget_holds():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gradwatch.service.exposition import SnapshotCollector
+
+    agg = Aggregator()
+    for rank in range(8):
+        loss = (lambda s: math.nan) if rank == 5 else (lambda s: 0.5)
+        agg.ingest(_report(steps=range(3), rank=rank, world_size=8, loss=loss, layers_at=(0,)), now=10.0)
+    registry = CollectorRegistry()
+    collector = SnapshotCollector()
+    collector.update([agg.snapshot()])
+    registry.register(collector)
+    text = generate_latest(registry).decode()
+    assert 'gradwatch_rank_nonfinite_steps_total{rank="5",run="r"} 3.0' in text
+    assert 'gradwatch_rank_nonfinite_steps_total{rank="4",run="r"} 0.0' in text
+    assert 'gradwatch_rank_step{rank="7",run="r"} 2.0' in text
+    per_rank = [line for line in text.splitlines() if line.startswith("gradwatch_rank_") and 'rank="3"' in line]
+    assert 0 < len(per_rank) <= 10
