@@ -26,6 +26,16 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+#: Ray namespace of the aggregator actors, and the name of the one behind
+#: ``gradwatch serve --name NAME``: agents inside the same Ray cluster (Ray
+#: Train workers) may hand reports to it directly (``endpoint="actor://NAME"``).
+AGGREGATOR_NAMESPACE = "gradwatch"
+
+
+def aggregator_actor_name(service_name: str) -> str:
+    return f"gradwatch-aggregator-{service_name}"
+
+
 #: Port the service listens on and agents send to unless told otherwise.
 DEFAULT_PORT = 8617
 SUPPORTED_VERSIONS = (1,)

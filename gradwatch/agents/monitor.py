@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from gradwatch import __version__
-from gradwatch.agents import stats
+from gradwatch.agents import ray_transport, stats
 from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
 from gradwatch.agents.gather import DeviceGather, HostValues, Slot
 from gradwatch.agents.layout import LayerLayout
@@ -133,6 +133,12 @@ def _ratio(delta_sumsq: float, before_sumsq: float) -> float:
     return 0.0 if delta_sumsq == 0 else math.inf
 
 
+def _transport_for(endpoint: str) -> Transport:
+    if endpoint.startswith(ray_transport.SCHEME):
+        return ray_transport.RayActorTransport(endpoint)
+    return HttpTransport(endpoint)
+
+
 class Monitor:
     """Watches one model in one training process. Create it with :func:`gradwatch.watch`."""
 
@@ -167,7 +173,7 @@ class Monitor:
             envelope["shard"] = {"index": self._plan.index, "count": self._plan.count}
         self._sender = Sender(
             envelope,
-            transport or HttpTransport(endpoint),
+            transport or _transport_for(endpoint),
             options,
             describe=f"run {run!r} rank {rank.rank} -> {endpoint}",
         )
@@ -407,7 +413,9 @@ def watch(
     """Start watching ``model`` (and ``optimizer``'s steps) as run ``run``.
 
     ``endpoint`` defaults to ``$GRADWATCH_ENDPOINT`` or the service on this
-    host. ``options`` are the fields of :class:`AgentOptions`. Mistakes in the
+    host; ``actor://NAME`` hands reports straight to the aggregator actor of
+    ``gradwatch serve --name NAME`` from inside the same Ray cluster (Ray
+    Train workers). ``options`` are the fields of :class:`AgentOptions`. Mistakes in the
     arguments raise ``ValueError`` here, before training starts; after this,
     nothing the monitor does raises.
     """

@@ -10,13 +10,10 @@ from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.http import BackendUnavailable
 from gradwatch.service.page.series import SeriesLimits
-from gradwatch.wire import Report
+from gradwatch.wire import AGGREGATOR_NAMESPACE, Report, aggregator_actor_name
 
-NAMESPACE = "gradwatch"
-
-
-def actor_name(service_name: str) -> str:
-    return f"gradwatch-aggregator-{service_name}"
+NAMESPACE = AGGREGATOR_NAMESPACE
+actor_name = aggregator_actor_name
 
 
 def start_aggregator(service_name: str, config: ServiceConfig) -> Any:

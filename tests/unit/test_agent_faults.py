@@ -191,3 +191,13 @@ def test_cuda_steps_add_no_host_synchronisation():
         torch.cuda.set_sync_debug_mode("default")
     mon.close()
     assert mon.delivered == 5
+
+
+def test_actor_endpoint_is_checked_at_watch_time_and_a_missing_actor_is_only_unreachable():
+    import gradwatch
+    from gradwatch.agents.ray_transport import RayActorTransport
+
+    with pytest.raises(ValueError, match="actor://NAME"):
+        gradwatch.watch(torch.nn.Linear(2, 2), run="r", endpoint="actor://")
+    transport = RayActorTransport("actor://nobody")
+    assert transport(b"{not json", 1.0)[0] == 400  # validated here, before any Ray call
