@@ -155,9 +155,10 @@ def build() -> Any:
         timeseries.Panel()
         .title("Non-finite counts per run and rank")
         .description(
-            "Layers holding NaN/Inf right now (per-layer statistics come from the run's lowest rank), and the "
-            "rank(s) gradwatch's nonfinite diagnosis names as the origin: in data-parallel training the rank "
-            "that saw NaN first is where to look for the bad batch or the overflowing kernel."
+            "Layers holding NaN/Inf right now (per-layer statistics come from one reporter per model shard), "
+            "and per rank the steps on which that rank's own loss or pre-all-reduce gradients held NaN/Inf: "
+            "in data-parallel training the rank whose count rises first is where to look for the bad batch "
+            "or the overflowing kernel (the nonfinite diagnosis names it)."
         )
         .datasource(DATASOURCE)
         .unit("short")
@@ -166,8 +167,8 @@ def build() -> Any:
         .with_target(query(f"sum by (run) (gradwatch_layer_nonfinite{{{LAYER}}})", "layers with NaN/Inf {{run}}"))
         .with_target(
             query(
-                f'count by (run, rank) (gradwatch_diagnosis_active{{{RUN}, symptom="nonfinite"}})',
-                "nonfinite diagnosis on rank {{rank}}",
+                f"sum by (run, rank) (gradwatch_rank_nonfinite_steps_total{{{RUN}}})",
+                "non-finite steps on rank {{rank}}",
                 "B",
             )
         ),
