@@ -21,6 +21,7 @@ says which versions it reads.
 from __future__ import annotations
 
 import re
+import zlib
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -32,8 +33,16 @@ SCHEMA_VERSION = 1
 AGGREGATOR_NAMESPACE = "gradwatch"
 
 
-def aggregator_actor_name(service_name: str) -> str:
-    return f"gradwatch-aggregator-{service_name}"
+def aggregator_actor_name(service_name: str, shard: int = 0, shards: int = 1) -> str:
+    """The Ray actor name of one aggregator shard (a single shard keeps the plain name)."""
+    if shards <= 1:
+        return f"gradwatch-aggregator-{service_name}"
+    return f"gradwatch-aggregator-{service_name}-{shard}of{shards}"
+
+
+def shard_of(run: str, shards: int) -> int:
+    """The aggregator shard that holds ``run``: the same answer in every process (CRC-32, not ``hash``)."""
+    return zlib.crc32(run.encode("utf-8")) % shards if shards > 1 else 0
 
 
 #: Port the service listens on and agents send to unless told otherwise.

@@ -16,7 +16,7 @@ import json
 
 from pydantic import ValidationError
 
-from gradwatch.wire import AGGREGATOR_NAMESPACE, Report, aggregator_actor_name
+from gradwatch.wire import AGGREGATOR_NAMESPACE, Report, aggregator_actor_name, shard_of
 
 SCHEME = "actor://"
 
@@ -28,6 +28,7 @@ class RayActorTransport:
         name = endpoint[len(SCHEME) :] if endpoint.startswith(SCHEME) else ""
         if not name or "/" in name:
             raise ValueError(f"endpoint {endpoint!r} must look like actor://NAME (the name given to gradwatch serve)")
+        self._service = name
         self._actor_name = aggregator_actor_name(name)
         self._actor = None
 
@@ -41,6 +42,7 @@ class RayActorTransport:
 
         try:
             if self._actor is None:
+                self._actor_name = self._find_actor_name(report.run)
                 self._actor = ray.get_actor(self._actor_name, namespace=AGGREGATOR_NAMESPACE)
             ray.get(self._actor.ingest.remote(report), timeout=timeout)
         except (GetTimeoutError, RayActorError, ValueError) as exc:
@@ -53,6 +55,20 @@ class RayActorTransport:
                 return status, json.dumps({"error": str(getattr(exc.cause, "reason", exc))[:500]})
             raise OSError(f"aggregator actor {self._actor_name}: {type(exc).__name__}") from exc
         return 202, json.dumps({"accepted": len(report.steps), "run": report.run})
+
+    def _find_actor_name(self, run: str) -> str:
+        """The run's shard: the single actor, or shard_of(run, N) of the service's N shard actors."""
+        import ray
+
+        prefix = aggregator_actor_name(self._service) + "-"
+        for actor in ray.util.list_named_actors(all_namespaces=True):
+            name = actor["name"]
+            if actor["namespace"] == AGGREGATOR_NAMESPACE and name.startswith(prefix):
+                index, _, count = name[len(prefix) :].partition("of")
+                if index.isdigit() and count.isdigit():
+                    shards = int(count)
+                    return aggregator_actor_name(self._service, shard_of(run, shards), shards)
+        return aggregator_actor_name(self._service)
 
     def close(self) -> None:
         self._actor = None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import time
 
 import torch
 import torch.distributed as dist
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--poison-rank", type=int, default=-1)
     parser.add_argument("--poison-step", type=int, default=-1)
+    parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds to idle per step (a slower job)")
     args = parser.parse_args()
 
     dist.init_process_group("gloo")
@@ -104,6 +106,7 @@ def main() -> None:
             loss.backward()
             optimizer.step()
             mon.step(loss.detach())
+            time.sleep(args.step_sleep)
     dist.barrier()
     dist.destroy_process_group()
 
