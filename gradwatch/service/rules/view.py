@@ -68,6 +68,9 @@ class RunView:
     #: Median of the run's first few finite losses (kept after they leave the
     #: window): where training started, to tell "never learned" from "converged".
     initial_loss: float = float("nan")
+    #: Derived arrays several rules read (see :func:`series.memo`), computed
+    #: once per view instead of once per rule. Not part of the data.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def latest_step(self) -> int:
