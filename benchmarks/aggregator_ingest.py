@@ -220,6 +220,37 @@ def run_phase(
     }
 
 
+def components(args: argparse.Namespace, reports: int = 200, runs: int = 16) -> dict[str, float]:
+    """Milliseconds per report of each stage, measured in this process (no HTTP, no Ray, no other load).
+
+    Where a sustained rate is lower than these imply, the time went to HTTP,
+    Ray's transport, the clients or other processes on the machine.
+    """
+    import pickle
+
+    from gradwatch.service.aggregator import Aggregator
+
+    variants = layer_variants(args.layers, 8, seed=99)
+    makers = [ReportMaker(f"c-{r}", variants, args.steps_per_row, args.rows_per_report) for r in range(runs)]
+    bodies = [makers[i % runs].next() for i in range(2 * reports)]
+    aggregator = Aggregator()
+    for body in bodies[:reports]:  # fill the windows: steady state
+        aggregator.ingest(Report.model_validate_json(body))
+    timings = {"validate": 0.0, "pickle": 0.0, "aggregate": 0.0}
+    for body in bodies[reports:]:
+        t0 = time.perf_counter()
+        report = Report.model_validate_json(body)
+        t1 = time.perf_counter()
+        report = pickle.loads(pickle.dumps(report, protocol=5))
+        t2 = time.perf_counter()
+        aggregator.ingest(report)
+        t3 = time.perf_counter()
+        timings["validate"] += t1 - t0
+        timings["pickle"] += t2 - t1
+        timings["aggregate"] += t3 - t2
+    return {k: v / reports * 1e3 for k, v in timings.items()}
+
+
 def scraped_total(service: ServeProcess, name: str) -> float:
     text = service.get("/metrics").decode()
     match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
@@ -257,6 +288,8 @@ def main() -> int:
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
 
+    stages = components(args)
+    print("in-process ms per report: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()), flush=True)
     with ServeProcess("bench-ingest") as service:
         phases = [run_phase(service, args, args.rate, args.duration, args.warmup, "sustained")]
         print(f"phase 1: {phases[0]['samples_per_s']:,.0f} layer-samples/s", flush=True)
@@ -305,6 +338,13 @@ def main() -> int:
             *table,
             "",
             *verdicts,
+            "",
+            "Cost per report of each stage, measured alone in one process (steady state, 16 runs): "
+            f"JSON validation {stages['validate']:.2f} ms, pickling as Ray would {stages['pickle']:.2f} ms, "
+            f"aggregator ingest with rule evaluation {stages['aggregate']:.2f} ms; one core for the aggregator "
+            f"therefore caps a shard at about {1e3 / stages['aggregate']:,.0f} reports/s "
+            f"({1e3 / stages['aggregate'] * args.layers * args.rows_per_report:,.0f} layer-samples/s) "
+            "when every report carries a statistics row of a different run.",
             "",
             f"Memory during the sustained phase: {memory_summary(mem)}.",
             "",

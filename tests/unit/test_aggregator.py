@@ -147,3 +147,39 @@ def test_http_layer_over_an_in_process_aggregator():
             assert runs[0]["loss"] == "NaN"
 
     asyncio.run(scenario())
+
+
+def test_a_batch_answers_each_report_and_a_refused_one_leaves_the_others_alone():
+    agg = Aggregator(ServiceConfig(limits=LimitsConfig(max_runs=2)))
+    results = agg.ingest_many(
+        [_report(run="a"), _report(run="b"), _report(run="c"), _report(run="a", steps=range(5, 9))]
+    )
+    assert [type(r).__name__ for r in results] == ["list", "list", "IngestRefused", "list"]
+    assert results[2].status == 429
+    assert sorted(r.run for r in agg.snapshot().runs) == ["a", "b"]
+    assert agg.snapshot().runs[0].steps_received == 9
+
+
+def test_a_batch_evaluates_each_run_once_and_a_nan_on_its_own_step():
+    batched, single = Aggregator(), Aggregator()
+    reports = [_report(steps=range(i * 5, i * 5 + 5), layers_at=(i * 5 + 4,)) for i in range(8)]
+    reports.append(_report(steps=range(40, 45), loss=lambda s: math.nan if s == 42 else 0.05))
+    for report in reports:
+        single.ingest(report)
+    results = batched.ingest_many(reports)
+    assert batched.snapshot().evaluations_total == 2  # the NaN's step, then the end of the batch
+    assert single.snapshot().evaluations_total > batched.snapshot().evaluations_total
+    fired = [(c.kind, c.diagnosis["symptom"], c.diagnosis["step"]) for r in results for c in r]
+    assert fired == [("fired", "nonfinite", 42)]
+
+    def key(agg):
+        return [(d["symptom"], d["onset_step"], d["active"], d["layer"]) for d in agg.diagnoses("r")]
+
+    assert key(batched) == key(single) == [("nonfinite", 42, True, None)]
+
+
+def test_ingest_refused_survives_the_trip_back_from_the_actor():
+    import pickle
+
+    refused = pickle.loads(pickle.dumps(IngestRefused(413, "too many layers")))
+    assert (refused.status, refused.reason) == (413, "too many layers")
