@@ -183,3 +183,27 @@ def test_ingest_refused_survives_the_trip_back_from_the_actor():
 
     refused = pickle.loads(pickle.dumps(IngestRefused(413, "too many layers")))
     assert (refused.status, refused.reason) == (413, "too many layers")
+
+
+def test_fast_exposition_is_byte_identical_to_prometheus_client():
+    """The /metrics text is rendered without prometheus-client's per-sample path; it must not differ by a byte."""
+    agg = Aggregator()
+    odd = LayerStats(
+        names=['quote"d', "back\\slash", "new\nline", "per%cent", "big", "absent"],
+        numel=[1] * 6,
+        grad_norm=[math.nan, math.inf, 1e7, 123456789.0, -1e20, None],
+        grad_max_abs=[math.nan, 1.0, 2.0, 3.0, math.inf, None],
+        weight_norm=[1e-300, 0.0, -0.0, 2.5e15, 1e16, 7.0],
+        weight_max_abs=[1.0] * 6,
+    )
+    agg.ingest(Report(run="x/y:z", steps=[StepRecord(step=0, loss=math.nan, lr=1e9, layers=odd, scalars={"s": 1.5})]))
+    agg.ingest(_report(run="plain", steps=range(3), layers_at=(2,)))
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    for _ in range(2):  # the second render reuses the per-run templates
+        collector.update([agg.snapshot()])
+        assert collector.render() == generate_latest(registry)
+    agg.ingest(_report(run="plain", steps=range(3, 6), layers_at=(5,)).model_copy(update={"session": "s2"}))
+    collector.update([agg.snapshot()])
+    assert collector.render() == generate_latest(registry)
