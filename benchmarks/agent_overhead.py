@@ -17,8 +17,12 @@ encoded to JSON on the sender thread, but no socket is involved, so network
 noise does not enter the numbers. Each block ends with ``mon.flush()``, so
 the sender's work for the block is inside the block's time.
 
-A block's time per step is (wall time of its steps + final flush) / steps;
-the table shows the median over rounds and the ratio to bare's median. On
+A block's time per step is (time of its steps + final flush) / steps, on two
+clocks: wall time and the process's CPU time (all threads, so the sender
+thread's encoding counts). The table shows medians over rounds and ratios to
+bare's median. On a CPU the targets are judged on CPU time: it measures the
+work the agent adds, while wall time on a shared machine mostly measures the
+neighbours (the wall spread column shows how much). On
 CUDA, blocks start and end with a synchronise (outside the measured steps'
 own work), and the bandwidth floor is the time of one fused
 ``torch._foreach_norm`` over all gradients and weights (reading each once).
@@ -135,23 +139,23 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_block(w: Workload, variant: Variant, steps: int, device: str) -> tuple[float, float]:
-    """(seconds per step, peak extra CUDA bytes over the block's start) of one block."""
+def run_block(w: Workload, variant: Variant, steps: int, device: str) -> tuple[float, float, float]:
+    """(wall seconds per step, process CPU seconds per step, peak extra CUDA bytes) of one block."""
     variant.begin()
     sync(device)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(steps):
         train_step(w, variant)
     variant.end()
     sync(device)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else 0.0
     if isinstance(variant, Gradwatch):
         variant.close()
-    return elapsed / steps, peak
+    return elapsed / steps, cpu / steps, peak
 
 
 def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
@@ -255,12 +259,14 @@ def main() -> int:
     for variant in variants[1:]:  # warm each code path (allocator, kernels, threads)
         run_block(w, variant, min(args.block, 5), args.device)
     times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu_times: dict[str, list[float]] = {v.name: [] for v in variants}
     peaks: dict[str, list[float]] = {v.name: [] for v in variants}
     for rep in range(args.reps):
         order = variants[rep % len(variants) :] + variants[: rep % len(variants)]  # rotate who goes first
         for variant in order:
-            per_step, peak = run_block(w, variant, args.block, args.device)
+            per_step, cpu_per_step, peak = run_block(w, variant, args.block, args.device)
             times[variant.name].append(per_step)
+            cpu_times[variant.name].append(cpu_per_step)
             peaks[variant.name].append(peak)
         print(
             f"round {rep + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()),
@@ -273,23 +279,30 @@ def main() -> int:
     syncs = sync_check(w) if args.device == "cuda" else "not applicable on CPU"
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["bare"]
-    rows = ["| variant | median ms/step | ratio to bare | extra ms/step | spread (min–max ms) | target | met |"]
-    rows.append("|---|---|---|---|---|---|---|")
+    cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
+    base, cpu_base = med["bare"], cpu_med["bare"]
+    # On a CPU the judged clock is the process's CPU time (all its threads: training, torch, sender):
+    # it measures the work added, and is far less disturbed by other processes than wall time.
+    judged = cpu_med if args.device == "cpu" else med
+    judged_base = judged["bare"]
+    rows = [
+        "| variant | CPU ms/step | CPU ratio | wall ms/step | wall ratio | wall spread (ms) | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, m in med.items():
-        ratio = m / base
+        ratio = judged[name] / judged_base
         target, met = "", ""
         if args.device == "cpu" and name in TARGETS_CPU:
-            target, met = f"≤ {TARGETS_CPU[name]:.2f}×", "yes" if ratio <= TARGETS_CPU[name] else "NO"
+            target, met = f"CPU ≤ {TARGETS_CPU[name]:.2f}×", "yes" if ratio <= TARGETS_CPU[name] else "NO"
         elif args.device == "cuda" and name == "gradwatch default":
-            target, met = f"≤ {TARGET_GPU_DEFAULT}×", "yes" if ratio <= TARGET_GPU_DEFAULT else "NO"
+            target, met = f"wall ≤ {TARGET_GPU_DEFAULT}×", "yes" if ratio <= TARGET_GPU_DEFAULT else "NO"
         elif args.device == "cuda" and name == "gradwatch every step":
             extra = m - base
-            target = f"extra ≤ {TARGET_GPU_FLOOR}× floor ({floor * 1e3:.2f} ms)"
+            target = f"extra wall ≤ {TARGET_GPU_FLOOR}× floor ({floor * 1e3:.2f} ms)"
             met = "yes" if extra <= TARGET_GPU_FLOOR * floor else "NO"
         rows.append(
-            f"| {name} | {m * 1e3:.2f} | {ratio:.3f}× | {(m - base) * 1e3:+.2f} "
-            f"| {min(times[name]) * 1e3:.1f}–{max(times[name]) * 1e3:.1f} | {target} | {met} |"
+            f"| {name} | {cpu_med[name] * 1e3:.2f} | {cpu_med[name] / cpu_base:.3f}× | {m * 1e3:.2f} "
+            f"| {m / base:.3f}× | {min(times[name]) * 1e3:.1f}–{max(times[name]) * 1e3:.1f} | {target} | {met} |"
         )
     lines = [
         f"Model `{model}`: {w.parameters / 1e6:,.1f} M parameters in {w.tensors} tensors, AdamW"
@@ -298,7 +311,12 @@ def main() -> int:
         + (f" with {args.threads} torch thread(s)" if args.device == "cpu" else "")
         + f". {len(variants)} variants interleaved round-robin, {args.reps} rounds × {args.block} steps each; "
         "the agent sends through its transport seam to a no-op transport (records are built, copied to the host "
-        "and JSON-encoded on the sender thread; no socket).",
+        "and JSON-encoded on the sender thread; no socket). Medians over rounds; "
+        + (
+            "targets are judged on process CPU time (all threads): on a shared machine, wall time mostly measures the neighbours."
+            if args.device == "cpu"
+            else "targets are judged on wall time."
+        ),
         "",
         *rows,
         "",
