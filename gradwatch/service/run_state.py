@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gradwatch.service.config import WindowConfig
+from gradwatch.service.rules.series import row_summaries
 from gradwatch.service.rules.view import RunView
 from gradwatch.service.windows import Window
 from gradwatch.wire import LayerStats, Report, StepRecord
@@ -191,10 +192,12 @@ class RunState:
                     "update_ratio": (np.float64, width),
                     "grad_nonfinite": (np.bool_, width),
                     "weight_nonfinite": (np.bool_, width),
+                    "summary": (np.float64, (5,)),
                 },
             )
             self.latest.layer_update_ratio = None
         grad_norm = _column(layers.grad_norm)
+        weight_norm = _column(layers.weight_norm)
         grad_max = _column(layers.grad_max_abs)
         weight_max = _column(layers.weight_max_abs)
         update = _column(layers.update_ratio) if layers.update_ratio is not None else np.full(len(names), _NAN)
@@ -207,10 +210,11 @@ class RunState:
         self.stats.append(
             step=step,
             grad_norm=grad_norm,
-            weight_norm=_column(layers.weight_norm),
+            weight_norm=weight_norm,
             update_ratio=update,
             grad_nonfinite=grad_nonfinite,
             weight_nonfinite=weight_nonfinite,
+            summary=row_summaries(grad_norm, weight_norm, self.layer_numel)[0],
         )
         latest = self.latest
         latest.layer_grad_norm = grad_norm
@@ -246,6 +250,7 @@ class RunState:
             update_ratio=_frozen(stats.column("update_ratio")) if stats else empty2d,
             grad_nonfinite=_frozen(stats.column("grad_nonfinite")) if stats else empty2d.astype(bool),
             weight_nonfinite=_frozen(stats.column("weight_nonfinite")) if stats else empty2d.astype(bool),
+            row_summaries=_frozen(stats.column("summary")) if stats else None,
             new_loss_from=steps.new_from(),
             new_stat_from=stats.new_from() if stats else 0,
             new_val_from=val.new_from(),

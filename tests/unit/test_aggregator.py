@@ -207,3 +207,49 @@ def test_fast_exposition_is_byte_identical_to_prometheus_client():
     agg.ingest(_report(run="plain", steps=range(3, 6), layers_at=(5,)).model_copy(update={"session": "s2"}))
     collector.update([agg.snapshot()])
     assert collector.render() == generate_latest(registry)
+
+
+def test_per_row_summaries_give_the_rules_the_same_findings_as_the_full_window():
+    """The aggregator hands rules per-row summaries computed on arrival; without them rules recompute: same result."""
+    import dataclasses
+
+    import numpy as np
+
+    from gradwatch.service import rules
+    from gradwatch.service.config import WindowConfig
+    from gradwatch.service.run_state import RunState
+
+    rng = np.random.default_rng(3)
+    names = [f"l{i}" for i in range(12)]
+    state = RunState("r", WindowConfig(stat_rows=32))
+    scale = np.ones(12)
+    seen: set[str] = set()
+    for step in range(120):
+        if step >= 60:
+            scale *= 1.3  # an explosion, so that the layer rules have something to find
+        grads = list(rng.lognormal(-3, 0.3, 12) * scale)
+        grads[step % 12] = None if step % 7 == 0 else grads[step % 12]
+        grad_max = [None if g is None else g / 10 for g in grads]
+        if step == 90:
+            grad_max[3] = math.nan
+        layers = LayerStats(
+            names=names,
+            numel=[10 * (i + 1) for i in range(12)],
+            grad_norm=grads,
+            grad_max_abs=grad_max,
+            weight_norm=list(rng.lognormal(0, 0.01, 12) * (1 + step / 100)),
+            weight_max_abs=[1.0] * 12,
+            update_ratio=list(rng.lognormal(-7, 0.3, 12)) if step % 4 == 0 else None,
+        )
+        record = StepRecord(step=step, loss=1.0 + rng.random() / 10, lr=0.1, skipped=step == 75, layers=layers)
+        state.ingest(Report(run="r", steps=[record]))
+        view = state.view()
+        assert view.row_summaries is not None
+        plain = dataclasses.replace(view, row_summaries=None, cache={})
+        with_summaries, without = rules.evaluate(view), rules.evaluate(plain)
+        assert {k: f and (f.step, f.layer) for k, f in with_summaries.items()} == {
+            k: f and (f.step, f.layer) for k, f in without.items()
+        }, step
+        seen |= {k for k, f in with_summaries.items() if f is not None}
+        state.mark_seen()
+    assert "exploding_gradient" in seen

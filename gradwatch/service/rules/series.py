@@ -61,7 +61,21 @@ def global_norm(norms: np.ndarray) -> np.ndarray:
 
 def global_weight_norm(view: RunView) -> np.ndarray:
     """:func:`global_norm` of the layer weight norms, per row."""
+    if view.row_summaries is not None:
+        return view.row_summaries[:, 1]
     return memo(view, "global_weight_norm", lambda: global_norm(view.weight_norm))
+
+
+def row_summaries(grad_norm: np.ndarray, weight_norm: np.ndarray, layer_numel: np.ndarray) -> np.ndarray:
+    """(S, 5) per-row values the rules need, each a function of its row alone.
+
+    The aggregator computes them once per row as rows arrive, so that an
+    evaluation does not reduce the whole (S, L) window again for each.
+    """
+    g = np.atleast_2d(np.asarray(grad_norm, dtype=float))
+    rms = g / np.sqrt(np.maximum(np.asarray(layer_numel, dtype=float), 1.0))[None, :]
+    low, top, n = quarter_medians(rms, np.isfinite(rms))
+    return np.stack([global_norm(g), global_norm(np.atleast_2d(weight_norm)), low, top, n.astype(float)], axis=1)
 
 
 def clean_grad_norm(view: RunView) -> np.ndarray:
@@ -70,6 +84,8 @@ def clean_grad_norm(view: RunView) -> np.ndarray:
     Non-finite gradients belong to the ``nonfinite`` rule and skipped steps did
     not update the weights, so neither says anything about gradient size.
     """
+    if view.row_summaries is not None:
+        return memo(view, "clean_grad_norm", lambda: np.where(_bad_grad_rows(view), np.nan, view.row_summaries[:, 0]))
     return memo(view, "clean_grad_norm", lambda: global_norm(clean_layer_grads(view)))
 
 
@@ -94,7 +110,14 @@ def clean_rms_quarters(view: RunView) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
     def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rms = rms_grad(view, clean_layer_grads(view))
-        return (rms, *quarter_medians(rms, np.isfinite(rms)))
+        if view.row_summaries is None:
+            return (rms, *quarter_medians(rms, np.isfinite(rms)))
+        # A blanked row has no layer present: NaN medians and a count of 0.
+        bad = _bad_grad_rows(view)
+        summary = view.row_summaries
+        low = np.where(bad, np.nan, summary[:, 2])
+        top = np.where(bad, np.nan, summary[:, 3])
+        return rms, low, top, np.where(bad, 0, summary[:, 4]).astype(np.int64)
 
     return memo(view, "clean_rms_quarters", compute)
 
