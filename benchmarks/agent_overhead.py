@@ -269,7 +269,8 @@ def main() -> int:
             cpu_times[variant.name].append(cpu_per_step)
             peaks[variant.name].append(peak)
         print(
-            f"round {rep + 1}/{args.reps}: " + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()),
+            f"round {rep + 1}/{args.reps}: "
+            + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms (CPU {cpu_times[k][-1] * 1e3:.1f})" for k, v in times.items()),
             flush=True,
         )
 
