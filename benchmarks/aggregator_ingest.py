@@ -11,7 +11,8 @@ sampled for RSS throughout.
 
 Phase 1 (``--duration`` s at ``--rate``) measures sustained throughput and
 memory; phase 2 (``--latency-duration`` s at half of the layer-samples/s
-target, or ``--latency-rate``) measures latency below saturation.
+target, or at half of phase 1's rate when that is lower, or at
+``--latency-rate``) measures latency below saturation.
 
     python benchmarks/aggregator_ingest.py --duration 300 --write-docs        # the recorded run
     python benchmarks/aggregator_ingest.py --duration 5 --latency-duration 3  # a quick check
@@ -276,7 +277,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=0, help="reports/s in phase 1, 0 = as fast as possible")
     parser.add_argument("--latency-duration", type=float, default=60, help="seconds of phase 2 (0 skips it)")
     parser.add_argument(
-        "--latency-rate", type=float, default=None, help="reports/s in phase 2 (default: half the samples/s target)"
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="reports/s in phase 2 (default: half the target, or half of phase 1's rate if lower)",
     )
     parser.add_argument("--warmup", type=float, default=5, help="seconds before measuring (default: %(default)s)")
     parser.add_argument("--procs", type=int, default=4, help="client processes (default: %(default)s)")
@@ -294,8 +298,12 @@ def main() -> int:
         phases = [run_phase(service, args, args.rate, args.duration, args.warmup, "sustained")]
         print(f"phase 1: {phases[0]['samples_per_s']:,.0f} layer-samples/s", flush=True)
         if args.latency_duration > 0:
-            half = args.latency_rate or TARGET_SAMPLES / 2 / (args.layers * args.rows_per_report)
-            phases.append(run_phase(service, args, half, args.latency_duration, args.warmup, "half load"))
+            # Half the target load, or half of what phase 1 sustained if that is less: latency is
+            # meant to be measured below saturation.
+            half = args.latency_rate or min(
+                TARGET_SAMPLES / 2 / (args.layers * args.rows_per_report), phases[0]["reports_per_s"] / 2
+            )
+            phases.append(run_phase(service, args, max(half, 1.0), args.latency_duration, args.warmup, "half load"))
         ingested = scraped_total(service, "gradwatch_ingested_reports_total")
 
     table = [
