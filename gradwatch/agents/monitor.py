@@ -99,9 +99,10 @@ class _PendingReport:
             if pending.layers is not None:
                 layers = pending.layers
                 grad_sumsq = combined(layers.grads, 0)
-                record["grad_norm"] = (
-                    math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers)) if layers.grad_layers else None
-                )
+                # The caller's norm (typically clip_grad_norm_'s, before clipping) wins
+                # over ours, which is measured after any clipping.
+                if layers.grad_layers and record.get("grad_norm") is None:
+                    record["grad_norm"] = math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers))
                 record["layers"] = self._layer_record(layers, grad_sumsq, combined)
             out.append(record)
         return out
@@ -193,17 +194,20 @@ class Monitor:
         """Step records given up on (buffer full, or rejected by the service)."""
         return self._sender.dropped
 
-    def step(self, loss: Any = None, *, val_loss: Any = None, **scalars: Any) -> None:
+    def step(self, loss: Any = None, *, val_loss: Any = None, grad_norm: Any = None, **scalars: Any) -> None:
         """Record one optimizer step. Call it once per ``optimizer.step()``, after it.
 
-        ``loss`` and ``val_loss`` may be Python numbers or tensors (a tensor is
-        never read on the host here); extra keyword arguments are recorded as
-        named scalars. Never raises.
+        ``loss``, ``val_loss`` and ``grad_norm`` may be Python numbers or tensors
+        (a tensor is never read on the host here); extra keyword arguments are
+        recorded as named scalars. ``grad_norm`` is the total gradient norm your
+        loop already has, e.g. what ``clip_grad_norm_`` returned: passing it
+        costs nothing and lets a NaN/Inf that is only in the gradients be seen
+        on the step it happens, not just on statistics steps. Never raises.
         """
         if self._closed or self._failures >= _MAX_FAILURES:
             return
         try:
-            self._record_step(loss, val_loss, scalars)
+            self._record_step(loss, val_loss, scalars, grad_norm)
         except Exception:  # noqa: BLE001 - the training loop comes first
             self._fail("step")
 
@@ -282,7 +286,7 @@ class Monitor:
                 )
         self._weights_before = None
 
-    def _record_step(self, loss: Any, val_loss: Any, scalars: dict[str, Any]) -> None:
+    def _record_step(self, loss: Any, val_loss: Any, scalars: dict[str, Any], grad_norm: Any = None) -> None:
         now = time.perf_counter()
         if self._optimizer is None and self._is_stats_step():
             # Without an optimizer there are no hooks: read what is there now.
@@ -293,6 +297,7 @@ class Monitor:
             "val_loss": self._value(val_loss, "val_loss"),
             "lr": self._learning_rate(),
             "step_time": None if self._last_time is None else now - self._last_time,
+            "grad_norm": self._value(grad_norm, "grad_norm"),
         }
         record = _StepPending(
             step=self._step,
@@ -362,7 +367,7 @@ class NullMonitor:
     delivered = 0
     dropped = 0
 
-    def step(self, loss: Any = None, *, val_loss: Any = None, **scalars: Any) -> None:
+    def step(self, loss: Any = None, *, val_loss: Any = None, grad_norm: Any = None, **scalars: Any) -> None:
         """Do nothing."""
 
     def flush(self, timeout: float = 5.0) -> bool:

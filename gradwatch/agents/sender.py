@@ -290,7 +290,10 @@ class Sender:
 
 
 def _non_finite_loss(record: dict) -> bool:
-    for key in ("loss", "val_loss"):
+    """The record carries a NaN/Inf loss, or gradient norm on an applied step: worth sending at once."""
+    # An Inf norm on a step GradScaler skipped is routine loss scaling.
+    keys = ("loss", "val_loss") if record.get("skipped") else ("loss", "val_loss", "grad_norm")
+    for key in keys:
         value = record.get(key)
         if value is not None and not math.isfinite(value):
             return True

@@ -101,8 +101,8 @@ class Aggregator:
 
         The HTTP front batches the reports that arrive while the actor is busy,
         so a batch means load. Its rows are then evaluated together: each run
-        once at the end of the batch, and at once on a non-finite loss (the
-        alert people wait for). Rules take onsets from the rows themselves, so
+        once at the end of the batch, and at once on a non-finite loss or
+        gradient norm (the alert people wait for). Rules take onsets from the rows themselves, so
         onset steps do not depend on batching; a single report is evaluated
         at every statistics row as before.
         """
@@ -170,13 +170,16 @@ class Aggregator:
 
     @staticmethod
     def _is_urgent(record: StepRecord) -> bool:
-        return record.loss is not None and not math.isfinite(record.loss)
+        """A non-finite loss or total gradient norm: evaluated on its own step even in a batch."""
+        return (record.loss is not None and not math.isfinite(record.loss)) or (
+            record.grad_norm is not None and not math.isfinite(record.grad_norm)
+        )
 
     def _is_checkpoint(self, record: StepRecord, pending: int) -> bool:
         return (
             record.layers is not None
             or record.val_loss is not None
-            or (record.loss is not None and not math.isfinite(record.loss))
+            or self._is_urgent(record)
             or pending >= self.config.evaluate_every_steps
         )
 

@@ -42,6 +42,15 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return view
 
 
+def _norm_only_nonfinite(record: StepRecord) -> bool:
+    """The step's total gradient norm is NaN/Inf and no layer statistics came with it.
+
+    With layer statistics the per-layer flags (from max-abs) decide: a norm can
+    overflow on finite gradients, a max-abs cannot.
+    """
+    return record.layers is None and record.grad_norm is not None and not math.isfinite(record.grad_norm)
+
+
 @dataclass
 class Latest:
     """Newest values per run, for /metrics and the run list."""
@@ -96,6 +105,7 @@ class RunState:
                 "step": (np.int64, ()),
                 "loss": (np.float64, ()),
                 "lr": (np.float64, ()),
+                "grad_nonfinite": (np.bool_, ()),
                 "skipped": (np.bool_, ()),
                 "rank": (np.int64, ()),
             },
@@ -143,7 +153,12 @@ class RunState:
             # the primary rank's and would confuse the loss rules.
             if record.loss is not None and not math.isfinite(record.loss):
                 self.steps.append(
-                    step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank
+                    step=record.step,
+                    loss=record.loss,
+                    lr=_f(record.lr),
+                    grad_nonfinite=_norm_only_nonfinite(record),
+                    skipped=record.skipped,
+                    rank=rank,
                 )
                 return 1
             return 0
@@ -160,7 +175,14 @@ class RunState:
             latest.loss = record.loss
             if len(self._first_losses) < INITIAL_LOSSES and math.isfinite(record.loss):
                 self._first_losses.append(record.loss)
-            self.steps.append(step=record.step, loss=record.loss, lr=_f(record.lr), skipped=record.skipped, rank=rank)
+            self.steps.append(
+                step=record.step,
+                loss=record.loss,
+                lr=_f(record.lr),
+                grad_nonfinite=_norm_only_nonfinite(record),
+                skipped=record.skipped,
+                rank=rank,
+            )
         if record.val_loss is not None:
             latest.val_loss = record.val_loss
             self.val.append(step=record.step, val_loss=record.val_loss)
@@ -240,6 +262,7 @@ class RunState:
             loss_steps=_frozen(steps.column("step")),
             loss=_frozen(steps.column("loss")),
             lr=_frozen(steps.column("lr")),
+            step_grad_nonfinite=_frozen(steps.column("grad_nonfinite")),
             skipped=_frozen(steps.column("skipped")),
             loss_rank=_frozen(steps.column("rank")),
             val_steps=_frozen(val.column("step")),

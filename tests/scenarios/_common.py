@@ -252,6 +252,7 @@ def fit(
     """
     mon = watch(model, optimizer, **watch_options)
     for step in range(steps):
+        grad_norm = None
         if before_step is not None:
             before_step(step, model, optimizer)
         x, y = batch_at(step)
@@ -269,13 +270,13 @@ def fit(
             scaler.scale(loss).backward()
             if clip is not None:
                 scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
             if clip is not None:
-                nn.utils.clip_grad_norm_(model.parameters(), clip)
+                grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
@@ -284,4 +285,5 @@ def fit(
             model.eval()
             with torch.no_grad():
                 val_loss = sum(float(loss_fn(model(vx), vy)) for vx, vy in (val_at(i) for i in range(4))) / 4
-        mon.step(loss.detach(), val_loss=val_loss)
+        # A loop that clips passes the norm it already has (free for the agent).
+        mon.step(loss.detach(), val_loss=val_loss, grad_norm=grad_norm)

@@ -180,7 +180,7 @@ class _GatedResidualMLP(nn.Module):
         return self.out(h)
 
 
-def _sqrt0_residual(watch, seed: int) -> None:
+def _sqrt0_residual(watch, seed: int, clip: float | None = None) -> None:
     torch.manual_seed(seed)
     model = _GatedResidualMLP()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -199,7 +199,12 @@ def _sqrt0_residual(watch, seed: int) -> None:
         batch_at=teacher_regression(seed=seed),
         loss_fn=F.mse_loss,
         before_step=before_step,
+        clip=clip,
     )
+
+
+def _sqrt0_residual_clipped(watch, seed: int) -> None:
+    _sqrt0_residual(watch, seed, clip=5.0)
 
 
 SCENARIOS = [
@@ -244,5 +249,12 @@ SCENARIOS = [
         train=_sqrt0_residual,
         expect={"nonfinite": SQRT0_STEP},
         tags=frozenset({"residual", "adamw", "quick"}),
+    ),
+    Scenario(
+        name="nonfinite_sqrt0_grad_only_clipped",
+        description="As nonfinite_sqrt0_grad_only_residual, in a loop that clips gradients (max norm 5) and passes clip_grad_norm_'s result to mon.step: the Inf norm shows on step 207 itself.",
+        train=_sqrt0_residual_clipped,
+        expect={"nonfinite": SQRT0_STEP},
+        tags=frozenset({"residual", "adamw", "clipping"}),
     ),
 ]

@@ -29,6 +29,7 @@ def make_view(
     new_stat_from: int = 0,
     new_val_from: int = 0,
     loss_rank: Any = None,
+    norm_bad: Any = False,
 ) -> RunView:
     """Build a RunView; layer arrays are (S, L) with row s at step s * STRIDE."""
     loss = np.asarray(loss if loss is not None else np.ones(steps or 0), dtype=float)
@@ -43,6 +44,7 @@ def make_view(
         loss=loss,
         lr=np.broadcast_to(np.asarray(lr, dtype=float), (t,)).copy(),
         skipped=np.broadcast_to(np.asarray(skipped, dtype=bool), (t,)).copy(),
+        step_grad_nonfinite=np.broadcast_to(np.asarray(norm_bad, dtype=bool), (t,)).copy(),
         val_steps=np.asarray(val[0] if val else [], dtype=np.int64),
         val_loss=np.asarray(val[1] if val else [], dtype=float),
         stat_steps=np.arange(s, dtype=np.int64) * STRIDE,

@@ -153,3 +153,33 @@ def test_optimizer_free_mode_reads_gradients_at_step_time():
     (record,) = recorder.steps
     assert record["loss"] == 2.5 and "lr" not in record
     assert all(g is not None and g > 0 for g in record["layers"]["grad_norm"])
+
+
+def test_callers_grad_norm_reaches_the_aggregator_and_flags_a_gradient_only_inf_at_once():
+    """clip_grad_norm_'s result, passed to step(), shows an Inf in one parameter's gradient on that very step."""
+    from gradwatch.service.aggregator import Aggregator
+    from gradwatch.wire import Report
+
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, recorder = _monitor(model, optimizer, stats_every=5)
+    for step in range(13):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        if step == 12:  # not a statistics step; the loss itself is finite
+            model[0].bias.grad[0] = math.inf
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss, grad_norm=norm)
+    mon.close()
+    steps = recorder.steps
+    assert math.isfinite(steps[11]["grad_norm"]) and steps[12]["grad_norm"] == math.inf
+    assert math.isfinite(steps[12]["loss"])
+
+    aggregator = Aggregator()
+    for body in recorder.bodies:
+        aggregator.ingest(Report.model_validate(body))
+    (diagnosis,) = [d for d in aggregator.diagnoses("unit") if d["symptom"] == "nonfinite"]
+    assert diagnosis["onset_step"] == 12 and diagnosis["detected_step"] == 12
+    assert diagnosis["evidence"]["quantities"] == ["grad_norm"]

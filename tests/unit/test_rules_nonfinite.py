@@ -73,6 +73,13 @@ NONFINITE_FIRES: list[tuple[str, Callable[[], RunView], int, list[str], str | No
         "layer4",
     ),
     (
+        "caller's grad norm Inf on a step between statistics steps",
+        lambda: make_view(np.ones(100), grad=np.ones((20, 3)), norm_bad=np.arange(100) >= 92, new_loss_from=90),
+        92,
+        ["grad_norm"],
+        None,
+    ),
+    (
         "weights still NaN with nothing new",
         lambda: make_view(
             np.ones(100),
@@ -133,6 +140,10 @@ NONFINITE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("old NaN already seen, run recovered", lambda: make_view(_nan_at(np.ones(400), 100), new_loss_from=300)),
     ("inf grads on GradScaler-skipped steps", _skipped_with_inf_grads),
     ("skipped steps alone", lambda: make_view(np.ones(100), skipped=np.arange(100) % 3 == 0)),
+    (
+        "caller's grad norm Inf on GradScaler-skipped steps",
+        lambda: make_view(np.ones(100), skipped=np.arange(100) % 7 == 0, norm_bad=np.arange(100) % 7 == 0),
+    ),
     (
         "grad norm overflowed on finite data (max-abs finite)",
         lambda: make_view(np.ones(100), grad=np.r_[np.ones((19, 4)), [[np.inf, 1, 1, 1]]]),

@@ -41,7 +41,7 @@ def _advice(quantities: list[str]) -> str:
             "Weights hold NaN/Inf and the run cannot recover: restore the last good checkpoint, then "
             "lower the learning rate or enable gradient clipping, or use bf16/GradScaler if training in fp16."
         )
-    if "grad" in quantities:
+    if "grad" in quantities or "grad_norm" in quantities:
         return (
             "Gradients hold NaN/Inf on steps the optimizer applied: enable gradient clipping or AMP loss "
             "scaling (GradScaler skips such steps), and look for log(0), division by zero or fp16 overflow."
@@ -58,8 +58,9 @@ def _advice(quantities: list[str]) -> str:
 def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
     """Report NaN/Inf in new data, or a run that is still stuck at NaN/Inf.
 
-    Sources: the every-step loss, the val loss, and per-layer ``grad_nonfinite``
-    / ``weight_nonfinite`` flags (decided from max-abs by the agent, so an L2
+    Sources: the every-step loss, the val loss, the every-step total gradient
+    norm when the loop passes one (``mon.step(grad_norm=...)``), and per-layer
+    ``grad_nonfinite`` / ``weight_nonfinite`` flags (decided from max-abs by the agent, so an L2
     norm that merely overflowed on finite data does not count). A gradient flag
     on a step the optimizer skipped is routine AMP loss scaling and is ignored
     (``config.ignore_skipped_steps``); a skipped step alone never fires.
@@ -81,24 +82,34 @@ def detect_nonfinite(view: RunView, config: NonfiniteConfig) -> Finding | None:
     else:
         ignored_rows = 0
     grad_rows = np.asarray(grad_flags.any(axis=1), dtype=bool)
+    # The total gradient norm on every step (when the loop passes the one it
+    # clips with): a NaN/Inf only in the gradients shows there on the step it
+    # happens, while the layer flags exist only on statistics steps.
+    norm_bad = np.asarray(view.step_grad_nonfinite, dtype=bool)
+    if norm_bad.size != view.loss.size:
+        norm_bad = np.zeros(view.loss.size, dtype=bool)
+    elif config.ignore_skipped_steps:
+        norm_bad = norm_bad & ~np.asarray(view.skipped, dtype=bool)
     weight_rows = np.asarray(weight_flags.any(axis=1), dtype=bool)
 
     onsets: dict[str, int | None] = {
         "loss": _first(_new_onset(loss_bad, view.new_loss_from), _stuck_onset(loss_bad)),
         "val_loss": _new_onset(val_bad, view.new_val_from),
         "grad": _new_onset(grad_rows, view.new_stat_from),
+        "grad_norm": _new_onset(norm_bad, view.new_loss_from),
         "weight": _first(_new_onset(weight_rows, view.new_stat_from), _stuck_onset(weight_rows)),
     }
     step_of = {
         "loss": view.loss_steps,
         "val_loss": view.val_steps,
         "grad": view.stat_steps,
+        "grad_norm": view.loss_steps,
         "weight": view.stat_steps,
     }
     first_step = {q: int(step_of[q][i]) for q, i in onsets.items() if i is not None}
     if not first_step:
         return None
-    quantities: list[str] = [q for q in ("loss", "val_loss", "grad", "weight") if q in first_step]
+    quantities: list[str] = [q for q in ("loss", "val_loss", "grad", "grad_norm", "weight") if q in first_step]
 
     # Layer attribution from the earliest non-finite stats row involved.
     row0 = _first(onsets["grad"], onsets["weight"])

@@ -63,6 +63,10 @@ class RunView:
     new_loss_from: int = 0
     new_stat_from: int = 0
     new_val_from: int = 0
+    #: Per every-step entry (shape (T,)): the step's total gradient norm was
+    #: NaN/Inf (the caller's ``mon.step(grad_norm=...)``, or the agent's own on
+    #: statistics steps); False where none was given.
+    step_grad_nonfinite: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     #: Rank that sent each every-step entry (shape (T,)), for attribution.
     loss_rank: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     #: Median of the run's first few finite losses (kept after they leave the
