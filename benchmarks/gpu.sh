@@ -36,10 +36,10 @@ run() {  # run NAME TIMEOUT COMMAND...: one step, its output in $OUT/NAME.log
 
 # The host-sync test: any hidden synchronisation in a monitored step fails it.
 if "$PYTHON" -c "import pytest" 2>/dev/null; then
-    run sync-test 120 "$PYTHON" -m pytest -q tests/unit/test_agent_faults.py -k "cuda or pinned" -p no:cacheprovider
+    run sync-test 90 "$PYTHON" -m pytest -q tests/unit/test_agent_faults.py -k "cuda or pinned" -p no:cacheprovider
 fi
 # 1.3B GPT: about 0.2-0.3 s a step; 5 variants x 6 rounds x 10 steps.
-run agent-gpt-1.3b 300 "$PYTHON" benchmarks/agent_overhead.py --device cuda --model gpt-1.3b --reps 6 --block 10 --write-docs
+run agent-gpt-1.3b 270 "$PYTHON" benchmarks/agent_overhead.py --device cuda --model gpt-1.3b --reps 6 --block 10 --write-docs
 # 124M GPT: about 40 ms a step; 5 variants x 12 rounds x 20 steps.
 run agent-gpt-124m 150 "$PYTHON" benchmarks/agent_overhead.py --device cuda --model gpt-124m --reps 12 --block 20 --write-docs
 cp docs/benchmarks.md "$OUT/benchmarks.md"
