@@ -39,7 +39,8 @@ def _ms(cell: str) -> float:
 
 def test_agent_overhead_benchmark_measures_every_variant():
     out = _run("agent_overhead.py", "--model", "gpt-tiny", "--reps", "2", "--block", "3", "--warmup", "2")
-    for variant in ("bare", "gradwatch default", "gradwatch every step", "naive .item()", "naive histc"):
+    variants = ("bare", "gradwatch default", "gradwatch every step", "gradwatch stats every step", "naive .item()")
+    for variant in (*variants, "naive histc"):
         cells = _row(out, variant)
         assert float(cells[1]) > 0 and cells[2].endswith("×")
     assert _row(out, "bare")[2] == "1.000×"
