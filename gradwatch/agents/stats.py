@@ -49,9 +49,14 @@ def _max_abs(tensors: list[torch.Tensor]) -> torch.Tensor:
     kernel is not vectorised (about 10x slower than the L2 norm), while
     ``aminmax`` is: max |x| = max(|min|, |max|), and NaN propagates through both.
     """
-    if tensors[0].device.type != "cpu" or any(t.numel() == 0 or t.is_complex() for t in tensors):
+    if tensors[0].device.type != "cpu":
         return torch.stack(torch._foreach_norm(tensors, _INF, dtype=torch.float32))
-    extremes = [torch.aminmax(t) for t in tensors]
+    try:
+        extremes = [torch.aminmax(t) for t in tensors]
+    except RuntimeError:  # an empty or complex tensor: aminmax takes neither
+        return torch.stack(
+            [t.abs().max().float() if t.numel() else t.new_zeros((), dtype=torch.float32) for t in tensors]
+        )
     low = torch.stack([e.min for e in extremes]).float().abs()
     high = torch.stack([e.max for e in extremes]).float().abs()
     return torch.maximum(low, high)

@@ -183,3 +183,21 @@ def test_callers_grad_norm_reaches_the_aggregator_and_flags_a_gradient_only_inf_
     (diagnosis,) = [d for d in aggregator.diagnoses("unit") if d["symptom"] == "nonfinite"]
     assert diagnosis["onset_step"] == 12 and diagnosis["detected_step"] == 12
     assert diagnosis["evidence"]["quantities"] == ["grad_norm"]
+
+
+def test_cpu_max_abs_matches_the_inf_norm_and_keeps_nan_and_inf():
+    from gradwatch.agents.stats import _max_abs
+
+    tensors = [
+        torch.tensor([1.0, -7.0, 2.0]),
+        torch.tensor([float("nan"), 1.0]),
+        torch.tensor([float("-inf"), 1.0]),
+        torch.randn(4, 3, dtype=torch.float16),
+        torch.randn(5, dtype=torch.bfloat16),
+    ]
+    expected = torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32))
+    assert torch.equal(_max_abs(tensors).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    # aminmax refuses empty and complex tensors; the fallback still answers (0 for an empty one).
+    assert _max_abs([torch.zeros(0), torch.tensor([1 + 2j]), torch.tensor([-3.0])]).tolist() == pytest.approx(
+        [0.0, 5**0.5, 3.0]
+    )
