@@ -10,23 +10,30 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class MLPBlock(nn.Module):
+    """x + fc2(gelu(fc1(ln(x)))): 6 parameter tensors."""
+
+    def __init__(self, width: int, hidden: int) -> None:
+        super().__init__()
+        self.ln = nn.LayerNorm(width)
+        self.fc1 = nn.Linear(width, hidden)
+        self.fc2 = nn.Linear(hidden, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.ln(x))))
+
+
 class ResidualMLP(nn.Module):
-    """x + fc2(gelu(fc1(ln(x)))) blocks: 6 parameter tensors per block."""
+    """Residual MLP blocks between an input and an output layer (52 parameter tensors at 8 blocks)."""
 
     def __init__(self, width: int = 256, hidden: int = 512, blocks: int = 8, classes: int = 10) -> None:
         super().__init__()
         self.inp = nn.Linear(width, width)
-        self.blocks = nn.ModuleList(
-            nn.ModuleDict({"ln": nn.LayerNorm(width), "fc1": nn.Linear(width, hidden), "fc2": nn.Linear(hidden, width)})
-            for _ in range(blocks)
-        )
+        self.blocks = nn.Sequential(*(MLPBlock(width, hidden) for _ in range(blocks)))
         self.head = nn.Linear(width, classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.inp(x)
-        for block in self.blocks:
-            x = x + block["fc2"](F.gelu(block["fc1"](block["ln"](x))))
-        return self.head(x)
+        return self.head(self.blocks(self.inp(x)))
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,7 @@ class Workload:
 def make_workload(name: str, device: str) -> Workload:
     """``mlp`` (CPU sizes) or a GPT size from :data:`GPT_SIZES`, with AdamW."""
     torch.manual_seed(0)
+    model: nn.Module
     if name == "mlp":
         model = ResidualMLP().to(device)
         x = torch.randn(128, 256, device=device)

@@ -44,6 +44,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,6 +52,9 @@ import torch  # noqa: E402
 
 from benchmarks._common import rss_mb  # noqa: E402
 from benchmarks._models import Workload, make_workload  # noqa: E402
+
+if TYPE_CHECKING:
+    from gradwatch.agents.monitor import Monitor
 
 TARGETS_CPU = {"gradwatch default": 1.02, "gradwatch every step": 1.10}
 TARGET_GPU_DEFAULT = 1.003
@@ -80,12 +84,15 @@ class Variant:
 
     def end(self) -> None: ...
 
+    def close(self) -> None:
+        """After the timed block: release what ``begin`` set up."""
+
 
 class Gradwatch(Variant):
-    def __init__(self, name: str, workload: Workload, **options: object) -> None:
+    def __init__(self, name: str, workload: Workload, **options: Any) -> None:
         super().__init__(name, workload)
         self.options = options
-        self.monitor = None
+        self.monitor: Monitor | None = None
 
     def begin(self) -> None:
         from gradwatch.agents.monitor import Monitor
@@ -97,14 +104,16 @@ class Gradwatch(Variant):
             w.optimizer,
             run=f"bench-{self.name.replace(' ', '-')}",
             endpoint="http://127.0.0.1:1",
-            options=AgentOptions(**self.options),
+            options=AgentOptions.model_validate(self.options),
             transport=noop_transport,
         )
 
     def after_step(self, loss: torch.Tensor) -> None:
+        assert self.monitor is not None
         self.monitor.step(loss)
 
     def end(self) -> None:
+        assert self.monitor is not None
         self.monitor.flush(60)
 
     def close(self) -> None:
@@ -159,8 +168,7 @@ def run_block(w: Workload, variant: Variant, steps: int, device: str) -> tuple[f
     sync(device)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else 0.0
-    if isinstance(variant, Gradwatch):
-        variant.close()
+    variant.close()
     return elapsed / steps, cpu / steps, peak
 
 
@@ -221,8 +229,7 @@ def sync_check(w: Workload, steps: int = 6) -> str:
         finally:
             torch.cuda.set_sync_debug_mode("default")
         variant.end()
-        if isinstance(variant, Gradwatch):
-            variant.close()
+        variant.close()
     return f"none: {steps} bare and {steps} every-step monitored steps ran under set_sync_debug_mode('error')"
 
 

@@ -54,14 +54,16 @@ def layer_variants(layers: int, count: int, seed: int) -> list[tuple[str, float]
     for v in range(count):
         grad = [g * rng.lognormvariate(0, 0.1) for g in base_grad]
         weight = [w * (1 + 1e-4 * v) for w in base_weight]
-        stats = LayerStats(
-            names=names,
-            numel=numel,
-            grad_norm=grad,
-            grad_max_abs=[g / 50 for g in grad],
-            weight_norm=weight,
-            weight_max_abs=[w / 40 for w in weight],
-            update_ratio=[10 ** rng.uniform(-4, -3) for _ in range(layers)] if v % 4 == 0 else None,
+        stats = LayerStats.model_validate(
+            {
+                "names": names,
+                "numel": numel,
+                "grad_norm": grad,
+                "grad_max_abs": [g / 50 for g in grad],
+                "weight_norm": weight,
+                "weight_max_abs": [w / 40 for w in weight],
+                "update_ratio": [10 ** rng.uniform(-4, -3) for _ in range(layers)] if v % 4 == 0 else None,
+            }
         )
         out.append((stats.model_dump_json(exclude_none=True), sum(g * g for g in grad) ** 0.5))
     return out

@@ -84,8 +84,9 @@ def clean_grad_norm(view: RunView) -> np.ndarray:
     Non-finite gradients belong to the ``nonfinite`` rule and skipped steps did
     not update the weights, so neither says anything about gradient size.
     """
-    if view.row_summaries is not None:
-        return memo(view, "clean_grad_norm", lambda: np.where(_bad_grad_rows(view), np.nan, view.row_summaries[:, 0]))
+    summary = view.row_summaries
+    if summary is not None:
+        return memo(view, "clean_grad_norm", lambda: np.where(_bad_grad_rows(view), np.nan, summary[:, 0]))
     return memo(view, "clean_grad_norm", lambda: global_norm(clean_layer_grads(view)))
 
 
