@@ -27,7 +27,7 @@ import torch
 from gradwatch import __version__
 from gradwatch.agents import ray_transport, stats
 from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
-from gradwatch.agents.gather import DeviceGather, HostValues, Slot
+from gradwatch.agents.gather import DeviceGather, HostValues, PinnedPool, Slot
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.ranks import detect_rank
@@ -181,7 +181,9 @@ class Monitor:
         self._stats_taken = 0
         self._last_time: float | None = None
         self._steps: list[_StepPending] = []
-        self._gather = DeviceGather()
+        # Page-locked host buffers for the device→host copies, reused report after report.
+        self._pinned = PinnedPool()
+        self._gather = DeviceGather(self._pinned)
         self._layers: _LayerPending | None = None
         self._weights_before: list[list[torch.Tensor]] | None = None
         self._optimizer_stepped = False
@@ -334,7 +336,7 @@ class Monitor:
         if not self._steps:
             return
         steps, gather = self._steps, self._gather
-        self._steps, self._gather = [], DeviceGather()
+        self._steps, self._gather = [], DeviceGather(self._pinned)
         self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
 
     def _local_grad_flag(self) -> Pending:
@@ -371,7 +373,7 @@ class Monitor:
         self._layers = None
         self._weights_before = None
         self._steps.clear()
-        self._gather = DeviceGather()
+        self._gather = DeviceGather(self._pinned)
         if self._failures >= _MAX_FAILURES:
             logger.exception("gradwatch: %s failed %d times; monitoring is off for this run", where, self._failures)
         else:

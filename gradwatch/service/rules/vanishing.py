@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import VanishingGradientConfig
 from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
-from .series import clean_grad_norm, clean_layer_grads, finite_loss, quarter_medians, rms_grad
+from .series import clean_grad_norm, clean_layer_grads, clean_rms_quarters, finite_loss, quarter_medians
 from .view import Finding, RunView
 
 DEPTH_ADVICE = (
@@ -25,9 +25,8 @@ LOWEST_LISTED = 5
 
 def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """median over the last patience_rows rows of low-quarter / top-quarter median RMS gradient < depth_ratio."""
-    rms = rms_grad(view, clean_layer_grads(view))
+    rms, low, top, n_present = clean_rms_quarters(view)
     present = np.isfinite(rms)
-    low, top, n_present = quarter_medians(rms, present)
     ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
     rows = np.flatnonzero(np.isfinite(ratio))
     if rows.size < cfg.patience_rows:
@@ -64,10 +63,14 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
     relative to their weights (plain SGD); adaptive optimisers rescale tiny
     gradients, which is why the gradient condition is checked as well.
     """
-    u = np.asarray(view.update_ratio, dtype=float)
-    grads = clean_layer_grads(view)
-    w = np.asarray(view.weight_norm, dtype=float)
-    rel = safe_ratio(grads, w)
+    u_all = np.asarray(view.update_ratio, dtype=float)
+    # Only rows that sampled the update ratio can qualify (about one in
+    # update_ratio_every): the (S, L) ratios are computed for those alone.
+    rows = np.flatnonzero(np.isfinite(u_all).any(axis=1)) if u_all.size else np.zeros(0, dtype=int)
+    u = u_all[rows]
+    rel = np.reshape(
+        safe_ratio(clean_layer_grads(view)[rows], np.asarray(view.weight_norm, dtype=float)[rows]), u.shape
+    )
     present = np.isfinite(u) & np.isfinite(rel)
     sampled = np.flatnonzero(present.any(axis=1)) if present.size else np.zeros(0, dtype=int)
     if sampled.size == 0:
@@ -86,7 +89,7 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
         "low_quarter_update_ratio": as_float(u_low[0]),
         "top_quarter_update_ratio": as_float(u_top[0]),
     }
-    return int(view.stat_steps[r]), view.layers[int(cols[0])], evidence
+    return int(view.stat_steps[rows[r]]), view.layers[int(cols[0])], evidence
 
 
 def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:

@@ -79,6 +79,15 @@ class RunView:
     #: Median of the run's first few finite losses (kept after they leave the
     #: window): where training started, to tell "never learned" from "converged".
     initial_loss: float = float("nan")
+    #: Per stats row, computed once when the row arrived (see
+    #: :func:`series.row_summaries`); None makes the rules compute them from
+    #: the (S, L) arrays. Shape (S, 5): global grad norm, global weight norm,
+    #: and the low-quarter median, top-quarter median and count of the
+    #: layers' RMS gradients -- all of the raw row, before any row is blanked.
+    row_summaries: np.ndarray | None = None
+    #: Derived arrays several rules read (see :func:`series.memo`), computed
+    #: once per view instead of once per rule. Not part of the data.
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def latest_step(self) -> int:

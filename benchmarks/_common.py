@@ -1,0 +1,137 @@
+"""Helpers the benchmarks share: percentiles, a real ``gradwatch serve`` process, process memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """n, min, p50, p90, p99 and max (nearest rank), NaN for an empty list."""
+    ordered = sorted(values)
+    if not ordered:
+        return dict.fromkeys(("n", "min", "p50", "p90", "p99", "max"), float("nan")) | {"n": 0}
+
+    def pct(p: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, int(-(-p * len(ordered) // 100)) - 1))]
+
+    return {"n": len(ordered), "min": ordered[0], "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ordered[-1]}
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process ``pid`` in MB (NaN when it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below ``pid`` (from /proc; Linux only)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class ServeProcess:
+    """``gradwatch serve`` in a child process, on a private Ray instance, like a user would start it."""
+
+    def __init__(self, name: str = "bench", config: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+        # Ray's socket paths must stay short, and must not collide with other Ray users on the machine.
+        env.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="r", dir="/tmp"))
+        command = [sys.executable, "-m", "gradwatch.cli", "serve", "--port", str(self.port), "--name", name]
+        command += ["--log-level", "WARNING"] + (["--config", config] if config else [])
+        self.log = tempfile.NamedTemporaryFile(prefix="gradwatch-serve-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(command, env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.actor_pid: int | None = None
+
+    def wait_ready(self, timeout: float = 180.0) -> ServeProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gradwatch serve exited: {Path(self.log.name).read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"gradwatch serve not ready in {timeout} s")
+        return self
+
+    def find_actor(self) -> int | None:
+        """PID of the aggregator actor's worker process (Ray titles it ``ray::Aggregator``)."""
+        for pid in descendants(self.proc.pid):
+            if "ray::Aggregator" in cmdline(pid):
+                self.actor_pid = pid
+        return self.actor_pid
+
+    def memory(self) -> dict[str, float]:
+        """RSS (MB) of the HTTP process and of the aggregator actor process."""
+        actor = self.actor_pid or self.find_actor()
+        return {"http": rss_mb(self.proc.pid), "actor": rss_mb(actor) if actor else float("nan")}
+
+    def get(self, path: str, timeout: float = 60) -> bytes:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return response.read()
+
+    def get_json(self, path: str) -> object:
+        return json.loads(self.get(path))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        os.unlink(self.log.name)
+
+    def __enter__(self) -> ServeProcess:
+        return self.wait_ready()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

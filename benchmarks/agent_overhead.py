@@ -1,0 +1,368 @@
+"""Agent overhead: the same training step bare, under gradwatch, and under the two naive ways, interleaved.
+
+Variants (one model and optimizer, shared; each variant runs a block of steps
+in turn, round-robin, for ``--reps`` rounds, so that drift in the machine's
+load hits every variant alike):
+
+- ``bare``: forward, backward, ``optimizer.step()``, ``zero_grad()``;
+- ``gradwatch default``: ``gradwatch.watch`` at default options (per-layer
+  statistics every 5 steps, update ratio on every 4th of those);
+- ``gradwatch every step``: ``stats_every=1, update_ratio_every=1`` (the update
+  ratio holds a temporary copy of the weights across ``optimizer.step()``);
+- ``gradwatch stats every step, no update ratio``: ``stats_every=1,
+  update_ratio_every=0``, the variant judged against the bandwidth floor;
+- ``naive .item()``: ``p.grad.norm().item()`` per parameter tensor every step;
+- ``naive histc``: a 64-bin ``torch.histc`` per gradient tensor, copied to the host every step.
+
+The agent runs through its transport seam with a no-op transport (a function
+answering 202): step records are still built, read back from the device and
+encoded to JSON on the sender thread, but no socket is involved, so network
+noise does not enter the numbers. Each block ends with ``mon.flush()``, so
+the sender's work for the block is inside the block's time.
+
+A block's time per step is (time of its steps + final flush) / steps, on two
+clocks: wall time and the process's CPU time (all threads, so the sender
+thread's encoding counts). The table shows medians over rounds and ratios to
+bare's median. On a CPU the targets are judged on CPU time: it measures the
+work the agent adds, while wall time on a shared machine mostly measures the
+neighbours (the wall spread column shows how much). On
+CUDA, blocks start and end with a synchronise (outside the measured steps'
+own work), and the bandwidth floor is the time of one fused
+``torch._foreach_norm`` over all gradients and weights (reading each once).
+
+    python benchmarks/agent_overhead.py --write-docs                       # CPU, residual MLP
+    python benchmarks/agent_overhead.py --device cuda --model gpt-1.3b --write-docs
+    python benchmarks/agent_overhead.py --model gpt-tiny --reps 2 --block 5   # a quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from benchmarks._common import rss_mb  # noqa: E402
+from benchmarks._models import Workload, make_workload  # noqa: E402
+
+if TYPE_CHECKING:
+    from gradwatch.agents.monitor import Monitor
+
+TARGETS_CPU = {"gradwatch default": 1.02, "gradwatch every step": 1.10}
+TARGET_GPU_DEFAULT = 1.003
+TARGET_GPU_FLOOR = 1.3
+#: Judged against the bandwidth floor: gradient and weight statistics every step read each gradient and
+#: weight once; the update ratio (sampled by default) adds a temporary weight copy and is judged apart.
+FLOOR_VARIANT = "gradwatch stats every step, no update ratio"
+
+
+def noop_transport(body: bytes, timeout: float) -> tuple[int, str]:
+    """The agent's transport seam, answering like the service without a network."""
+    return 202, '{"accepted": 0}'
+
+
+class Variant:
+    """One way of training; ``begin``/``end`` wrap a block, ``after_backward``/``after_step`` wrap each step."""
+
+    def __init__(self, name: str, workload: Workload) -> None:
+        self.name = name
+        self.workload = workload
+
+    def begin(self) -> None: ...
+
+    def after_backward(self) -> None: ...
+
+    def after_step(self, loss: torch.Tensor) -> None: ...
+
+    def end(self) -> None: ...
+
+    def close(self) -> None:
+        """After the timed block: release what ``begin`` set up."""
+
+
+class Gradwatch(Variant):
+    def __init__(self, name: str, workload: Workload, **options: Any) -> None:
+        super().__init__(name, workload)
+        self.options = options
+        self.monitor: Monitor | None = None
+
+    def begin(self) -> None:
+        from gradwatch.agents.monitor import Monitor
+        from gradwatch.agents.options import AgentOptions
+
+        w = self.workload
+        self.monitor = Monitor(
+            w.model,
+            w.optimizer,
+            run=f"bench-{self.name.replace(' ', '-')}",
+            endpoint="http://127.0.0.1:1",
+            options=AgentOptions.model_validate(self.options),
+            transport=noop_transport,
+        )
+
+    def after_step(self, loss: torch.Tensor) -> None:
+        assert self.monitor is not None
+        self.monitor.step(loss)
+
+    def end(self) -> None:
+        assert self.monitor is not None
+        self.monitor.flush(60)
+
+    def close(self) -> None:
+        """Outside the timed block: detach the hooks and stop the sender thread."""
+        if self.monitor is not None:
+            self.monitor.close(5)
+            self.monitor = None
+
+
+class NaiveItem(Variant):
+    """What many training scripts do: one host read per parameter tensor, every step."""
+
+    def after_backward(self) -> None:
+        self.log = {n: p.grad.norm().item() for n, p in self.workload.model.named_parameters() if p.grad is not None}
+
+
+class NaiveHistc(Variant):
+    """wandb.watch-style histograms: 64 bins per gradient tensor, copied to the host every step."""
+
+    def after_backward(self) -> None:
+        self.log = {
+            n: torch.histc(p.grad.float(), bins=64).cpu()
+            for n, p in self.workload.model.named_parameters()
+            if p.grad is not None
+        }
+
+
+def train_step(w: Workload, variant: Variant) -> None:
+    loss = w.forward_backward()
+    variant.after_backward()
+    w.optimizer.step()
+    w.optimizer.zero_grad(set_to_none=True)
+    variant.after_step(loss)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_block(w: Workload, variant: Variant, steps: int, device: str) -> tuple[float, float, float]:
+    """(wall seconds per step, process CPU seconds per step, peak extra CUDA bytes) of one block."""
+    variant.begin()
+    sync(device)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for _ in range(steps):
+        train_step(w, variant)
+    variant.end()
+    sync(device)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    peak = torch.cuda.max_memory_allocated() - base if device == "cuda" else 0.0
+    variant.close()
+    return elapsed / steps, cpu / steps, peak
+
+
+def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
+    """Seconds to read every gradient and weight once with one fused kernel (median of ``reps``)."""
+    w.forward_backward()
+    tensors = [p.detach() for p in w.model.parameters()] + [
+        p.grad.detach() for p in w.model.parameters() if p.grad is not None
+    ]
+    times = []
+    for _ in range(reps):
+        sync(device)
+        t0 = time.perf_counter()
+        torch._foreach_norm(tensors, 2)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    w.optimizer.zero_grad(set_to_none=True)
+    return statistics.median(times)
+
+
+def extra_rss(w: Workload, device: str, steps: int, make: Callable[[], Variant]) -> float:
+    """MB of host RSS a monitor adds: RSS after ``steps`` monitored steps minus after as many bare ones."""
+    bare = Variant("bare", w)
+    for _ in range(steps):
+        train_step(w, bare)
+    sync(device)
+    gc.collect()
+    before = rss_mb_self()
+    variant = make()
+    variant.begin()
+    for _ in range(steps):
+        train_step(w, variant)
+    variant.end()
+    sync(device)
+    after = rss_mb_self()
+    variant.close()
+    return after - before
+
+
+def rss_mb_self() -> float:
+    import os
+
+    return rss_mb(os.getpid())
+
+
+def sync_check(w: Workload, steps: int = 6) -> str:
+    """Run bare and then monitored (every step) CUDA steps under set_sync_debug_mode('error')."""
+    torch.cuda.synchronize()
+    for name, variant in (("bare", Variant("bare", w)), ("gradwatch every step", make_every_step(w))):
+        variant.begin()
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(steps):
+                train_step(w, variant)
+        except RuntimeError as exc:
+            return f"{name}: a step synchronised with the host ({str(exc).splitlines()[0][:120]})"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        variant.end()
+        variant.close()
+    return f"none: {steps} bare and {steps} every-step monitored steps ran under set_sync_debug_mode('error')"
+
+
+def make_every_step(w: Workload) -> Gradwatch:
+    return Gradwatch("gradwatch every step", w, stats_every=1, update_ratio_every=1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--model", default=None, help="mlp (CPU default), gpt-124m, gpt-1.3b (CUDA default), gpt-tiny")
+    parser.add_argument("--block", type=int, default=20, help="steps per block (default: %(default)s)")
+    parser.add_argument("--reps", type=int, default=12, help="rounds over all variants (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default: %(default)s)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: stable on a shared machine)"
+    )
+    parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
+    args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device")
+    torch.set_num_threads(args.threads)
+    model = args.model or ("gpt-1.3b" if args.device == "cuda" else "mlp")
+
+    rss_start = rss_mb_self()
+    import gradwatch  # noqa: F401  - the import's own memory is reported separately
+
+    rss_import = rss_mb_self() - rss_start
+    w = make_workload(model, args.device)
+    variants: list[Variant] = [
+        Variant("bare", w),
+        Gradwatch("gradwatch default", w),
+        make_every_step(w),
+        Gradwatch("gradwatch stats every step, no update ratio", w, stats_every=1, update_ratio_every=0),
+        NaiveItem("naive .item() per tensor", w),
+        NaiveHistc("naive histc per tensor", w),
+    ]
+    bare = variants[0]
+    for _ in range(args.warmup):
+        train_step(w, bare)
+    for variant in variants[1:]:  # warm each code path (allocator, kernels, threads)
+        run_block(w, variant, min(args.block, 5), args.device)
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu_times: dict[str, list[float]] = {v.name: [] for v in variants}
+    peaks: dict[str, list[float]] = {v.name: [] for v in variants}
+    for rep in range(args.reps):
+        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]  # rotate who goes first
+        for variant in order:
+            per_step, cpu_per_step, peak = run_block(w, variant, args.block, args.device)
+            times[variant.name].append(per_step)
+            cpu_times[variant.name].append(cpu_per_step)
+            peaks[variant.name].append(peak)
+        print(
+            f"round {rep + 1}/{args.reps}: "
+            + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms (CPU {cpu_times[k][-1] * 1e3:.1f})" for k, v in times.items()),
+            flush=True,
+        )
+
+    floor = bandwidth_floor(w, args.device) if args.device == "cuda" else float("nan")
+    rss_default = extra_rss(w, args.device, 2 * args.block, lambda: Gradwatch("gradwatch default", w))
+    rss_every = extra_rss(w, args.device, 2 * args.block, lambda: make_every_step(w))
+    syncs = sync_check(w) if args.device == "cuda" else "not applicable on CPU"
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
+    base, cpu_base = med["bare"], cpu_med["bare"]
+    # On a CPU the judged clock is the process's CPU time (all its threads: training, torch, sender):
+    # it measures the work added, and is far less disturbed by other processes than wall time.
+    judged = cpu_med if args.device == "cpu" else med
+    judged_base = judged["bare"]
+    rows = [
+        "| variant | CPU ms/step | CPU ratio | wall ms/step | wall ratio | wall spread (ms) | target | met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in med.items():
+        ratio = judged[name] / judged_base
+        target, met = "", ""
+        if args.device == "cpu" and name in TARGETS_CPU:
+            target, met = f"CPU ≤ {TARGETS_CPU[name]:.2f}×", "yes" if ratio <= TARGETS_CPU[name] else "NO"
+        elif args.device == "cuda" and name == "gradwatch default":
+            target, met = f"wall ≤ {TARGET_GPU_DEFAULT}×", "yes" if ratio <= TARGET_GPU_DEFAULT else "NO"
+        elif args.device == "cuda" and name == FLOOR_VARIANT:
+            extra = m - base
+            target = f"extra wall ≤ {TARGET_GPU_FLOOR}× floor ({floor * 1e3:.2f} ms)"
+            met = "yes" if extra <= TARGET_GPU_FLOOR * floor else "NO"
+        rows.append(
+            f"| {name} | {cpu_med[name] * 1e3:.2f} | {cpu_med[name] / cpu_base:.3f}× | {m * 1e3:.2f} "
+            f"| {m / base:.3f}× | {min(times[name]) * 1e3:.1f}–{max(times[name]) * 1e3:.1f} | {target} | {met} |"
+        )
+    lines = [
+        f"Model `{model}`: {w.parameters / 1e6:,.1f} M parameters in {w.tensors} tensors, AdamW"
+        + (", bf16 autocast, 8,192 tokens per step" if model.startswith("gpt") and model != "gpt-tiny" else "")
+        + f", on {args.device}"
+        + (f" with {args.threads} torch thread(s)" if args.device == "cpu" else "")
+        + f". {len(variants)} variants interleaved round-robin, {args.reps} rounds × {args.block} steps each; "
+        "the agent sends through its transport seam to a no-op transport (records are built, copied to the host "
+        "and JSON-encoded on the sender thread; no socket). Medians over rounds; "
+        + (
+            "targets are judged on process CPU time (all threads): on a shared machine, wall time mostly measures the neighbours."
+            if args.device == "cpu"
+            else "targets are judged on wall time."
+        ),
+        "",
+        *rows,
+        "",
+    ]
+    if args.device == "cuda":
+        gw = statistics.median(peaks["gradwatch every step"]) - statistics.median(peaks["bare"])
+        gd = statistics.median(peaks["gradwatch default"]) - statistics.median(peaks["bare"])
+        lines += [
+            f"- Bandwidth floor (one fused `torch._foreach_norm` over all weights and gradients): "
+            f"{floor * 1e3:.2f} ms; statistics every step add {(med[FLOOR_VARIANT] - base) * 1e3:.2f} ms "
+            f"= {(med[FLOOR_VARIANT] - base) / floor:.2f}× the floor (with the update ratio every step too: "
+            f"{(med['gradwatch every step'] - base) * 1e3:.2f} ms).",
+            f"- Extra peak CUDA memory over bare: default {gd / 2**20:,.0f} MiB, every step (update ratio every "
+            f"step, a temporary weight copy across `optimizer.step()`) {gw / 2**20:,.0f} MiB.",
+            f"- Host synchronisations added: {syncs}.",
+        ]
+    lines += [
+        f"- Extra host RSS with a monitor: default {rss_default:+.1f} MB, every step {rss_every:+.1f} MB "
+        f"(target ≤ 50 MB); importing gradwatch (pydantic, the wire schema) {rss_import:+.1f} MB.",
+    ]
+    body = "\n".join(lines)
+    print("\n" + body)
+    if args.write_docs:
+        from benchmarks._docs import update_section
+
+        section = f"agent-overhead-{args.device}-{model}"
+        title = f"Agent overhead: {model} on {args.device}"
+        command = "python benchmarks/agent_overhead.py " + " ".join(sys.argv[1:])
+        print("written to", update_section(section, title, body, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

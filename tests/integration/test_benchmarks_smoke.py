@@ -1,0 +1,68 @@
+"""Each benchmark runs briefly and prints its table: CI checks they work; the numbers live in docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, *args: str, timeout: float = 300) -> str:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _row(text: str, first_cell: str) -> list[str]:
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0].startswith(first_cell):
+            return cells
+    raise AssertionError(f"no table row starting with {first_cell!r} in:\n{text}")
+
+
+def _ms(cell: str) -> float:
+    return float(cell.removesuffix(" ms"))
+
+
+def test_agent_overhead_benchmark_measures_every_variant():
+    out = _run("agent_overhead.py", "--model", "gpt-tiny", "--reps", "2", "--block", "3", "--warmup", "2")
+    variants = ("bare", "gradwatch default", "gradwatch every step", "gradwatch stats every step", "naive .item()")
+    for variant in (*variants, "naive histc"):
+        cells = _row(out, variant)
+        assert float(cells[1]) > 0 and cells[2].endswith("×")
+    assert _row(out, "bare")[2] == "1.000×"
+    assert re.search(r"Extra host RSS with a monitor: default [+-][0-9.]+ MB", out)
+
+
+def test_aggregator_ingest_benchmark_delivers_reports_over_http():
+    out = _run(
+        "aggregator_ingest.py",
+        *("--duration", "4", "--latency-duration", "2", "--latency-rate", "5", "--warmup", "1"),
+        *("--procs", "2", "--runs-per-proc", "2", "--layers", "100", "--sample-every", "1"),
+    )
+    sustained, half = _row(out, "sustained"), _row(out, "half load")
+    assert float(sustained[2].replace(",", "")) > 0 and sustained[-1] == "0"  # reports/s, no errors
+    assert half[-1] == "0" and 0 < _ms(half[7]) < 10_000  # p99
+    assert re.search(r"The service counted [1-9][0-9]* reports ingested", out)
+    assert re.search(r"aggregator actor [0-9]+ → max [0-9]+", out)  # the actor's process was found and sampled
+
+
+def test_metrics_scrape_benchmark_times_real_scrapes():
+    out = _run("metrics_scrape.py", "--runs", "3", "--layers", "20", "--scrapes", "2")
+    cells = _row(out, "3 × 20")
+    assert int(cells[1].replace(",", "")) >= 3 * 20 * 6  # every layer series of every run is there
+    assert _ms(cells[5]) > 0
+    assert "byte-identical" in out
