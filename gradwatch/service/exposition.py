@@ -19,7 +19,6 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -65,9 +64,6 @@ class SnapshotCollector(Collector):
 
     def __init__(self) -> None:
         self._snapshots: Sequence[AggregatorSnapshot] = ()
-        # Not registered anywhere: collected through this collector, so the
-        # service's one registry carries it without a second registration.
-        self._process = ProcessCollector(registry=None)
         self._templates: Templates = {}
 
     def update(self, snapshots: Sequence[AggregatorSnapshot]) -> None:
@@ -81,7 +77,6 @@ class SnapshotCollector(Collector):
         yield from _layer_families(runs)
         yield from _rank_families(runs)
         yield from _service_families(self._snapshots, len(runs))
-        yield from self._process.collect()
 
     def render(self) -> bytes:
         """The text ``generate_latest`` would write for this collector alone, byte for byte, but fast.
@@ -99,8 +94,6 @@ class SnapshotCollector(Collector):
             _render_family(family, out)
         self._templates = _render_layers(runs, out, self._templates)
         for family in (*_rank_families(runs), *_service_families(self._snapshots, len(runs))):
-            _render_family(family, out)
-        for family in self._process.collect():
             _render_family(family, out)
         return "".join(out).encode("utf-8")
 

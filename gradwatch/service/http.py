@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
@@ -125,6 +125,8 @@ def make_app(
     # the registry would for thousands of layer series, ahead of the registry's.
     collector = SnapshotCollector()
     metrics = HttpMetrics(registry)
+    # The service process' standard process_* series (memory, CPU, open files).
+    ProcessCollector(registry=registry)
     timeout = config.limits.ingest_timeout
 
     async def ingest(request: web.Request) -> web.Response:

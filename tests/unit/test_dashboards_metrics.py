@@ -42,9 +42,25 @@ def test_layer_info_carries_the_model_order_zero_padded():
 
 
 def test_the_service_exports_its_own_process_memory_once():
-    text = _exposition(["a"])
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gradwatch.service.backends import LocalBackend
+    from gradwatch.service.config import ServiceConfig
+    from gradwatch.service.http import make_app
+
+    agg = Aggregator()
+    agg.ingest(Report(run="deep", rank=0, world_size=1, steps=[StepRecord(step=0, loss=1.0)]))
+
+    async def scrape() -> str:
+        async with TestClient(TestServer(make_app(LocalBackend(agg), ServiceConfig()))) as client:
+            response = await client.get("/metrics")
+            return await response.text()
+
+    text = asyncio.run(scrape())
     assert text.count("# TYPE process_resident_memory_bytes gauge") == 1
     rss = next(line for line in text.splitlines() if line.startswith("process_resident_memory_bytes "))
     assert float(rss.split()[1]) > 10e6  # a Python process with numpy loaded
     # Existing names are unchanged next to the new ones.
-    assert 'gradwatch_layer_grad_norm{layer="a",run="deep"} 1.0' in text
+    assert 'gradwatch_loss{run="deep"} 1.0' in text
