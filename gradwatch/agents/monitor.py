@@ -158,7 +158,7 @@ class Monitor:
         }
         self._sender = Sender(
             envelope,
-            transport or HttpTransport(endpoint),
+            transport or HttpTransport.from_options(endpoint, options),
             options,
             describe=f"run {run!r} rank {rank.rank} -> {endpoint}",
         )

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import http.client
+import ipaddress
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -50,21 +52,43 @@ Transport = Callable[[bytes, float], tuple[int, str]]
 class HttpTransport:
     """POSTs JSON bodies over one kept-alive HTTP/1.1 connection."""
 
-    def __init__(self, endpoint: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, endpoint: str, headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         parsed = urllib.parse.urlsplit(endpoint)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"endpoint {endpoint!r} must look like http://host:port")
         self._https = parsed.scheme == "https"
+        self._ssl_context = ssl_context
         self._host = parsed.hostname
         self._port = parsed.port
         self._path = parsed.path.rstrip("/") + REPORTS_PATH
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._conn: http.client.HTTPConnection | None = None
 
+    @classmethod
+    def from_options(cls, endpoint: str, options: AgentOptions) -> HttpTransport:
+        """The transport for ``endpoint`` with the token and CA of ``options``."""
+        headers = {}
+        if options.token is not None:
+            headers["Authorization"] = f"Bearer {options.token.get_secret_value()}"
+        context = ssl.create_default_context(cafile=options.ca_file) if options.ca_file else None
+        transport = cls(endpoint, headers, context)
+        if options.token is not None and not transport._https and not _is_loopback(transport._host):
+            logger.warning(
+                "gradwatch: the token is sent to %s over plain HTTP; use an https:// endpoint (docs/operations.md)",
+                endpoint,
+            )
+        return transport
+
     def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=timeout)
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._ssl_context
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         try:
             self._conn.request("POST", self._path, body=body, headers=self._headers)
             response = self._conn.getresponse()
@@ -112,6 +136,7 @@ class Sender:
         self._warned_rejected = False
         self._failing_since: float | None = None
         self._flush_requested = False
+        self._abandoned = False
 
     # --- training thread -------------------------------------------------
     def submit(self, pending: PendingRecords) -> None:
@@ -148,8 +173,23 @@ class Sender:
             self._thread.join(min(timeout, self._options.request_timeout) if timeout else 0)
             if delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered:
                 self._send_final(min(timeout, self._options.request_timeout))
+        self._abandon_leftovers()
         if hasattr(self._transport, "close"):
             self._transport.close()
+
+    def _abandon_leftovers(self) -> None:
+        """Count what close() could not deliver as dropped, so every record is delivered or dropped.
+
+        A request still in flight (a hanging service) is counted here too; its
+        late answer is then ignored, so no record is counted twice.
+        """
+        with self._lock:
+            self._abandoned = True
+            leftover = len(self._buffer) + sum(p.num_steps for p in self._inbox)
+            self._buffer.clear()
+            self._inbox.clear()
+            self.dropped += leftover
+            self._dropped_unreported += leftover
 
     def _send_final(self, timeout: float) -> None:
         """Tell the service this rank is done, so that its silence is not an alarm."""
@@ -200,22 +240,29 @@ class Sender:
     def _drain_inbox(self) -> bool:
         """Move finished copies into the buffer; True when one holds a non-finite loss."""
         urgent = False
-        while self._inbox:
-            pending = self._inbox.popleft()
+        while True:
+            try:
+                # The training thread may pop the oldest entry concurrently (inbox full).
+                pending = self._inbox.popleft()
+            except IndexError:
+                return urgent
             try:
                 records = pending.records()
             except Exception:  # noqa: BLE001
                 logger.exception("gradwatch: could not read statistics for %d steps; dropped", pending.num_steps)
                 self._count_dropped(pending.num_steps)
                 continue
-            self._buffer.extend(records)
+            with self._lock:
+                if self._abandoned:  # close() gave up while these were read
+                    self.dropped += len(records)
+                    return urgent
+                self._buffer.extend(records)
+                excess = max(len(self._buffer) - self._options.buffer_steps, 0)
+                for _ in range(excess):
+                    self._buffer.popleft()
             urgent = urgent or any(_non_finite_loss(record) for record in records)
-            excess = len(self._buffer) - self._options.buffer_steps
-            for _ in range(max(excess, 0)):
-                self._buffer.popleft()
             if excess > 0:
                 self._count_dropped(excess)
-        return urgent
 
     def _send_buffer(self) -> bool:
         """Post everything buffered; False when the service could not take it."""
@@ -245,13 +292,26 @@ class Sender:
             if status >= 500 or status in (408, 429):
                 self._note_unreachable(f"HTTP {status}: {text[:200]}")
                 return False
-            for _ in batch:
-                self._buffer.popleft()
             with self._lock:
+                if self._abandoned:
+                    return False  # close() already counted this batch as dropped
+                for _ in batch:
+                    self._buffer.popleft()
                 self._dropped_unreported -= dropped
             if 200 <= status < 300:
                 self.delivered += len(batch)
                 self._note_reachable()
+            elif status in (401, 403):
+                # Retrying cannot help until someone fixes the token: drop and count.
+                self._count_dropped(len(batch))
+                if not self._warned_rejected:
+                    self._warned_rejected = True
+                    logger.warning(
+                        "gradwatch: the service refused this agent's token (HTTP %d) for %s. Training continues; "
+                        "reports are dropped and counted. Pass watch(..., token=...) or set $GRADWATCH_TOKEN.",
+                        status,
+                        self._describe,
+                    )
             else:
                 self._count_dropped(len(batch))
                 if not self._warned_rejected:
@@ -287,6 +347,15 @@ class Sender:
             )
             self._failing_since = None
             self._warned_unreachable = False
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _non_finite_loss(record: dict) -> bool:
