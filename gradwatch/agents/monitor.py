@@ -13,6 +13,7 @@ itself off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import numbers
@@ -30,7 +31,7 @@ from gradwatch.agents.gather import DeviceGather, HostValues, Slot
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.ranks import detect_rank
-from gradwatch.agents.sender import HttpTransport, Sender, Transport
+from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
 from gradwatch.wire import is_valid_run_name
 
 logger = logging.getLogger("gradwatch.agent")
@@ -173,6 +174,9 @@ class Monitor:
         self._failures = 0
         self._closed = False
         self._warned: set[str] = set()
+        # A script that never calls close() still delivers its last steps at
+        # exit (within close_timeout); registered after the sender's hook, so it runs first.
+        atexit.register(weak_call(self, Monitor.close))
         self._hooks = []
         if optimizer is not None:
             self._hooks = [

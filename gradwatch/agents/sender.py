@@ -89,6 +89,8 @@ class HttpTransport:
                 )
             else:
                 self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        elif self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)  # a kept-alive connection: this call's timeout applies
         try:
             self._conn.request("POST", self._path, body=body, headers=self._headers)
             response = self._conn.getresponse()
@@ -119,8 +121,8 @@ class Sender:
         self._dropped_unreported = 0
         self._closed = False
         self._reset_thread_state()
-        os.register_at_fork(after_in_child=_weak_call(self, Sender._reset_thread_state))
-        atexit.register(_weak_call(self, Sender._at_exit))
+        os.register_at_fork(after_in_child=weak_call(self, Sender._reset_thread_state))
+        atexit.register(weak_call(self, Sender._at_exit))
 
     def _reset_thread_state(self) -> None:
         # Called at construction and in a forked child, where the parent's
@@ -166,13 +168,15 @@ class Sender:
         """Deliver what is buffered within ``timeout``, then stop the thread. Idempotent."""
         if self._closed:
             return
+        # One deadline for everything: close(timeout) must return within timeout.
+        deadline = time.monotonic() + timeout
         delivered_all = self.flush(timeout) and not self._buffer and not self._inbox
         self._closed = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(min(timeout, self._options.request_timeout) if timeout else 0)
+            self._thread.join(max(min(deadline - time.monotonic(), self._options.request_timeout), 0))
             if delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered:
-                self._send_final(min(timeout, self._options.request_timeout))
+                self._send_final(min(deadline - time.monotonic(), self._options.request_timeout))
         self._abandon_leftovers()
         if hasattr(self._transport, "close"):
             self._transport.close()
@@ -366,7 +370,7 @@ def _non_finite_loss(record: dict) -> bool:
     return False
 
 
-def _weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
+def weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
     """A callback that calls ``method(obj)`` while obj is alive, without keeping it alive."""
     ref = weakref.ref(obj)
 
