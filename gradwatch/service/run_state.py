@@ -88,6 +88,11 @@ class RunState:
         self.layer_names: tuple[str, ...] = ()
         self.layer_numel = np.zeros(0, dtype=np.int64)
         self.stats: Window | None = None
+        # Per-layer latest values belong to the old layer list: kept, they would
+        # no longer line up with layer_names (and /metrics would fail on them).
+        latest = self.latest
+        latest.layer_grad_norm = latest.layer_weight_norm = latest.layer_update_ratio = None
+        latest.layer_grad_max_abs = latest.layer_weight_max_abs = latest.layer_nonfinite = None
         self.last_primary_step = -1
         self._first_losses: list[float] = []
 
