@@ -57,7 +57,10 @@ class RunState:
         self._windows = windows
         self.latest = Latest()
         self.reports = 0
+        #: Step records received, each once: a record re-sent by the same agent
+        #: session (a retry whose first answer was lost) is counted in steps_resent.
         self.steps_received = 0
+        self.steps_resent = 0
         self.agent_dropped = 0
         self.ranks: set[int] = set()
         self.world_size = 1
@@ -112,7 +115,6 @@ class RunState:
             self.hosts.add(report.host)
         if self.primary_rank is None or report.rank < self.primary_rank:
             self.primary_rank = report.rank
-        self.steps_received += len(report.steps)
         if report.rank == self.primary_rank:
             # Steps after a final report mean training went on (or restarted).
             self.finished = report.final
@@ -123,7 +125,9 @@ class RunState:
         if session and last is not None and last[0] == session and record.step <= last[1]:
             # Re-sent by the same agent: it retried a request whose answer it
             # never got. Ingest is idempotent per session.
+            self.steps_resent += 1
             return 0
+        self.steps_received += 1
         if len(self._last_seen) < 4096 or rank in self._last_seen:
             self._last_seen[rank] = (session, record.step)
         if rank != self.primary_rank:

@@ -30,3 +30,15 @@ def test_a_restart_without_layer_stats_yet_keeps_metrics_and_layers_consistent()
     assert families
     layers = agg.layers("r")
     assert layers["layers"] == [] and layers["grad_norm"] is None
+
+
+def test_records_re_sent_after_a_lost_answer_are_counted_once():
+    # A 503 from an ingest that timed out while the actor still took the report makes the agent send it
+    # again; /metrics must not count those steps twice (the load test's exact accounting relies on it).
+    agg = Aggregator()
+    report = Report.model_validate({"run": "r", "session": "s", "steps": [{"step": i, "loss": 1.0} for i in range(5)]})
+    agg.ingest(report)
+    agg.ingest(report)
+    [run] = agg.snapshot().runs
+    assert run.steps_received == 5 and run.reports == 2
+    assert agg._runs["r"].state.steps_resent == 5
