@@ -59,6 +59,14 @@ class LimitsConfig(BaseModel):
         ),
     )
     ingest_timeout: float = Field(default=10.0, gt=0, description="Seconds an ingest may wait on the aggregator actor.")
+    max_pending_ingests: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Ingests waiting on the aggregator at once; beyond this a report is refused at once with HTTP 429 "
+            "(the agent keeps it and retries). Bounds the actor's queue, so no accepted ingest times out."
+        ),
+    )
 
 
 class SnapshotConfig(BaseModel):

@@ -137,6 +137,7 @@ def make_app(
     registry.register(collector)
     metrics = HttpMetrics(registry)
     timeout = config.limits.ingest_timeout
+    pending_ingests = [0]  # one event loop: no lock needed
 
     async def ingest(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -159,6 +160,12 @@ def make_app(
             status, reason, details = describe_validation_error(exc)
             metrics.rejected.labels("invalid_json" if status == 400 else "schema").inc()
             return _error(status, reason, details)
+        if pending_ingests[0] >= config.limits.max_pending_ingests:
+            # Refused before it reaches the actor, so the agent knows it was not
+            # ingested (a timed-out call may still land later) and retries.
+            metrics.rejected.labels("busy").inc()
+            return _error(429, "aggregator busy, retry later (limits.max_pending_ingests)")
+        pending_ingests[0] += 1
         try:
             changes = await asyncio.wait_for(backend.ingest(report), timeout)
         except IngestRefused as exc:
@@ -167,6 +174,8 @@ def make_app(
         except (asyncio.TimeoutError, BackendUnavailable) as exc:
             metrics.rejected.labels("unavailable").inc()
             return _error(503, f"aggregator unavailable, retry later ({type(exc).__name__})")
+        finally:
+            pending_ingests[0] -= 1
         metrics.ingest_seconds.observe(time.perf_counter() - started)
         for change in changes:
             _log_change(change)

@@ -18,6 +18,7 @@ is never read from the network; no pickle is involved.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib
 import json
@@ -39,6 +40,8 @@ SNAPSHOT_FILE = "aggregator.json"
 _PACKAGE = "gradwatch.service"
 #: Attributes never saved: the config comes from the constructor (it may have changed).
 _SKIP = frozenset({"config"})
+#: After a snapshot that took t seconds, the next one waits at least this many times t.
+_BUSY_FACTOR = 9.0
 
 
 class SnapshotError(ValueError):
@@ -54,7 +57,10 @@ def encode(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.dtype.kind not in "biuf":
             raise TypeError(f"cannot snapshot an array of dtype {value.dtype}")
-        return {"__nd__": value.dtype.str, "shape": list(value.shape), "data": value.ravel().tolist()}
+        # Raw bytes, not lists of numbers: 20x faster for a few hundred runs, and the
+        # actor is busy (not ingesting) while it writes.
+        data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode("ascii")
+        return {"__nd__": value.dtype.str, "shape": list(value.shape), "b64": data}
     if isinstance(value, list):
         return [encode(v) for v in value]
     if isinstance(value, tuple):
@@ -81,7 +87,8 @@ def decode(data: Any) -> Any:
         dtype = np.dtype(data["__nd__"])
         if dtype.kind not in "biuf":
             raise SnapshotError(f"array dtype {dtype} is not allowed")
-        return np.array(data["data"], dtype=dtype).reshape(data["shape"])
+        raw = base64.b64decode(data["b64"], validate=True)
+        return np.frombuffer(raw, dtype=dtype).reshape(data["shape"]).copy()
     if "__tuple__" in data:
         return tuple(decode(v) for v in data["__tuple__"])
     if "__set__" in data:
@@ -153,6 +160,7 @@ class SnapshottingAggregator(Aggregator):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._saved_reports = -1
+        self._next_save_allowed = 0.0
         self.restored_from: float | None = None
         settings = self.config.snapshots
         self._path = Path(settings.dir) / SNAPSHOT_FILE if settings.enabled and settings.dir else None
@@ -169,7 +177,11 @@ class SnapshottingAggregator(Aggregator):
             return
         state, written_at = found
         for key, value in state.items():
-            if key not in _SKIP and not key.startswith("_saved") and key not in ("restored_from", "_path"):
+            if (
+                key not in _SKIP
+                and not key.startswith(("_saved", "_next_save"))
+                and key not in ("restored_from", "_path")
+            ):
                 setattr(self, key, value)
         self._saved_reports = self._reports
         self.restored_from = written_at
@@ -183,13 +195,20 @@ class SnapshottingAggregator(Aggregator):
         """Write the state if it changed since the last snapshot; True when written."""
         if self._path is None or self._reports == self._saved_reports:
             return False
+        # The actor ingests nothing while it writes: keep snapshots under ~10% of
+        # its time, however many runs it holds (a 256-run state takes ~0.4 s).
+        if time.monotonic() < self._next_save_allowed:
+            return False
+        started = time.monotonic()
         state = {
             k: v
             for k, v in vars(self).items()
-            if k not in _SKIP and not k.startswith("_saved") and k not in ("restored_from", "_path")
+            if k not in _SKIP and not k.startswith(("_saved", "_next_save")) and k not in ("restored_from", "_path")
         }
         write_snapshot(self._path, state)
         self._saved_reports = self._reports
+        finished = time.monotonic()
+        self._next_save_allowed = finished + _BUSY_FACTOR * (finished - started)
         return True
 
     def snapshot_info(self) -> dict[str, Any]:
