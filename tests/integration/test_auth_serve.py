@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 
-from tests.integration.external import free_port
+from tests.integration.external import binary, free_port, wait_ready
 from tests.integration.test_cli import _wait_healthy, ray_tmp  # noqa: F401 - fixture
 from tests.unit.live_app import self_signed_cert
 
@@ -107,6 +110,7 @@ def test_serve_with_token_and_tls_over_the_real_service(tmp_path, ray_tmp):  # n
         assert call("/v1/reports", SECRET, report) == 202
         assert call("/v1/runs", None) == 401 and call("/v1/runs", SECRET) == 200
         assert call("/metrics", None) == 401 and call("/metrics", SECRET) == 200
+        _scrape_with_the_documented_prometheus_config(tmp_path, port, token_file, cert)
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=60)[0]
@@ -114,3 +118,42 @@ def test_serve_with_token_and_tls_over_the_real_service(tmp_path, ray_tmp):  # n
     assert f"serving on {url}" in output
     assert SECRET not in output  # not even at DEBUG
     assert (tmp_path / "state" / "default" / "aggregator.json").exists()  # the snapshot written on the way out
+
+
+def _scrape_with_the_documented_prometheus_config(tmp_path: Path, port: int, token_file: Path, cert: Path) -> None:
+    """Real Prometheus, configured with docs/operations.md's snippet, scrapes the protected HTTPS /metrics."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    snippet = re.search(r"### Prometheus with a protected `/metrics`\n\n```yaml\n(.*?)```", doc, re.S).group(1)
+    config = (
+        snippet.replace("/etc/prometheus/gradwatch.token", str(token_file))
+        .replace("/etc/prometheus/gradwatch-ca.pem", str(cert))
+        .replace("gradwatch.internal:8617", f"127.0.0.1:{port}")
+    )
+    config = "global:\n  scrape_interval: 1s\n" + config
+    (tmp_path / "prometheus.yml").write_text(config)
+    prom_port = free_port()
+    prometheus = subprocess.Popen(
+        [
+            binary("prometheus"),
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            "--log.level=warn",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_ready(f"http://127.0.0.1:{prom_port}/-/ready", prometheus)
+        query = urllib.parse.urlencode({"query": 'gradwatch_run_steps_total{run="tls-run"}'})
+        deadline = time.monotonic() + 30
+        result: list = []
+        while not result and time.monotonic() < deadline:
+            time.sleep(0.5)
+            with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/api/v1/query?{query}", timeout=5) as response:
+                result = json.loads(response.read())["data"]["result"]
+        assert result and result[0]["value"][1] == "1", "Prometheus did not scrape the protected /metrics"
+    finally:
+        prometheus.terminate()
+        prometheus.wait(10)
