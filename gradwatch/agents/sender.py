@@ -139,6 +139,8 @@ class Sender:
         self._failing_since: float | None = None
         self._flush_requested = False
         self._abandoned = False
+        #: The last attempt was answered "busy, retry" (429/503), not left unanswered.
+        self._busy = False
 
     # --- training thread -------------------------------------------------
     def submit(self, pending: PendingRecords) -> None:
@@ -237,8 +239,9 @@ class Sender:
                 failed = True
             with self._lock:
                 # After a failed attempt a flush stops waiting: close() must not
-                # hang on a dead service.
-                if not self._inbox and (not self._buffer or failed):
+                # hang on a dead service. A busy one (429/503: it answered) is
+                # retried until the flush's own timeout instead.
+                if not self._inbox and (not self._buffer or (failed and not self._busy)):
                     self._idle.set()
 
     def _drain_inbox(self) -> bool:
@@ -291,8 +294,10 @@ class Sender:
             try:
                 status, text = self._transport(body, self._options.request_timeout)
             except OSError as exc:
+                self._busy = False
                 self._note_unreachable(str(exc))
                 return False
+            self._busy = status in (429, 503)
             if status >= 500 or status in (408, 429):
                 self._note_unreachable(f"HTTP {status}: {text[:200]}")
                 return False

@@ -16,15 +16,15 @@ from torch import nn
 
 import gradwatch
 
-STEP_INTERVAL = 0.1  # seconds between optimizer steps of one agent
+STEP_INTERVAL = 0.25  # seconds between optimizer steps of one agent
 
 
 def agent(endpoint: str, run: str, seconds: float, results: list[dict], start: threading.Barrier) -> None:
     model = nn.Linear(8, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    # request_timeout above the service's ingest_timeout: every request gets an answer, so the agent never
-    # gives up on a request that may still land (which it would count as dropped while the service ingests it).
-    mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, flush_interval=2.0, request_timeout=60.0)
+    # request_timeout above the service's ingest_timeout, and close()'s timeout above both: every request gets
+    # its answer before the agent gives up, so it never counts as dropped a request that may still land.
+    mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, flush_interval=2.0, request_timeout=150.0)
     start.wait()
     deadline = time.monotonic() + seconds
     steps, slowest = 0, 0.0
@@ -38,7 +38,7 @@ def agent(endpoint: str, run: str, seconds: float, results: list[dict], start: t
         steps += 1
         slowest = max(slowest, time.perf_counter() - began)
         time.sleep(STEP_INTERVAL)
-    mon.close(timeout=120)
+    mon.close(timeout=300)
     results.append(
         {"run": run, "recorded": steps, "delivered": mon.delivered, "dropped": mon.dropped, "slowest": slowest}
     )

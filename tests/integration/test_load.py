@@ -28,7 +28,7 @@ PROCESSES = 4
 
 @pytest.fixture(scope="module")
 def load_service(ray_session):
-    config = ServiceConfig(limits=LimitsConfig(ingest_timeout=30.0))
+    config = ServiceConfig(limits=LimitsConfig(ingest_timeout=120.0))
     background = BackgroundService(Service(config, port=0, name="load")).start()
     yield background
     background.stop()
@@ -59,7 +59,7 @@ def test_every_step_of_256_concurrent_agents_is_ingested_or_counted_as_dropped(l
     ]
     agents = []
     for process in processes:
-        out, err = process.communicate(timeout=SECONDS + 300)
+        out, err = process.communicate(timeout=SECONDS + 600)
         assert process.returncode == 0, err[-3000:]
         agents += [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     elapsed = time.monotonic() - started
@@ -79,7 +79,7 @@ def test_every_step_of_256_concurrent_agents_is_ingested_or_counted_as_dropped(l
     total_ingested = sum(ingested.get(a["run"], 0) for a in agents)
     total_dropped = sum(a["dropped"] for a in agents)
     assert recorded == total_ingested + total_dropped
-    assert recorded > AGENTS * SECONDS  # each agent really trained: ~10 steps a second
+    assert recorded > AGENTS * SECONDS  # each agent really trained: ~4 steps a second
     slowest = max(a["slowest"] for a in agents)
     print(
         f"\nload: {AGENTS} agents in {PROCESSES} processes for {SECONDS:.0f} s ({elapsed:.0f} s with start and close): "

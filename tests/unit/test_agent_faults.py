@@ -392,7 +392,9 @@ def test_a_service_that_dies_and_comes_back_hears_about_the_drops():
     # The oldest were dropped: what arrived after the outage is the newest of it, in order.
     assert revived.steps == sorted(revived.steps) and revived.steps[-1] == 259
     assert revived.steps[0] >= 250 - 32
-    assert revived.dropped_reported == mon.dropped  # the service learns how many it never saw
+    # The service learns how many it never saw (a report can still reach the old process while it shuts down).
+    assert service.dropped_reported + revived.dropped_reported == mon.dropped
+    assert len(service.steps) + len(revived.steps) == mon.delivered
 
 
 def test_a_process_that_never_calls_close_exits_promptly_and_delivers_what_it_can():
@@ -554,3 +556,22 @@ def test_a_torch_compiled_model():
     assert len(rows) == 5 and all(r["grad_norm"] > 0 for r in rows)
     # The compiled wrapper's parameters are the model's: layers are named as in the original model.
     assert {name.removeprefix("_orig_mod.") for name in rows[0]["layers"]["names"]} == {"0", "2"}
+
+
+def test_close_keeps_retrying_a_busy_service_within_its_timeout():
+    # 429/503 mean "alive, retry": close() must not give up on the first one (that loses steps the service
+    # would take a moment later); an unreachable service still ends close() early.
+    answers = iter([429, 503, 429])
+
+    def busy_then_ok(body, timeout):
+        return next(answers, 202), "{}"
+
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    options = AgentOptions(flush_interval=0.01, max_backoff=0.05)
+    mon = Monitor(model, optimizer, run="busy", endpoint="http://x:1", options=options, transport=busy_then_ok)
+    _train(mon, model, optimizer, 20)
+    started = time.perf_counter()
+    mon.close(timeout=5)
+    assert mon.delivered == 20 and mon.dropped == 0
+    assert time.perf_counter() - started < 2
