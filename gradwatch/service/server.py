@@ -159,12 +159,12 @@ class Service:
             await asyncio.sleep(self.config.snapshots.interval)
             await self.save_snapshot()
 
-    async def save_snapshot(self) -> bool:
+    async def save_snapshot(self, force: bool = False) -> bool:
         """Ask the actor to write its snapshot now; False when it could not (restarting, say)."""
         if self._actor is None:
             return False
         try:
-            return bool(await self._actor.save_snapshot.remote())
+            return bool(await self._actor.save_snapshot.remote(force))
         except Exception:  # noqa: BLE001 - a restarting actor or a full disk must not stop the service
             logger.warning("gradwatch: could not snapshot the aggregator", exc_info=True)
             return False
@@ -187,7 +187,7 @@ class Service:
             self._snapshot_task.cancel()
             await asyncio.gather(self._snapshot_task, return_exceptions=True)
             self._snapshot_task = None
-            await self.save_snapshot()
+            await self.save_snapshot(force=True)
         if self._pusher is not None:
             await self._pusher.stop()
             self._pusher = None

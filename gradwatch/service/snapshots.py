@@ -191,13 +191,16 @@ class SnapshottingAggregator(Aggregator):
             time.time() - written_at,
         )
 
-    def save_snapshot(self) -> bool:
-        """Write the state if it changed since the last snapshot; True when written."""
+    def save_snapshot(self, force: bool = False) -> bool:
+        """Write the state if it changed since the last snapshot; True when written.
+
+        ``force`` skips the throttle (the front's last snapshot at shutdown).
+        """
         if self._path is None or self._reports == self._saved_reports:
             return False
         # The actor ingests nothing while it writes: keep snapshots under ~10% of
         # its time, however many runs it holds (a 256-run state takes ~0.4 s).
-        if time.monotonic() < self._next_save_allowed:
+        if not force and time.monotonic() < self._next_save_allowed:
             return False
         started = time.monotonic()
         state = {

@@ -88,6 +88,8 @@ def test_snapshots_are_throttled_to_a_fraction_of_the_actor_time(tmp_path):
     agg._next_save_allowed += 3600  # as if the last snapshot had been slow
     agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 1, "loss": 2.0}]}))
     assert not agg.save_snapshot()
+    assert agg.save_snapshot(force=True)  # the last one, at shutdown
+    agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 2, "loss": 2.0}]}))
     agg._next_save_allowed = 0.0
     assert agg.save_snapshot()
 
