@@ -23,7 +23,7 @@ import hmac
 import ipaddress
 import os
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from aiohttp import web
@@ -65,9 +65,9 @@ class Token:
     __str__ = __repr__
 
 
-def load_token(token_file: str | None, environ: dict[str, str] | None = None) -> Token | None:
+def load_token(token_file: str | None, environ: Mapping[str, str] | None = None) -> Token | None:
     """The token from ``token_file`` if given, else from ``$GRADWATCH_TOKEN``, else None."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     if token_file:
         try:
             text = Path(token_file).read_text()
@@ -77,7 +77,7 @@ def load_token(token_file: str | None, environ: dict[str, str] | None = None) ->
             return Token(text)
         except AuthError as exc:
             raise AuthError(f"token file {token_file}: {exc}") from None
-    value = environ.get(TOKEN_ENV)
+    value = env.get(TOKEN_ENV)
     if value is None:
         return None
     try:

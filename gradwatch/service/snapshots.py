@@ -114,7 +114,7 @@ def _name(cls: type) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def _class(name: str) -> type:
+def _class(name: str) -> Any:
     module_name, _, qualname = name.partition(":")
     if module_name != _PACKAGE and not module_name.startswith(_PACKAGE + "."):
         raise SnapshotError(f"class {name!r} is outside {_PACKAGE}")
