@@ -24,7 +24,7 @@ def agent(endpoint: str, run: str, seconds: float, results: list[dict], start: t
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     # request_timeout above the service's ingest_timeout, and close()'s timeout above both: every request gets
     # its answer before the agent gives up, so it never counts as dropped a request that may still land.
-    mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, flush_interval=2.0, request_timeout=150.0)
+    mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, flush_interval=2.0, request_timeout=60.0)
     start.wait()
     deadline = time.monotonic() + seconds
     steps, slowest = 0, 0.0
@@ -59,6 +59,8 @@ def main() -> None:
         worker.join()
     for result in results:
         print(json.dumps(result), flush=True)
+    if len(results) != threads:  # a thread died (its traceback is on stderr): the run proves nothing
+        sys.exit(f"{threads - len(results)} of {threads} agents failed")
 
 
 if __name__ == "__main__":
