@@ -121,8 +121,16 @@ class Sender:
         self._dropped_unreported = 0
         self._closed = False
         self._reset_thread_state()
-        os.register_at_fork(after_in_child=weak_call(self, Sender._reset_thread_state))
+        os.register_at_fork(after_in_child=weak_call(self, Sender._after_fork_in_child))
         atexit.register(weak_call(self, Sender._at_exit))
+
+    def _after_fork_in_child(self) -> None:
+        self._reset_thread_state()
+        # The parent's kept-alive connection is shared with the child: two
+        # processes on one socket read each other's answers. The child closes
+        # its copy of the descriptor (the parent's stays open) and dials anew.
+        if hasattr(self._transport, "close"):
+            self._transport.close()
 
     def _reset_thread_state(self) -> None:
         # Called at construction and in a forked child, where the parent's
