@@ -28,7 +28,7 @@ PROCESSES = 4
 
 @pytest.fixture(scope="module")
 def load_service(ray_session):
-    config = ServiceConfig(limits=LimitsConfig(ingest_timeout=120.0))
+    config = ServiceConfig(limits=LimitsConfig(ingest_timeout=45.0))
     background = BackgroundService(Service(config, port=0, name="load")).start()
     yield background
     background.stop()
