@@ -55,6 +55,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="push each diagnosis to this Alertmanager the moment it fires (repeatable, e.g. for an HA pair)",
     )
     serve.add_argument("--name", default="default", help="aggregator name, for several services on one Ray cluster")
+    access = serve.add_argument_group("access control and TLS (see docs/operations.md)")
+    access.add_argument(
+        "--token-file",
+        default=None,
+        metavar="PATH",
+        help="require 'Authorization: Bearer <token>' on ingest and the API, the token read from PATH "
+        "(default: $GRADWATCH_TOKEN if set)",
+    )
+    access.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow listening on a non-loopback address without a token (anyone who reaches it can read and write)",
+    )
+    access.add_argument("--protect-metrics", action="store_true", help="require the token on /metrics too")
+    access.add_argument("--tls-cert", default=None, metavar="PEM", help="serve HTTPS with this certificate (chain)")
+    access.add_argument("--tls-key", default=None, metavar="PEM", help="private key of --tls-cert")
+    access.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="where the aggregator snapshots its state, to restore it after a restart "
+        "(default: a private temporary directory)",
+    )
     serve.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     demo = commands.add_parser(
@@ -132,10 +155,42 @@ def _serve(args: argparse.Namespace) -> int:
         try:
             alerting = AlertingConfig.model_validate({**config.alerting.model_dump(), "alertmanagers": urls})
         except ValidationError as exc:
-            print(f"gradwatch serve: --alertmanager: {exc.errors()[0]['msg'].removeprefix('Value error, ')}", file=sys.stderr)
+            print(
+                f"gradwatch serve: --alertmanager: {exc.errors()[0]['msg'].removeprefix('Value error, ')}",
+                file=sys.stderr,
+            )
             return 2
         config = config.model_copy(update={"alerting": alerting})
-    service = Service(config, host=args.host, port=args.port, address=args.address, name=args.name)
+    from gradwatch.service.auth import AuthError, listen_policy_error, load_token, ssl_context
+
+    try:
+        token = load_token(args.token_file)
+        tls = ssl_context(args.tls_cert, args.tls_key)
+    except AuthError as exc:
+        print(f"gradwatch serve: {exc}", file=sys.stderr)
+        return 2
+    refusal = listen_policy_error(args.host, token, args.insecure)
+    if refusal is not None:
+        print(f"gradwatch serve: {refusal}", file=sys.stderr)
+        return 2
+    if args.protect_metrics and token is None:
+        print(
+            "gradwatch serve: --protect-metrics needs a token (--token-file PATH or $GRADWATCH_TOKEN)", file=sys.stderr
+        )
+        return 2
+    if args.state_dir:
+        snapshots = config.snapshots.model_copy(update={"dir": args.state_dir})
+        config = config.model_copy(update={"snapshots": snapshots})
+    service = Service(
+        config,
+        host=args.host,
+        port=args.port,
+        address=args.address,
+        name=args.name,
+        token=token,
+        protect_metrics=args.protect_metrics,
+        ssl_context=tls,
+    )
     try:
         serve_forever(service)
     except OSError as exc:

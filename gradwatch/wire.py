@@ -57,6 +57,10 @@ MAX_LAYER_NAME = 256
 MAX_LAYERS_PER_REPORT = 20_000
 MAX_STEPS_PER_REPORT = 10_000
 MAX_SCALARS_PER_STEP = 32
+#: Integers are bounded so that they fit the service's int64 arrays (and a
+#: JavaScript number): an unbounded one is a 422, not an overflow inside.
+MAX_INT = 2**53
+MAX_WORLD_SIZE = 1 << 20
 
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@+=/-]*$"
 _RUN_NAME_RE = re.compile(RUN_NAME_PATTERN)
@@ -95,7 +99,7 @@ class LayerStats(BaseModel):
     )
     #: Number of parameter elements per layer; lets the service compare layers
     #: of different sizes by root-mean-square rather than raw norm.
-    numel: list[Annotated[int, Field(ge=0)]]
+    numel: list[Annotated[int, Field(ge=0, le=MAX_INT)]]
     grad_norm: list[MaybeFloat]
     grad_max_abs: list[MaybeFloat]
     weight_norm: list[MaybeFloat]
@@ -121,7 +125,7 @@ class StepRecord(BaseModel):
 
     model_config = _WIRE_CONFIG
 
-    step: int = Field(ge=0)
+    step: int = Field(ge=0, le=MAX_INT)
     loss: MaybeFloat = None
     val_loss: MaybeFloat = None
     lr: MaybeFloat = None
@@ -175,8 +179,8 @@ class Report(BaseModel):
 
     v: Literal[1] = 1
     run: RunName
-    rank: int = Field(default=0, ge=0)
-    world_size: int = Field(default=1, ge=1)
+    rank: int = Field(default=0, ge=0, le=MAX_WORLD_SIZE)
+    world_size: int = Field(default=1, ge=1, le=MAX_WORLD_SIZE)
     host: str = Field(default="", max_length=255)
     #: Rank within the node (torchrun's LOCAL_RANK), for finding the GPU.
     local_rank: int | None = Field(default=None, ge=0)
@@ -190,7 +194,7 @@ class Report(BaseModel):
     session: str = Field(default="", max_length=64)
     #: Records the agent dropped (buffer full, service unreachable) since the
     #: last report it delivered.
-    dropped: int = Field(default=0, ge=0)
+    dropped: int = Field(default=0, ge=0, le=MAX_INT)
     steps: list[StepRecord] = Field(max_length=MAX_STEPS_PER_REPORT)
     #: The agent closed: this rank sends no more steps (a finished run is not
     #: a silent one).

@@ -13,6 +13,7 @@ itself off.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import numbers
@@ -31,7 +32,7 @@ from gradwatch.agents.gather import DeviceGather, HostValues, PinnedPool, Slot
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.ranks import detect_rank
-from gradwatch.agents.sender import HttpTransport, Sender, Transport
+from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
 from gradwatch.wire import is_valid_run_name
 
 logger = logging.getLogger("gradwatch.agent")
@@ -133,10 +134,10 @@ def _ratio(delta_sumsq: float, before_sumsq: float) -> float:
     return 0.0 if delta_sumsq == 0 else math.inf
 
 
-def _transport_for(endpoint: str) -> Transport:
+def _transport_for(endpoint: str, options: AgentOptions) -> Transport:
     if endpoint.startswith(ray_transport.SCHEME):
         return ray_transport.RayActorTransport(endpoint)
-    return HttpTransport(endpoint)
+    return HttpTransport.from_options(endpoint, options)
 
 
 class Monitor:
@@ -173,7 +174,7 @@ class Monitor:
             envelope["shard"] = {"index": self._plan.index, "count": self._plan.count}
         self._sender = Sender(
             envelope,
-            transport or _transport_for(endpoint),
+            transport or _transport_for(endpoint, options),
             options,
             describe=f"run {run!r} rank {rank.rank} -> {endpoint}",
         )
@@ -190,6 +191,9 @@ class Monitor:
         self._failures = 0
         self._closed = False
         self._warned: set[str] = set()
+        # A script that never calls close() still delivers its last steps at
+        # exit (within close_timeout); registered after the sender's hook, so it runs first.
+        atexit.register(weak_call(self, Monitor.close))
         self._hooks = []
         if optimizer is not None:
             self._hooks = [

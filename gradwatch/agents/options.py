@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from gradwatch.wire import DEFAULT_PORT
 
 ENDPOINT_ENV = "GRADWATCH_ENDPOINT"
+TOKEN_ENV = "GRADWATCH_TOKEN"
+
+
+def default_token() -> SecretStr | None:
+    """``$GRADWATCH_TOKEN``, when set."""
+    value = os.environ.get(TOKEN_ENV, "").strip()
+    return SecretStr(value) if value else None
 
 
 def default_endpoint() -> str:
@@ -56,3 +63,13 @@ class AgentOptions(BaseModel):
         default=2.0, gt=0, le=60, description="Longest wait between retries while the service is unreachable."
     )
     enabled: bool = Field(default=True, description="False returns a monitor that does nothing.")
+    token: SecretStr | None = Field(
+        default_factory=default_token,
+        description=(
+            "Bearer token the service requires (gradwatch serve --token-file); default $GRADWATCH_TOKEN. "
+            "Never logged or shown in a repr."
+        ),
+    )
+    ca_file: str | None = Field(
+        default=None, description="PEM file of the CA that signed an https endpoint's certificate (a private CA)."
+    )

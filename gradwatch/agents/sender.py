@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import atexit
 import http.client
+import ipaddress
 import logging
 import math
 import os
+import ssl
 import threading
 import time
 import urllib.parse
@@ -50,21 +52,45 @@ Transport = Callable[[bytes, float], tuple[int, str]]
 class HttpTransport:
     """POSTs JSON bodies over one kept-alive HTTP/1.1 connection."""
 
-    def __init__(self, endpoint: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, endpoint: str, headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         parsed = urllib.parse.urlsplit(endpoint)
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise ValueError(f"endpoint {endpoint!r} must look like http://host:port")
         self._https = parsed.scheme == "https"
+        self._ssl_context = ssl_context
         self._host = parsed.hostname
         self._port = parsed.port
         self._path = parsed.path.rstrip("/") + REPORTS_PATH
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         self._conn: http.client.HTTPConnection | None = None
 
+    @classmethod
+    def from_options(cls, endpoint: str, options: AgentOptions) -> HttpTransport:
+        """The transport for ``endpoint`` with the token and CA of ``options``."""
+        headers = {}
+        if options.token is not None:
+            headers["Authorization"] = f"Bearer {options.token.get_secret_value()}"
+        context = ssl.create_default_context(cafile=options.ca_file) if options.ca_file else None
+        transport = cls(endpoint, headers, context)
+        if options.token is not None and not transport._https and not _is_loopback(transport._host):
+            logger.warning(
+                "gradwatch: the token is sent to %s over plain HTTP; use an https:// endpoint (docs/operations.md)",
+                endpoint,
+            )
+        return transport
+
     def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
         if self._conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._conn = cls(self._host, self._port, timeout=timeout)
+            if self._https:
+                self._conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=timeout, context=self._ssl_context
+                )
+            else:
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        elif self._conn.sock is not None:
+            self._conn.sock.settimeout(timeout)  # a kept-alive connection: this call's timeout applies
         try:
             self._conn.request("POST", self._path, body=body, headers=self._headers)
             response = self._conn.getresponse()
@@ -95,8 +121,16 @@ class Sender:
         self._dropped_unreported = 0
         self._closed = False
         self._reset_thread_state()
-        os.register_at_fork(after_in_child=_weak_call(self, Sender._reset_thread_state))
-        atexit.register(_weak_call(self, Sender._at_exit))
+        os.register_at_fork(after_in_child=weak_call(self, Sender._after_fork_in_child))
+        atexit.register(weak_call(self, Sender._at_exit))
+
+    def _after_fork_in_child(self) -> None:
+        self._reset_thread_state()
+        # The parent's kept-alive connection is shared with the child: two
+        # processes on one socket read each other's answers. The child closes
+        # its copy of the descriptor (the parent's stays open) and dials anew.
+        if hasattr(self._transport, "close"):
+            self._transport.close()
 
     def _reset_thread_state(self) -> None:
         # Called at construction and in a forked child, where the parent's
@@ -112,6 +146,9 @@ class Sender:
         self._warned_rejected = False
         self._failing_since: float | None = None
         self._flush_requested = False
+        self._abandoned = False
+        #: The last attempt was answered "busy, retry" (429/503), not left unanswered.
+        self._busy = False
 
     # --- training thread -------------------------------------------------
     def submit(self, pending: PendingRecords) -> None:
@@ -141,15 +178,32 @@ class Sender:
         """Deliver what is buffered within ``timeout``, then stop the thread. Idempotent."""
         if self._closed:
             return
+        # One deadline for everything: close(timeout) must return within timeout.
+        deadline = time.monotonic() + timeout
         delivered_all = self.flush(timeout) and not self._buffer and not self._inbox
         self._closed = True
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(min(timeout, self._options.request_timeout) if timeout else 0)
+            self._thread.join(max(min(deadline - time.monotonic(), self._options.request_timeout), 0))
             if delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered:
-                self._send_final(min(timeout, self._options.request_timeout))
+                self._send_final(min(deadline - time.monotonic(), self._options.request_timeout))
+        self._abandon_leftovers()
         if hasattr(self._transport, "close"):
             self._transport.close()
+
+    def _abandon_leftovers(self) -> None:
+        """Count what close() could not deliver as dropped, so every record is delivered or dropped.
+
+        A request still in flight (a hanging service) is counted here too; its
+        late answer is then ignored, so no record is counted twice.
+        """
+        with self._lock:
+            self._abandoned = True
+            leftover = len(self._buffer) + sum(p.num_steps for p in self._inbox)
+            self._buffer.clear()
+            self._inbox.clear()
+            self.dropped += leftover
+            self._dropped_unreported += leftover
 
     def _send_final(self, timeout: float) -> None:
         """Tell the service this rank is done, so that its silence is not an alarm."""
@@ -193,29 +247,37 @@ class Sender:
                 failed = True
             with self._lock:
                 # After a failed attempt a flush stops waiting: close() must not
-                # hang on a dead service.
-                if not self._inbox and (not self._buffer or failed):
+                # hang on a dead service. A busy one (429/503: it answered) is
+                # retried until the flush's own timeout instead.
+                if not self._inbox and (not self._buffer or (failed and not self._busy)):
                     self._idle.set()
 
     def _drain_inbox(self) -> bool:
         """Move finished copies into the buffer; True when one holds a non-finite loss."""
         urgent = False
-        while self._inbox:
-            pending = self._inbox.popleft()
+        while True:
+            try:
+                # The training thread may pop the oldest entry concurrently (inbox full).
+                pending = self._inbox.popleft()
+            except IndexError:
+                return urgent
             try:
                 records = pending.records()
             except Exception:  # noqa: BLE001
                 logger.exception("gradwatch: could not read statistics for %d steps; dropped", pending.num_steps)
                 self._count_dropped(pending.num_steps)
                 continue
-            self._buffer.extend(records)
+            with self._lock:
+                if self._abandoned:  # close() gave up while these were read
+                    self.dropped += len(records)
+                    return urgent
+                self._buffer.extend(records)
+                excess = max(len(self._buffer) - self._options.buffer_steps, 0)
+                for _ in range(excess):
+                    self._buffer.popleft()
             urgent = urgent or any(_non_finite_loss(record) for record in records)
-            excess = len(self._buffer) - self._options.buffer_steps
-            for _ in range(max(excess, 0)):
-                self._buffer.popleft()
             if excess > 0:
                 self._count_dropped(excess)
-        return urgent
 
     def _send_buffer(self) -> bool:
         """Post everything buffered; False when the service could not take it."""
@@ -240,18 +302,33 @@ class Sender:
             try:
                 status, text = self._transport(body, self._options.request_timeout)
             except OSError as exc:
+                self._busy = False
                 self._note_unreachable(str(exc))
                 return False
+            self._busy = status in (429, 503)
             if status >= 500 or status in (408, 429):
                 self._note_unreachable(f"HTTP {status}: {text[:200]}")
                 return False
-            for _ in batch:
-                self._buffer.popleft()
             with self._lock:
+                if self._abandoned:
+                    return False  # close() already counted this batch as dropped
+                for _ in batch:
+                    self._buffer.popleft()
                 self._dropped_unreported -= dropped
             if 200 <= status < 300:
                 self.delivered += len(batch)
                 self._note_reachable()
+            elif status in (401, 403):
+                # Retrying cannot help until someone fixes the token: drop and count.
+                self._count_dropped(len(batch))
+                if not self._warned_rejected:
+                    self._warned_rejected = True
+                    logger.warning(
+                        "gradwatch: the service refused this agent's token (HTTP %d) for %s. Training continues; "
+                        "reports are dropped and counted. Pass watch(..., token=...) or set $GRADWATCH_TOKEN.",
+                        status,
+                        self._describe,
+                    )
             else:
                 self._count_dropped(len(batch))
                 if not self._warned_rejected:
@@ -289,6 +366,15 @@ class Sender:
             self._warned_unreachable = False
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _non_finite_loss(record: dict) -> bool:
     """The record carries a NaN/Inf loss, or gradient norm on an applied step: worth sending at once."""
     # An Inf norm on a step GradScaler skipped is routine loss scaling.
@@ -300,7 +386,7 @@ def _non_finite_loss(record: dict) -> bool:
     return False
 
 
-def _weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
+def weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
     """A callback that calls ``method(obj)`` while obj is alive, without keeping it alive."""
     ref = weakref.ref(obj)
 

@@ -20,6 +20,17 @@ from gradwatch.agents.layout import DeviceGroup
 _INF = float("inf")
 
 
+def _as_real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Complex tensors as (..., 2) real views: the same L2 norm, and a max-abs that still sees NaN/Inf.
+
+    The float32 norms below refuse complex inputs; without this a model with
+    one complex parameter would lose all its statistics.
+    """
+    if not any(t.is_complex() for t in tensors):
+        return tensors
+    return [torch.view_as_real(t.resolve_conj()) if t.is_complex() else t for t in tensors]
+
+
 def _per_layer(
     group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int
 ) -> torch.Tensor:
@@ -36,6 +47,7 @@ def _per_layer(
         tensors, param_layers = [t for t, _ in kept], [layer for _, layer in kept]
     if not tensors:
         return torch.zeros(2, num_layers, device=device)
+    tensors = _as_real(tensors)
     norms = torch.stack(torch._foreach_norm(tensors, 2, dtype=torch.float32))
     max_abs = _max_abs(tensors)
     if len(tensors) == len(group.params):
@@ -106,9 +118,9 @@ def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int
     """
     device = group.device
     layers = list(group.layer_of_param)
-    before_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
+    before_norms = torch.stack(torch._foreach_norm(_as_real(before), 2, dtype=torch.float32))
     torch._foreach_sub_(before, [local_tensor(p.detach()) for p in group.params])
-    delta_norms = torch.stack(torch._foreach_norm(before, 2, dtype=torch.float32))
+    delta_norms = torch.stack(torch._foreach_norm(_as_real(before), 2, dtype=torch.float32))
     index = group.layer_index if len(layers) == len(group.params) else torch.tensor(layers, device=device)
     out = torch.zeros(2, num_layers, device=device)
     out[0].index_add_(0, index, delta_norms * delta_norms)

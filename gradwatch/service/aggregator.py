@@ -146,6 +146,7 @@ class Aggregator:
                     f"limits.max_layers is {self.config.limits.max_layers}",
                 )
         entry = self._runs.get(report.run)
+        self._check_layer_series(report, entry)
         if entry is None:
             if len(self._runs) >= self.config.limits.max_runs:
                 self._evict_idle(now)
@@ -188,6 +189,20 @@ class Aggregator:
             or (record.grad_norm is not None and not math.isfinite(record.grad_norm))
             or bool(record.local_grad_nonfinite and not record.skipped)
         )
+
+    def _check_layer_series(self, report: Report, entry: _Run | None) -> None:
+        """Refuse a report that would take the aggregator past limits.max_layer_series."""
+        width = max((len(r.layers.names) for r in report.steps if r.layers is not None), default=0)
+        current = len(entry.state.layer_names) if entry is not None else 0
+        if width <= current:
+            return  # the common case: no new series
+        total = sum(len(e.state.layer_names) for e in self._runs.values()) - current + width
+        if total > self.config.limits.max_layer_series:
+            raise IngestRefused(
+                429,
+                f"this aggregator would hold {total} layers over all runs; limits.max_layer_series is "
+                f"{self.config.limits.max_layer_series}",
+            )
 
     def _is_checkpoint(self, record: StepRecord, pending: int) -> bool:
         return (

@@ -21,11 +21,14 @@ def start_aggregator(service_name: str, config: ServiceConfig) -> Any:
 
     Detached so that on a Ray cluster it outlives the ``gradwatch serve``
     process that created it (a restarted front finds its state again);
-    ``max_restarts=-1`` so that Ray brings it back if its process dies.
+    ``max_restarts=-1`` so that Ray brings it back if its process dies; it
+    then restores its state from the newest snapshot (``config.snapshots``).
     """
     import ray
 
-    actor_class = ray.remote(Aggregator)
+    from gradwatch.service.snapshots import SnapshottingAggregator
+
+    actor_class = ray.remote(SnapshottingAggregator)
     return actor_class.options(
         name=actor_name(service_name),
         namespace=NAMESPACE,

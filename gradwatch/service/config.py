@@ -50,7 +50,42 @@ class LimitsConfig(BaseModel):
     max_layers: int = Field(
         default=20_000, ge=1, description="Layers per run; reports with more are refused (HTTP 413)."
     )
+    max_layer_series: int = Field(
+        default=200_000,
+        ge=1,
+        description=(
+            "Layers summed over all runs of one aggregator (each is a set of /metrics series); "
+            "a report that would pass this is refused (HTTP 429)."
+        ),
+    )
     ingest_timeout: float = Field(default=10.0, gt=0, description="Seconds an ingest may wait on the aggregator actor.")
+    max_pending_ingests: int = Field(
+        default=64,
+        ge=1,
+        description=(
+            "Ingests waiting on the aggregator at once; beyond this a report is refused at once with HTTP 429 "
+            "(the agent keeps it and retries). Bounds the actor's queue, so no accepted ingest times out."
+        ),
+    )
+
+
+class SnapshotConfig(BaseModel):
+    """Periodic snapshots of the aggregator's state, restored when Ray restarts the actor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(default=True, description="Write snapshots and restore from them.")
+    dir: str | None = Field(
+        default=None,
+        description=(
+            "Directory of the snapshot file (<dir>/<service name>/aggregator.json); it must be on the node that "
+            "runs the actor, or shared. Default: a private temporary directory per service process, which "
+            "survives actor restarts but not the service process."
+        ),
+    )
+    interval: float = Field(
+        default=2.0, gt=0, le=3600, description="Seconds between snapshots: the most history a restart can lose."
+    )
 
 
 class AlertingConfig(BaseModel):
@@ -87,6 +122,7 @@ class ServiceConfig(BaseModel):
     windows: WindowConfig = Field(default_factory=WindowConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
+    snapshots: SnapshotConfig = Field(default_factory=SnapshotConfig)
     evaluate_every_steps: int = Field(
         default=10,
         ge=1,

@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from gradwatch.service.aggregator import AggregatorSnapshot, IngestRefused
+from gradwatch.service.auth import Token, token_middleware
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.exposition import SnapshotCollector
@@ -32,6 +33,14 @@ from gradwatch.wire import SUPPORTED_VERSIONS, Report, is_valid_run_name
 logger = logging.getLogger("gradwatch.service")
 
 _MAX_ERRORS_SHOWN = 10
+#: Content types ingest reads, always as JSON: a missing header (aiohttp says
+#: application/octet-stream), text/plain, and curl's default form type, so that
+#: ``curl -d @report.json`` works. Any other declared format is refused.
+_JSON_TYPES = frozenset(
+    {"application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
+)
+#: The aggregator's refusals (IngestRefused.status) as reasons of gradwatch_ingest_rejected_reports.
+_REFUSED_REASONS = {413: "too_many_layers", 429: "too_many_runs"}
 
 
 class Backend(Protocol):
@@ -118,8 +127,14 @@ def make_app(
     *,
     registry: CollectorRegistry | None = None,
     on_change: ChangeListener | None = None,
+    token: Token | None = None,
+    protect_metrics: bool = False,
 ) -> web.Application:
-    """The aiohttp application serving the gradwatch API over ``backend``."""
+    """The aiohttp application serving the gradwatch API over ``backend``.
+
+    With ``token``, every route but ``/healthz`` (and ``/metrics`` unless
+    ``protect_metrics``) answers 401 without ``Authorization: Bearer <token>``.
+    """
     registry = registry or CollectorRegistry()
     # Not registered: it writes its own (identical) text, ten times faster than
     # the registry would for thousands of layer series, ahead of the registry's.
@@ -128,6 +143,7 @@ def make_app(
     # The service process' standard process_* series (memory, CPU, open files).
     ProcessCollector(registry=registry)
     timeout = config.limits.ingest_timeout
+    pending_ingests = [0]  # one event loop: no lock needed
 
     async def ingest(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -139,20 +155,33 @@ def make_app(
         if not body:
             metrics.rejected.labels("empty").inc()
             return _error(400, "empty body; POST a JSON report")
+        if request.content_type not in _JSON_TYPES:
+            # JSON is the only format read on any path: nothing here can
+            # deserialise code (no pickle, no YAML tags).
+            metrics.rejected.labels("content_type").inc()
+            return _error(415, f"Content-Type {request.content_type!r} is not accepted; send application/json")
         try:
             report = Report.model_validate_json(body)
         except ValidationError as exc:
             status, reason, details = describe_validation_error(exc)
             metrics.rejected.labels("invalid_json" if status == 400 else "schema").inc()
             return _error(status, reason, details)
+        if pending_ingests[0] >= config.limits.max_pending_ingests:
+            # Refused before it reaches the actor, so the agent knows it was not
+            # ingested (a timed-out call may still land later) and retries.
+            metrics.rejected.labels("busy").inc()
+            return _error(429, "aggregator busy, retry later (limits.max_pending_ingests)")
+        pending_ingests[0] += 1
         try:
             changes = await asyncio.wait_for(backend.ingest(report), timeout)
         except IngestRefused as exc:
-            metrics.rejected.labels("refused").inc()
+            metrics.rejected.labels(_REFUSED_REASONS.get(exc.status, "refused")).inc()
             return _error(exc.status, exc.reason)
         except (asyncio.TimeoutError, BackendUnavailable) as exc:
             metrics.rejected.labels("unavailable").inc()
             return _error(503, f"aggregator unavailable, retry later ({type(exc).__name__})")
+        finally:
+            pending_ingests[0] -= 1
         metrics.ingest_seconds.observe(time.perf_counter() - started)
         for change in changes:
             _log_change(change)
@@ -231,7 +260,14 @@ def make_app(
         metrics.requests.labels(route, str(response.status)).inc()
         return response
 
-    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=[count_and_shield])
+    def refused(request: web.Request) -> None:
+        if request.path == "/v1/reports":
+            metrics.rejected.labels("unauthorized").inc()
+
+    middlewares: list[Any] = [count_and_shield]
+    if token is not None:
+        middlewares.append(token_middleware(token, protect_metrics=protect_metrics, on_refused=refused))
+    app = web.Application(client_max_size=config.limits.max_body_bytes, middlewares=middlewares)
     app.router.add_post("/v1/reports", ingest)
     app.router.add_get("/v1/runs", runs)
     app.router.add_get("/v1/runs/{run:.+}/diagnoses", per_run(backend.diagnoses))

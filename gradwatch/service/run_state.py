@@ -84,7 +84,10 @@ class RunState:
         self._windows = windows
         self.latest = Latest()
         self.reports = 0
+        #: Step records received, each once: a record re-sent by the same agent
+        #: session (a retry whose first answer was lost) is counted in steps_resent.
         self.steps_received = 0
+        self.steps_resent = 0
         self.agent_dropped = 0
         self.ranks: set[int] = set()
         self.world_size = 1
@@ -118,6 +121,11 @@ class RunState:
         self.layer_names: tuple[str, ...] = ()
         self.layer_numel = np.zeros(0, dtype=np.int64)
         self.stats: Window | None = None
+        # Per-layer latest values belong to the old layer list: kept, they would
+        # no longer line up with layer_names (and /metrics would fail on them).
+        latest = self.latest
+        latest.layer_grad_norm = latest.layer_weight_norm = latest.layer_update_ratio = None
+        latest.layer_grad_max_abs = latest.layer_weight_max_abs = latest.layer_nonfinite = None
         self.last_primary_step = -1
         self._first_losses: list[float] = []
         if not keep_shards:
@@ -144,7 +152,6 @@ class RunState:
                 # its series are the run's from now on, not a restarted training.
                 self._reset_series(keep_shards=True)
             self.primary_rank = report.rank
-        self.steps_received += len(report.steps)
         if report.rank == self.primary_rank:
             # Steps after a final report mean training went on (or restarted).
             self.finished = report.final
@@ -160,7 +167,9 @@ class RunState:
         if session and last is not None and last[0] == session and record.step <= last[1]:
             # Re-sent by the same agent: it retried a request whose answer it
             # never got. Ingest is idempotent per session.
+            self.steps_resent += 1
             return 0
+        self.steps_received += 1
         if len(self._last_seen) < 4096 or rank in self._last_seen:
             self._last_seen[rank] = (session, record.step)
         self.rank_table.add(rank, record)

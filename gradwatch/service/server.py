@@ -10,13 +10,17 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from gradwatch.service.alerting.pusher import AlertmanagerPusher
+from gradwatch.service.auth import Token
 from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
@@ -61,8 +65,16 @@ class Service:
         name: str = "default",
         keep_actor: bool | None = None,
         on_change: ChangeListener | None = None,
+        token: Token | None = None,
+        protect_metrics: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config or ServiceConfig()
+        # The token stays in this process: it is never part of the config the
+        # aggregator actor receives, nor of anything logged.
+        self._token = token
+        self._protect_metrics = protect_metrics
+        self._ssl_context = ssl_context
         self.host = host
         self.port = port
         self.address = address
@@ -74,11 +86,14 @@ class Service:
         self._runner: web.AppRunner | None = None
         self._actor: Any = None
         self._started_ray = False
+        self._snapshot_task: asyncio.Task[None] | None = None
+        self._private_state_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def connect(self) -> None:
         """Start or join Ray. Call from the main thread, before :meth:`start`."""
@@ -89,14 +104,24 @@ class Service:
 
         if not ray.is_initialized():
             self.connect()
+        self.config = self._with_snapshot_dir(self.config)
         self._actor = start_aggregator(self.name, self.config)
         await self._actor.ping.remote()
         backend = RayBackend(self._actor)
+        if self.config.snapshots.enabled:
+            self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="gradwatch-snapshots")
         registry = CollectorRegistry()
-        app = make_app(backend, self.config, registry=registry, on_change=self._dispatch)
+        app = make_app(
+            backend,
+            self.config,
+            registry=registry,
+            on_change=self._dispatch,
+            token=self._token,
+            protect_metrics=self._protect_metrics,
+        )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True, ssl_context=self._ssl_context)
         await site.start()
         if self.port == 0:
             self.port = self._runner.addresses[0][1]
@@ -114,6 +139,36 @@ class Service:
             await self._pusher.start()
             self._listeners.insert(0, self._pusher.notify)
 
+    def _with_snapshot_dir(self, config: ServiceConfig) -> ServiceConfig:
+        """The config with this service's own snapshot directory filled in."""
+        settings = config.snapshots
+        if not settings.enabled:
+            return config
+        if settings.dir is None:
+            # Private to this process: it survives restarts of the actor, and
+            # a later, unrelated service does not inherit old runs.
+            self._private_state_dir = tempfile.TemporaryDirectory(prefix="gradwatch-state-")
+            base = self._private_state_dir.name
+        else:
+            base = settings.dir
+        directory = str(Path(base) / self.name)
+        return config.model_copy(update={"snapshots": settings.model_copy(update={"dir": directory})})
+
+    async def _snapshot_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.snapshots.interval)
+            await self.save_snapshot()
+
+    async def save_snapshot(self, force: bool = False) -> bool:
+        """Ask the actor to write its snapshot now; False when it could not (restarting, say)."""
+        if self._actor is None:
+            return False
+        try:
+            return bool(await self._actor.save_snapshot.remote(force))
+        except Exception:  # noqa: BLE001 - a restarting actor or a full disk must not stop the service
+            logger.warning("gradwatch: could not snapshot the aggregator", exc_info=True)
+            return False
+
     async def _dispatch(self, change: Change) -> None:
         for listener in self._listeners:
             try:
@@ -128,6 +183,11 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+            await asyncio.gather(self._snapshot_task, return_exceptions=True)
+            self._snapshot_task = None
+            await self.save_snapshot(force=True)
         if self._pusher is not None:
             await self._pusher.stop()
             self._pusher = None
@@ -136,6 +196,9 @@ class Service:
 
             ray.kill(self._actor, no_restart=True)
             self._actor = None
+        if self._private_state_dir is not None and self._actor is None:
+            self._private_state_dir.cleanup()
+            self._private_state_dir = None
 
     def disconnect(self) -> None:
         """Shut Ray down if this service started it (no Ray process is left behind)."""

@@ -1,0 +1,101 @@
+"""Aggregator snapshots: a faithful JSON round trip, no code execution, damage tolerated, cost bounded."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from gradwatch.service.config import ServiceConfig, SnapshotConfig
+from gradwatch.service.snapshots import SNAPSHOT_FILE, SnapshotError, SnapshottingAggregator, decode, encode
+from gradwatch.wire import Report
+
+
+def _layers(n: int) -> dict:
+    return {
+        "names": [f"l{i}" for i in range(n)],
+        "numel": [10] * n,
+        "grad_norm": [1.0] * (n - 1) + [None],
+        "grad_max_abs": [1.0] * (n - 1) + [None],
+        "weight_norm": [2.0] * n,
+        "weight_max_abs": [1.0] * (n - 1) + [math.inf],
+    }
+
+
+def _config(tmp_path) -> ServiceConfig:
+    return ServiceConfig(snapshots=SnapshotConfig(dir=str(tmp_path)))
+
+
+def _feed(agg: SnapshottingAggregator) -> None:
+    steps = [
+        {"step": s, "loss": math.nan if s == 30 else 1.0, "layers": _layers(3) if s % 5 == 0 else None}
+        for s in range(40)
+    ]
+    agg.ingest(
+        Report.model_validate({"run": "a", "session": "x", "rank": 0, "world_size": 2, "steps": steps}), now=100.0
+    )
+    agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 0, "loss": 2.0}]}), now=101.0)
+
+
+def test_a_restored_aggregator_is_the_same_aggregator(tmp_path):
+    first = SnapshottingAggregator(_config(tmp_path))
+    _feed(first)
+    assert first.save_snapshot()
+    assert not first.save_snapshot()  # nothing changed: nothing written
+    second = SnapshottingAggregator(_config(tmp_path))
+    assert second.restored_from is not None
+    assert second.runs() == first.runs()
+    assert json.dumps(second.diagnoses("a")) == json.dumps(first.diagnoses("a"))  # NaN-safe comparison
+    assert second.snapshot().runs[0].alerts == first.snapshot().runs[0].alerts
+    view_a, view_b = first._runs["a"].state.view(), second._runs["a"].state.view()
+    for name in ("loss", "grad_norm", "weight_norm", "update_ratio"):
+        np.testing.assert_array_equal(getattr(view_a, name), getattr(view_b, name))
+    # It carries on identically: the same report gives the same changes, re-sent records stay ignored.
+    more = Report.model_validate(
+        {"run": "a", "session": "x", "steps": [{"step": s, "loss": 1.0} for s in range(35, 80)]}
+    )
+    assert [c.kind for c in first.ingest(more, now=200.0)] == [c.kind for c in second.ingest(more, now=200.0)]
+    assert second.runs() == first.runs()
+
+
+def test_decoding_builds_only_gradwatch_service_classes():
+    with pytest.raises(SnapshotError, match="outside"):
+        decode({"__obj__": "os:system", "attrs": {}})
+    with pytest.raises(SnapshotError, match="outside"):
+        decode({"__model__": "subprocess:Popen", "data": {}})
+    with pytest.raises(SnapshotError, match="not allowed"):
+        decode({"__nd__": "|O", "shape": [1], "b64": ""})
+    with pytest.raises(TypeError):
+        encode(object())
+    value = {"t": (1, 2), "s": {3}, 4: np.arange(3, dtype=np.int64)}
+    back = decode(json.loads(json.dumps(encode(value))))
+    assert back["t"] == (1, 2) and back["s"] == {3} and back[4].tolist() == [0, 1, 2] and back[4].flags.writeable
+
+
+def test_a_damaged_snapshot_is_ignored_not_a_crash_loop(tmp_path, caplog):
+    (tmp_path / SNAPSHOT_FILE).write_text('{"format": 1, "written_at": 0, "state": {"_runs": {"__obj__": "os:x"}}}')
+    agg = SnapshottingAggregator(_config(tmp_path))
+    assert agg.runs() == [] and agg.restored_from is None
+    assert "ignoring the aggregator snapshot" in caplog.text
+
+
+def test_snapshots_are_throttled_to_a_fraction_of_the_actor_time(tmp_path):
+    agg = SnapshottingAggregator(_config(tmp_path))
+    _feed(agg)
+    assert agg.save_snapshot()
+    agg._next_save_allowed += 3600  # as if the last snapshot had been slow
+    agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 1, "loss": 2.0}]}))
+    assert not agg.save_snapshot()
+    assert agg.save_snapshot(force=True)  # the last one, at shutdown
+    agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 2, "loss": 2.0}]}))
+    agg._next_save_allowed = 0.0
+    assert agg.save_snapshot()
+
+
+def test_disabled_snapshots_write_nothing(tmp_path):
+    agg = SnapshottingAggregator(ServiceConfig(snapshots=SnapshotConfig(enabled=False, dir=str(tmp_path))))
+    _feed(agg)
+    assert not agg.save_snapshot()
+    assert not (tmp_path / SNAPSHOT_FILE).exists()
