@@ -18,6 +18,16 @@ def _port(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradwatch",
@@ -55,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="push each diagnosis to this Alertmanager the moment it fires (repeatable, e.g. for an HA pair)",
     )
     serve.add_argument("--name", default="default", help="aggregator name, for several services on one Ray cluster")
+    serve.add_argument(
+        "--shards",
+        type=_positive_int,
+        default=1,
+        help="aggregator actors to spread the runs over (a stable hash of the run name picks one); "
+        "more than 1 when one core cannot keep up, on a multi-node Ray cluster (default: 1)",
+    )
     access = serve.add_argument_group("access control and TLS (see docs/operations.md)")
     access.add_argument(
         "--token-file",
@@ -187,6 +204,7 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         address=args.address,
         name=args.name,
+        shards=args.shards,
         token=token,
         protect_metrics=args.protect_metrics,
         ssl_context=tls,

@@ -16,13 +16,14 @@ NAMESPACE = AGGREGATOR_NAMESPACE
 actor_name = aggregator_actor_name
 
 
-def start_aggregator(service_name: str, config: ServiceConfig) -> Any:
+def start_aggregator(service_name: str, config: ServiceConfig, shard: int = 0, shards: int = 1) -> Any:
     """The named, detached, restartable aggregator actor; reused when it already exists.
 
     Detached so that on a Ray cluster it outlives the ``gradwatch serve``
     process that created it (a restarted front finds its state again);
     ``max_restarts=-1`` so that Ray brings it back if its process dies; it
     then restores its state from the newest snapshot (``config.snapshots``).
+    Shard ``shard`` of ``shards`` is one of several, spread over the nodes.
     """
     import ray
 
@@ -30,7 +31,8 @@ def start_aggregator(service_name: str, config: ServiceConfig) -> Any:
 
     actor_class = ray.remote(SnapshottingAggregator)
     return actor_class.options(
-        name=actor_name(service_name),
+        name=actor_name(service_name, shard, shards),
+        scheduling_strategy="SPREAD" if shards > 1 else "DEFAULT",
         namespace=NAMESPACE,
         lifetime="detached",
         get_if_exists=True,

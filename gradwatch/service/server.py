@@ -25,6 +25,7 @@ from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.http import Backend, ChangeListener, make_app
+from gradwatch.service.sharding import ShardedBackend
 from gradwatch.wire import DEFAULT_PORT
 
 logger = logging.getLogger("gradwatch.service")
@@ -63,6 +64,7 @@ class Service:
         port: int = DEFAULT_PORT,
         address: str | None = None,
         name: str = "default",
+        shards: int = 1,
         keep_actor: bool | None = None,
         on_change: ChangeListener | None = None,
         token: Token | None = None,
@@ -79,12 +81,15 @@ class Service:
         self.port = port
         self.address = address
         self.name = name
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
+        self.shards = shards
         # On a cluster the detached actor (and its state) outlives this front.
         self.keep_actor = address is not None if keep_actor is None else keep_actor
         self._listeners: list[ChangeListener] = [on_change] if on_change is not None else []
         self._pusher: AlertmanagerPusher | None = None
         self._runner: web.AppRunner | None = None
-        self._actor: Any = None
+        self.actors: list[Any] = []
         self._started_ray = False
         self._snapshot_task: asyncio.Task[None] | None = None
         self._private_state_dir: tempfile.TemporaryDirectory[str] | None = None
@@ -105,9 +110,15 @@ class Service:
         if not ray.is_initialized():
             self.connect()
         self.config = self._with_snapshot_dir(self.config)
-        self._actor = start_aggregator(self.name, self.config)
-        await self._actor.ping.remote()
-        backend = RayBackend(self._actor)
+        self.actors = [
+            start_aggregator(self.name, self._shard_config(i), shard=i, shards=self.shards) for i in range(self.shards)
+        ]
+        await asyncio.gather(*(actor.ping.remote() for actor in self.actors))
+        backend: Backend = (
+            RayBackend(self.actors[0])
+            if self.shards == 1
+            else ShardedBackend([RayBackend(actor) for actor in self.actors])
+        )
         if self.config.snapshots.enabled:
             self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="gradwatch-snapshots")
         registry = CollectorRegistry()
@@ -154,20 +165,31 @@ class Service:
         directory = str(Path(base) / self.name)
         return config.model_copy(update={"snapshots": settings.model_copy(update={"dir": directory})})
 
+    def _shard_config(self, shard: int) -> ServiceConfig:
+        """Shard ``shard``'s config: with several shards, each snapshots into a directory of its own."""
+        settings = self.config.snapshots
+        if self.shards == 1 or not settings.enabled or settings.dir is None:
+            return self.config
+        directory = str(Path(settings.dir) / f"shard-{shard}of{self.shards}")
+        return self.config.model_copy(update={"snapshots": settings.model_copy(update={"dir": directory})})
+
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshots.interval)
             await self.save_snapshot()
 
     async def save_snapshot(self, force: bool = False) -> bool:
-        """Ask the actor to write its snapshot now; False when it could not (restarting, say)."""
-        if self._actor is None:
+        """Ask every shard's actor to write its snapshot now; False when one could not (restarting, say)."""
+        if not self.actors:
             return False
-        try:
-            return bool(await self._actor.save_snapshot.remote(force))
-        except Exception:  # noqa: BLE001 - a restarting actor or a full disk must not stop the service
-            logger.warning("gradwatch: could not snapshot the aggregator", exc_info=True)
-            return False
+        saved = True
+        for actor in self.actors:
+            try:
+                saved = bool(await actor.save_snapshot.remote(force)) and saved
+            except Exception:  # noqa: BLE001 - a restarting actor or a full disk must not stop the service
+                logger.warning("gradwatch: could not snapshot an aggregator shard", exc_info=True)
+                saved = False
+        return saved
 
     async def _dispatch(self, change: Change) -> None:
         for listener in self._listeners:
@@ -191,12 +213,13 @@ class Service:
         if self._pusher is not None:
             await self._pusher.stop()
             self._pusher = None
-        if self._actor is not None and not self.keep_actor:
+        if self.actors and not self.keep_actor:
             import ray
 
-            ray.kill(self._actor, no_restart=True)
-            self._actor = None
-        if self._private_state_dir is not None and self._actor is None:
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+            self.actors = []
+        if self._private_state_dir is not None and not self.actors:
             self._private_state_dir.cleanup()
             self._private_state_dir = None
 

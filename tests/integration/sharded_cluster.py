@@ -85,7 +85,11 @@ def main(out: str) -> None:
         with urllib.request.urlopen(url + "/metrics", timeout=30) as response:
             metrics = response.read().decode()
         result["metrics_runs"] = sorted(
-            {line.split('run="')[1].split('"')[0] for line in metrics.splitlines() if line.startswith("gradwatch_step{")}
+            {
+                line.split('run="')[1].split('"')[0]
+                for line in metrics.splitlines()
+                if line.startswith("gradwatch_step{")
+            }
         )
         result["shards"] = {"poisoned": shard_of(poisoned, 2), "healthy": shard_of(healthy, 2)}
     finally:

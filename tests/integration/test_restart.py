@@ -113,7 +113,7 @@ def test_a_killed_aggregator_comes_back_with_its_diagnoses_and_alerts(restartabl
     assert [(d["symptom"], d["step"], d["active"]) for d in before] == [("nonfinite", 37, True)]
     time.sleep(3 * SNAPSHOT_INTERVAL)  # at least one snapshot holds the diagnosis
 
-    actor = restartable.service._actor
+    (actor,) = restartable.service.actors
     killed_at = time.monotonic()
     ray.kill(actor, no_restart=False)
     while _get(f"{url}/v1/runs")[0] == 200 and time.monotonic() - killed_at < 5:
