@@ -102,9 +102,10 @@ class ServeProcess:
         return self
 
     def find_actor(self) -> int | None:
-        """PID of the aggregator actor's worker process (Ray titles it ``ray::Aggregator``)."""
+        """PID of the aggregator actor's worker process (Ray titles it ``ray::<class name>``)."""
         for pid in descendants(self.proc.pid):
-            if "ray::Aggregator" in cmdline(pid):
+            title = cmdline(pid)
+            if title.startswith("ray::") and "Aggregator" in title.split()[0]:
                 self.actor_pid = pid
         return self.actor_pid
 
