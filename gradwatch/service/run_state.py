@@ -184,14 +184,7 @@ class RunState:
             # how a NaN's origin rank is found. Their healthy values duplicate
             # the primary rank's and would confuse the loss rules.
             if record.loss is not None and not math.isfinite(record.loss):
-                self.steps.append(
-                    step=record.step,
-                    loss=record.loss,
-                    lr=_f(record.lr),
-                    grad_nonfinite=_norm_only_nonfinite(record),
-                    skipped=record.skipped,
-                    rank=rank,
-                )
+                self._append_step(record, rank)
                 return 1
             return 0
         if record.step <= self.last_primary_step:
@@ -207,14 +200,7 @@ class RunState:
             latest.loss = record.loss
             if len(self._first_losses) < INITIAL_LOSSES and math.isfinite(record.loss):
                 self._first_losses.append(record.loss)
-            self.steps.append(
-                step=record.step,
-                loss=record.loss,
-                lr=_f(record.lr),
-                grad_nonfinite=_norm_only_nonfinite(record),
-                skipped=record.skipped,
-                rank=rank,
-            )
+            self._append_step(record, rank)
         if record.val_loss is not None:
             latest.val_loss = record.val_loss
             self.val.append(step=record.step, val_loss=record.val_loss)
@@ -230,6 +216,16 @@ class RunState:
         if layers is not None:
             self._ingest_layers(record.step, layers, record.skipped)
         return 1
+
+    def _append_step(self, record: StepRecord, rank: int) -> None:
+        self.steps.append(
+            step=record.step,
+            loss=record.loss,
+            lr=_f(record.lr),
+            grad_nonfinite=_norm_only_nonfinite(record),
+            skipped=record.skipped,
+            rank=rank,
+        )
 
     def _ingest_layers(self, step: int, layers: LayerStats, skipped: bool) -> None:
         names = tuple(layers.names)
