@@ -291,12 +291,13 @@ def main() -> int:
     parser.add_argument("--rows-per-report", type=int, default=1, help="statistics rows per report")
     parser.add_argument("--steps-per-row", type=int, default=5, help="step records per statistics row (stats_every)")
     parser.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
+    parser.add_argument("--config", help="a gradwatch serve TOML config (e.g. to compare settings)")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
 
     stages = components(args)
     print("in-process ms per report: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()), flush=True)
-    with ServeProcess("bench-ingest") as service:
+    with ServeProcess("bench-ingest", config=args.config) as service:
         phases = [run_phase(service, args, args.rate, args.duration, args.warmup, "sustained")]
         print(f"phase 1: {phases[0]['samples_per_s']:,.0f} layer-samples/s", flush=True)
         if args.latency_duration > 0:
