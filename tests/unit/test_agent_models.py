@@ -1,0 +1,110 @@
+"""Models the agent must take as they come: complex, integer, unused, accumulated, compiled."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gradwatch.agents.monitor import Monitor
+from gradwatch.agents.options import AgentOptions
+
+# --- models the agent must take as they come ------------------------------------------------------------------------
+
+
+class _Odd(nn.Module):
+    """Complex and integer state, a module never used in forward, a frozen layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.real = nn.Linear(4, 4)
+        self.phase = nn.Parameter(torch.randn(4, dtype=torch.complex64))
+        self.unused = nn.Linear(4, 4)  # its parameters never get a gradient
+        self.frozen = nn.Linear(4, 1).requires_grad_(False)
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("spectrum", torch.zeros(4, dtype=torch.complex128))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.steps_seen += 1
+        h = self.real(x) * (self.phase * self.phase.conj()).real
+        return self.frozen(h)
+
+
+def _recording_monitor(model, optimizer, **options):
+    bodies: list[dict] = []
+
+    def record(body, timeout):
+        bodies.append(json.loads(body))
+        return 202, "{}"
+
+    opts = AgentOptions(flush_interval=0.01, stats_every=1, update_ratio_every=1, **options)
+    mon = Monitor(model, optimizer, run="models", endpoint="http://unused:1", options=opts, transport=record)
+    return mon, bodies
+
+
+def _layer_rows(bodies):
+    return [s for b in bodies for s in b["steps"] if "layers" in s]
+
+
+def test_complex_parameters_integer_buffers_and_unused_modules():
+    model = _Odd()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    mon, bodies = _recording_monitor(model, optimizer)
+    for _ in range(6):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss)
+    mon.close(timeout=5)
+    assert mon.delivered == 6 and mon.dropped == 0
+    rows = _layer_rows(bodies)
+    assert len(rows) == 6
+    layers = rows[-1]["layers"]
+    by_name = dict(zip(layers["names"], layers["grad_norm"], strict=True))
+    assert set(by_name) == {"real", "(root)", "unused", "frozen"}
+    assert by_name["unused"] is None and by_name["frozen"] is None  # absent, not zero
+    assert by_name["real"] > 0 and by_name["(root)"] > 0  # the complex parameter has a real-valued norm
+    assert all(math.isfinite(v) for v in layers["weight_norm"])
+
+
+def test_gradient_accumulation_reports_once_per_optimizer_step():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording_monitor(model, optimizer)
+    accumulate = 4
+    for step in range(5):
+        for _ in range(accumulate):
+            (model(torch.randn(8, 4)).pow(2).mean() / accumulate).backward()
+        expected = math.sqrt(sum(p.grad.double().pow(2).sum().item() for p in model.parameters()))
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(1.0)
+        mon.flush(5)
+        assert _layer_rows(bodies)[step]["grad_norm"] == pytest.approx(expected, rel=1e-5)
+    mon.close(timeout=5)
+    assert [s["step"] for b in bodies for s in b["steps"]] == list(range(5))
+
+
+def test_a_torch_compiled_model():
+    # The "aot_eager" backend runs the same graph capture (Dynamo) and autograd tracing (AOTAutograd) as the
+    # default one; it only skips Inductor's C++ code generation, which takes ~80 s on a 2-core CI runner.
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    compiled = torch.compile(model, backend="aot_eager")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording_monitor(compiled, optimizer)
+    for _ in range(5):
+        loss = compiled(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss)
+    mon.close(timeout=5)
+    assert mon.delivered == 5 and mon.dropped == 0
+    rows = _layer_rows(bodies)
+    assert len(rows) == 5 and all(r["grad_norm"] > 0 for r in rows)
+    # The compiled wrapper's parameters are the model's: layers are named as in the original model.
+    assert {name.removeprefix("_orig_mod.") for name in rows[0]["layers"]["names"]} == {"0", "2"}
