@@ -108,3 +108,22 @@ def test_a_torch_compiled_model():
     assert len(rows) == 5 and all(r["grad_norm"] > 0 for r in rows)
     # The compiled wrapper's parameters are the model's: layers are named as in the original model.
     assert {name.removeprefix("_orig_mod.") for name in rows[0]["layers"]["names"]} == {"0", "2"}
+
+
+def test_double_precision_model_gets_statistics_and_update_ratio():
+    # The fused norm kernels may not narrow float64 to their float32 accumulator: the statistics must still come.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon, bodies = _recording_monitor(model, optimizer)
+    for _ in range(3):
+        model(torch.randn(16, 4, dtype=torch.float64)).pow(2).mean().backward()
+        expected = float(model[0].weight.grad.norm().hypot(model[0].bias.grad.norm()))
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(1.0)
+    mon.close(5)
+    rows = _layer_rows(bodies)
+    assert len(rows) == 3
+    assert rows[-1]["layers"]["grad_norm"][0] == pytest.approx(expected, rel=1e-5)
+    assert all(0 < r < 1 for r in rows[-1]["layers"]["update_ratio"])

@@ -202,8 +202,8 @@ def test_empty_parameters_such_as_an_empty_fsdp_shard_are_measured_without_error
     assert math.isclose(record["layers"]["weight_norm"][1], float(model[1].bias.detach().norm()), rel_tol=1e-6)
 
 
-def test_cpu_max_abs_matches_the_inf_norm_and_keeps_nan_and_inf():
-    from gradwatch.agents.stats import _max_abs
+def test_cpu_norms_and_max_abs_match_the_fused_kernels_and_keep_nan_and_inf():
+    from gradwatch.agents.stats import _norms_and_max_abs
 
     tensors = [
         torch.tensor([1.0, -7.0, 2.0]),
@@ -211,10 +211,15 @@ def test_cpu_max_abs_matches_the_inf_norm_and_keeps_nan_and_inf():
         torch.tensor([float("-inf"), 1.0]),
         torch.randn(4, 3, dtype=torch.float16),
         torch.randn(5, dtype=torch.bfloat16),
+        torch.randn(3, 3, dtype=torch.float64),
     ]
-    expected = torch.stack(torch._foreach_norm(tensors, float("inf"), dtype=torch.float32))
-    assert torch.equal(_max_abs(tensors).nan_to_num(-1.0), expected.nan_to_num(-1.0))
-    # aminmax refuses empty and complex tensors; the fallback still answers (0 for an empty one).
-    assert _max_abs([torch.zeros(0), torch.tensor([1 + 2j]), torch.tensor([-3.0])]).tolist() == pytest.approx(
-        [0.0, 5**0.5, 3.0]
+    norms, max_abs = _norms_and_max_abs(tensors)
+    expected_norms = torch.stack([t.double().norm() for t in tensors]).float()
+    expected_max = torch.stack([t.double().abs().max() for t in tensors]).float()
+    assert norms.dtype == max_abs.dtype == torch.float32
+    assert torch.allclose(norms.nan_to_num(-1.0), expected_norms.nan_to_num(-1.0), rtol=1e-6)
+    assert torch.equal(max_abs.nan_to_num(-1.0), expected_max.nan_to_num(-1.0))
+    # aminmax refuses complex tensors (the caller passes real views; the fallback still answers).
+    assert _norms_and_max_abs([torch.tensor([1 + 2j]), torch.tensor([-3.0])])[1].tolist() == pytest.approx(
+        [5**0.5, 3.0]
     )
