@@ -10,11 +10,13 @@ import numpy as np
 
 from gradwatch.service.config import WindowConfig
 from gradwatch.service.rank_state import RankTable
-from gradwatch.service.rules.series import row_summaries
+from gradwatch.service.rules.series import SUMMARY_COLUMNS, row_summaries
 from gradwatch.service.rules.view import RunView
 from gradwatch.service.shards import ShardCombiner
 from gradwatch.service.windows import Window
 from gradwatch.wire import LayerStats, Report, ShardInfo, StepRecord
+
+SUMMARY_WIDTH = len(SUMMARY_COLUMNS)
 
 _NAN = math.nan
 #: How many of a run's first finite losses define its initial loss.
@@ -103,6 +105,8 @@ class RunState:
         self._last_seen: dict[int, tuple[str, int]] = {}
         #: Every rank's own loss, step time and non-finite sightings.
         self.rank_table = RankTable()
+        #: RunView.memo: rules' reusable results between evaluations.
+        self.rule_memo: dict[str, object] = {}
         self._reset_series()
 
     def _reset_series(self, keep_shards: bool = False) -> None:
@@ -229,7 +233,8 @@ class RunState:
 
     def _ingest_layers(self, step: int, layers: LayerStats, skipped: bool) -> None:
         names = tuple(layers.names)
-        if names != self.layer_names or self.stats is None:
+        if names != self.layer_names or self.stats is None or self.stats.column("summary").shape[1] != SUMMARY_WIDTH:
+            # (A summary of another width: restored from an older version's snapshot.)
             self.layer_names = names
             self.layer_numel = np.array(layers.numel, dtype=np.int64)
             width = (len(names),)
@@ -242,7 +247,7 @@ class RunState:
                     "update_ratio": (np.float64, width),
                     "grad_nonfinite": (np.bool_, width),
                     "weight_nonfinite": (np.bool_, width),
-                    "summary": (np.float64, (5,)),
+                    "summary": (np.float64, (SUMMARY_WIDTH,)),
                 },
             )
             self.latest.layer_update_ratio = None
@@ -264,7 +269,9 @@ class RunState:
             update_ratio=update,
             grad_nonfinite=grad_nonfinite,
             weight_nonfinite=weight_nonfinite,
-            summary=row_summaries(grad_norm, weight_norm, self.layer_numel)[0],
+            summary=row_summaries(
+                grad_norm, weight_norm, self.layer_numel, None if layers.update_ratio is None else update
+            )[0],
         )
         latest = self.latest
         latest.layer_grad_norm = grad_norm
@@ -310,6 +317,7 @@ class RunState:
             new_incident_from=self.rank_table.incidents.new_from(),
             rank_hosts=self.rank_table.hosts(),
             initial_loss=float(np.median(self._first_losses)) if self._first_losses else math.nan,
+            memo=self.rule_memo,
         )
 
     def ranks_behind(self, step: int) -> bool:

@@ -305,3 +305,33 @@ def test_per_row_summaries_give_the_rules_the_same_findings_as_the_full_window()
         seen |= {k for k, f in with_summaries.items() if f is not None}
         state.mark_seen()
     assert "exploding_gradient" in seen
+
+
+def test_loss_spike_memo_between_evaluations_never_changes_a_finding():
+    """Baselines reused from the previous evaluation give the findings a fresh computation gives, step by step."""
+    import dataclasses
+
+    import numpy as np
+
+    from gradwatch.service import rules
+    from gradwatch.service.config import WindowConfig
+    from gradwatch.service.run_state import RunState
+
+    rng = np.random.default_rng(5)
+    state = RunState("r", WindowConfig(steps=64))
+    fired = []
+    for step in range(400):
+        loss = 2.0 * np.exp(-step / 300) * rng.lognormal(0, 0.05)
+        if step in (150, 151, 320):
+            loss *= 6  # spikes, one of them after the window has rolled over many times
+        state.ingest(Report(run="r", world_size=2, steps=[StepRecord(step=step, loss=float(loss))]))
+        if step % 37 == 0:  # a NaN row from another rank changes the series' shape
+            state.ingest(Report(run="r", rank=1, world_size=2, steps=[StepRecord(step=step, loss=math.nan)]))
+        view = state.view()
+        fresh = dataclasses.replace(view, memo={})
+        memoised = rules.evaluate(view)["loss_spike"]
+        plain = rules.evaluate(fresh)["loss_spike"]
+        assert (memoised and (memoised.step, memoised.evidence)) == (plain and (plain.step, plain.evidence)), step
+        fired.append(memoised is not None)
+        state.mark_seen()
+    assert any(fired)

@@ -172,7 +172,7 @@ def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     Only with the gradient growing or the loss rising: a steep but stable
     profile that the optimiser copes with is not an explosion.
     """
-    _, low, top, n_present = clean_rms_quarters(view)
+    low, top, n_present = clean_rms_quarters(view)
     ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
     rows = np.flatnonzero(np.isfinite(ratio))
     r = ratio[rows]

@@ -66,16 +66,24 @@ def global_weight_norm(view: RunView) -> np.ndarray:
     return memo(view, "global_weight_norm", lambda: global_norm(view.weight_norm))
 
 
-def row_summaries(grad_norm: np.ndarray, weight_norm: np.ndarray, layer_numel: np.ndarray) -> np.ndarray:
-    """(S, 5) per-row values the rules need, each a function of its row alone.
+#: Columns of :func:`row_summaries`.
+SUMMARY_COLUMNS = ("grad_norm", "weight_norm", "low_quarter_rms", "top_quarter_rms", "layers_present", "update_ratio")
+
+
+def row_summaries(
+    grad_norm: np.ndarray, weight_norm: np.ndarray, layer_numel: np.ndarray, update_ratio: np.ndarray | None = None
+) -> np.ndarray:
+    """(S, 6) per-row values the rules need, each a function of its row alone (:data:`SUMMARY_COLUMNS`).
 
     The aggregator computes them once per row as rows arrive, so that an
     evaluation does not reduce the whole (S, L) window again for each.
     """
     g = np.atleast_2d(np.asarray(grad_norm, dtype=float))
+    w = np.atleast_2d(np.asarray(weight_norm, dtype=float))
     rms = g / np.sqrt(np.maximum(np.asarray(layer_numel, dtype=float), 1.0))[None, :]
     low, top, n = quarter_medians(rms, np.isfinite(rms))
-    return np.stack([global_norm(g), global_norm(np.atleast_2d(weight_norm)), low, top, n.astype(float)], axis=1)
+    u = np.full(g.shape, np.nan) if update_ratio is None else np.atleast_2d(np.asarray(update_ratio, dtype=float))
+    return np.stack([global_norm(g), global_norm(w), low, top, n.astype(float), update_ratio_of_rows(u, w)], axis=1)
 
 
 def clean_grad_norm(view: RunView) -> np.ndarray:
@@ -106,21 +114,26 @@ def _bad_grad_rows(view: RunView) -> np.ndarray:
     return bad
 
 
-def clean_rms_quarters(view: RunView) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(rms, low, top, n_present): :func:`rms_grad` of the clean gradients and its :func:`quarter_medians`."""
+def clean_rms_quarters(view: RunView) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(low, top, n_present): :func:`quarter_medians` of the clean gradients' RMS (see :func:`rms_grad`), per row."""
 
-    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        rms = rms_grad(view, clean_layer_grads(view))
+    def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if view.row_summaries is None:
-            return (rms, *quarter_medians(rms, np.isfinite(rms)))
+            rms = rms_grad(view, clean_layer_grads(view))
+            return quarter_medians(rms, np.isfinite(rms))
         # A blanked row has no layer present: NaN medians and a count of 0.
         bad = _bad_grad_rows(view)
         summary = view.row_summaries
         low = np.where(bad, np.nan, summary[:, 2])
         top = np.where(bad, np.nan, summary[:, 3])
-        return rms, low, top, np.where(bad, 0, summary[:, 4]).astype(np.int64)
+        return low, top, np.where(bad, 0, summary[:, 4]).astype(np.int64)
 
     return memo(view, "clean_rms_quarters", compute)
+
+
+def clean_rms_row(view: RunView, row: int) -> np.ndarray:
+    """(L,) RMS gradient of one row's clean gradients (all NaN on a blanked row)."""
+    return rms_grad(view, clean_layer_grads(view)[row : row + 1])[0]
 
 
 def global_update_ratio(view: RunView) -> np.ndarray:
@@ -134,8 +147,13 @@ def global_update_ratio(view: RunView) -> np.ndarray:
 
 
 def _global_update_ratio(view: RunView) -> np.ndarray:
-    u = np.asarray(view.update_ratio, dtype=float)
-    w = np.asarray(view.weight_norm, dtype=float)
+    if view.row_summaries is not None and view.row_summaries.shape[1] > 5:
+        return view.row_summaries[:, 5]
+    return update_ratio_of_rows(np.asarray(view.update_ratio, dtype=float), np.asarray(view.weight_norm, dtype=float))
+
+
+def update_ratio_of_rows(u: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Per row of (S, L) layer update ratios ``u`` and weight norms ``w``: the global update ratio (NaN unsampled)."""
     if u.ndim != 2 or u.shape[1] == 0:
         return np.full(u.shape[:1], np.nan)
     sampled = np.isfinite(u).any(axis=1)

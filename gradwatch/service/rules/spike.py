@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from .config import LossSpikeConfig
 from .robust import TINY_ABS, as_float, mad_sigma, nanmedian
@@ -19,14 +18,42 @@ ADVICE = (
 GRAD_LEAD_STEPS = 10
 
 
-def _baselines(f: np.ndarray, width: int, rel_floor: float, log: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Per index t: (median, noise sigma) of the previous ``width`` values of ``f``.
+def _baselines(
+    view: RunView, steps: np.ndarray, f: np.ndarray, width: int, rel_floor: float, log: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per index t: (median, noise sigma) of the previous ``width`` values of ``f`` (at ``steps``).
 
     With ``log`` the values are log-losses: there the floor is rel_floor itself,
     since a change of d in log is a relative change of about d.
+
+    An index's result depends only on the ``width`` values before it, so the
+    previous evaluation's results are reused (``view.memo``) wherever that
+    window is the same, checked value by value: a steady run recomputes only
+    its new steps and the first ``width`` (whose windows lost their oldest
+    values), ~55 of 512.
     """
-    padded = np.concatenate([np.full(width, np.nan), f])
-    win = sliding_window_view(padded, width)[: f.size]  # row t = f[t-width : t]
+    key = "loss_spike.log" if log else "loss_spike.linear"
+    base, sigma = np.empty(f.size), np.empty(f.size)
+    todo = np.arange(f.size)
+    previous = view.memo.get(key)
+    if previous is not None and previous[0] == (width, rel_floor) and f.size and previous[1].size:
+        _, p_steps, p_f, p_base, p_sigma = previous
+        start = np.flatnonzero(p_steps == steps[0])
+        o = int(start[-1]) if start.size else -1
+        m = min(p_steps.size - o, f.size) if o >= 0 else 0
+        if m > width and np.array_equal(p_steps[o : o + m], steps[:m]) and np.array_equal(p_f[o : o + m], f[:m]):
+            base[width:m], sigma[width:m] = p_base[o + width : o + m], p_sigma[o + width : o + m]
+            todo = np.r_[np.arange(width), np.arange(m, f.size)]
+    if todo.size:
+        padded = np.concatenate([np.full(width, np.nan), f])
+        win = padded[todo[:, None] + np.arange(width)[None, :]]  # row t = f[t-width : t]
+        base[todo], sigma[todo] = _window_baselines(win, rel_floor, log)
+    view.memo[key] = ((width, rel_floor), steps.copy(), f.copy(), base, sigma)
+    return base, sigma
+
+
+def _window_baselines(win: np.ndarray, rel_floor: float, log: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(median, noise sigma) of each row of ``win`` (NaN-padded windows of earlier values)."""
     base = nanmedian(win, axis=1)
     if log:
         # Upper-side spread only: batches with a loss near 0 make a long
@@ -79,7 +106,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     if f.size <= config.min_history:
         return None
     history = np.minimum(np.arange(f.size), config.baseline_steps)
-    base, sigma = _baselines(f, config.baseline_steps, config.rel_noise_floor, log=False)
+    steps = view.loss_steps[idx]
+    base, sigma = _baselines(view, steps, f, config.baseline_steps, config.rel_noise_floor, log=False)
     jump = f - base
     spike = (
         (history >= config.min_history)
@@ -96,7 +124,7 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         # (lognormal) than additive: its upper tail is long in linear units but
         # Gaussian in log units. A spike must stand out in both.
         lf = np.log(f)
-        lbase, lsigma = _baselines(lf, config.baseline_steps, config.rel_noise_floor, log=True)
+        lbase, lsigma = _baselines(view, steps, lf, config.baseline_steps, config.rel_noise_floor, log=True)
         log_z = (lf - lbase) / lsigma
         spike &= log_z > config.log_z_threshold
     unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma

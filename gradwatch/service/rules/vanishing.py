@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import VanishingGradientConfig
 from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
-from .series import clean_grad_norm, clean_layer_grads, clean_rms_quarters, finite_loss, quarter_medians
+from .series import clean_grad_norm, clean_layer_grads, clean_rms_quarters, clean_rms_row, finite_loss, quarter_medians
 from .view import Finding, RunView
 
 DEPTH_ADVICE = (
@@ -25,8 +25,7 @@ LOWEST_LISTED = 5
 
 def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """median over the last patience_rows rows of low-quarter / top-quarter median RMS gradient < depth_ratio."""
-    rms, low, top, n_present = clean_rms_quarters(view)
-    present = np.isfinite(rms)
+    low, top, n_present = clean_rms_quarters(view)
     ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
     rows = np.flatnonzero(np.isfinite(ratio))
     if rows.size < cfg.patience_rows:
@@ -42,8 +41,9 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
     else:
         onset_row = rows[-cfg.patience_rows :][np.argmax(recent < cfg.depth_ratio)]
     last = rows[-1]
-    cols = np.flatnonzero(present[last])
-    vanished = cols[rms[last, cols] < cfg.depth_ratio * top[last]]
+    rms = clean_rms_row(view, last)
+    cols = np.flatnonzero(np.isfinite(rms))
+    vanished = cols[rms[cols] < cfg.depth_ratio * top[last]]
     layer_col = vanished[0] if vanished.size else cols[0]
     lowest = cols[:LOWEST_LISTED]
     evidence = {
@@ -51,7 +51,7 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
         "recent_ratios": as_floats(recent),
         "low_quarter_rms": as_float(low[last]),
         "top_quarter_rms": as_float(top[last]),
-        "lowest_layers": [{"layer": view.layers[int(c)], "rms_grad": as_float(rms[last, c])} for c in lowest],
+        "lowest_layers": [{"layer": view.layers[int(c)], "rms_grad": as_float(rms[c])} for c in lowest],
     }
     return int(view.stat_steps[onset_row]), view.layers[int(layer_col)], evidence
 
@@ -65,31 +65,32 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
     """
     u_all = np.asarray(view.update_ratio, dtype=float)
     # Only rows that sampled the update ratio can qualify (about one in
-    # update_ratio_every): the (S, L) ratios are computed for those alone.
+    # update_ratio_every), and only the newest of them with a layer present is
+    # judged: the ratios are computed for that row alone.
     rows = np.flatnonzero(np.isfinite(u_all).any(axis=1)) if u_all.size else np.zeros(0, dtype=int)
-    u = u_all[rows]
-    rel = np.reshape(
-        safe_ratio(clean_layer_grads(view)[rows], np.asarray(view.weight_norm, dtype=float)[rows]), u.shape
-    )
-    present = np.isfinite(u) & np.isfinite(rel)
-    sampled = np.flatnonzero(present.any(axis=1)) if present.size else np.zeros(0, dtype=int)
-    if sampled.size == 0:
+    grads, weights = clean_layer_grads(view), np.asarray(view.weight_norm, dtype=float)
+    for row in rows[::-1]:
+        u = u_all[row : row + 1]
+        rel = np.reshape(safe_ratio(grads[row : row + 1], weights[row : row + 1]), u.shape)
+        present = np.isfinite(u) & np.isfinite(rel)
+        if present.any():
+            break
+    else:
         return None
-    r = sampled[-1]
-    u_low, u_top, n = quarter_medians(u[r : r + 1], present[r : r + 1])
-    g_low, g_top, _ = quarter_medians(rel[r : r + 1], present[r : r + 1])
+    u_low, u_top, n = quarter_medians(u, present)
+    g_low, g_top, _ = quarter_medians(rel, present)
     u_ratio = safe_ratio(u_low[0], u_top[0])
     g_ratio = safe_ratio(g_low[0], g_top[0])
     if n[0] < cfg.min_layers or not (u_ratio < cfg.update_ratio_ratio and g_ratio < cfg.depth_ratio):
         return None
-    cols = np.flatnonzero(present[r])
+    cols = np.flatnonzero(present[0])
     evidence = {
         "update_ratio_depth_ratio": as_float(u_ratio),
         "relative_grad_depth_ratio": as_float(g_ratio),
         "low_quarter_update_ratio": as_float(u_low[0]),
         "top_quarter_update_ratio": as_float(u_top[0]),
     }
-    return int(view.stat_steps[rows[r]]), view.layers[int(cols[0])], evidence
+    return int(view.stat_steps[row]), view.layers[int(cols[0])], evidence
 
 
 def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:

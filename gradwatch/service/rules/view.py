@@ -88,6 +88,11 @@ class RunView:
     #: Derived arrays several rules read (see :func:`series.memo`), computed
     #: once per view instead of once per rule. Not part of the data.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: Results of earlier evaluations of the same run, kept by the aggregator
+    #: between views. A rule may reuse an entry only where it checked that the
+    #: inputs it was computed from are the same, so results never depend on
+    #: it (an empty dict gives the same findings, only slower).
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def latest_step(self) -> int:
