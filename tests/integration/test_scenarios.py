@@ -18,7 +18,14 @@ QUICK = [s for s in load_suite(SUITE) if "quick" in s.tags]
 
 def test_the_quick_subset_covers_every_symptom_and_healthy_controls():
     labelled = {symptom for s in QUICK for symptom in s.expect}
-    assert labelled == {"exploding_gradient", "vanishing_gradient", "nonfinite", "loss_spike", "overfitting", "stagnation"}
+    assert labelled == {
+        "exploding_gradient",
+        "vanishing_gradient",
+        "nonfinite",
+        "loss_spike",
+        "overfitting",
+        "stagnation",
+    }
     assert sum(s.healthy for s in QUICK) >= 3
 
 
