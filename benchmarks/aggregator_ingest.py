@@ -102,6 +102,7 @@ def client(
     worker: int,
     url: str,
     runs: int,
+    connections: int,
     layers: int,
     rows: int,
     steps_per_row: int,
@@ -111,46 +112,68 @@ def client(
     duration: float,
     results: mp.Queue,
 ) -> None:
-    """One client process: posts reports for ``runs`` runs round-robin, paced to ``rate`` reports/s."""
+    """One client process: ``connections`` kept-alive connections (threads), each posting for its own runs.
+
+    Agents post concurrently, and a lone connection waits out every answer: with too few of them the
+    benchmark measures round-trip latency, not what the service can ingest. ``rate`` is this process's
+    reports/s, split over its connections.
+    """
     variants = layer_variants(layers, 8, seed=worker)
-    makers = [ReportMaker(f"bench-{worker}-{r}", variants, steps_per_row, rows) for r in range(runs)]
-    Report.model_validate_json(makers[0].next())  # what we send is the real wire format
-    makers[0] = ReportMaker(f"bench-{worker}-0", variants, steps_per_row, rows)
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=60)
-    headers = {"Content-Type": "application/json"}
+    Report.model_validate_json(ReportMaker("check", variants, steps_per_row, rows).next())  # the real wire format
+    connections = max(1, min(connections, runs))
+    owned = [[r for r in range(runs) if r % connections == c] for c in range(connections)]
     latencies: list[float] = []
     statuses: dict[int, int] = {}
-    measured_from, end = start + warmup, start + warmup + duration
-    while time.time() < start:
-        time.sleep(0.01)
-    next_send, i = time.monotonic(), 0
-    while True:
-        now = time.time()
-        if now >= end:
-            break
-        if rate > 0:
-            delay = next_send - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            next_send += 1.0 / rate
-        body = makers[i % runs].next()
-        i += 1
-        sent = time.perf_counter()
-        try:
-            conn.request("POST", "/v1/reports", body=body, headers=headers)
-            response = conn.getresponse()
-            response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            status = 0
-        elapsed = time.perf_counter() - sent
-        if now >= measured_from:
-            statuses[status] = statuses.get(status, 0) + 1
-            if status == 202:
-                latencies.append(elapsed)
-    conn.close()
+    lock = threading.Lock()
+
+    def connection(index: int) -> None:
+        makers = [ReportMaker(f"bench-{worker}-{r}", variants, steps_per_row, rows) for r in owned[index]]
+        host, port = url.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        headers = {"Content-Type": "application/json"}
+        mine: list[float] = []
+        counts: dict[int, int] = {}
+        measured_from, end = start + warmup, start + warmup + duration
+        while time.time() < start:
+            time.sleep(0.01)
+        interval = connections / rate if rate > 0 else 0.0
+        next_send, i = time.monotonic() + random.random() * interval, 0
+        while True:
+            now = time.time()
+            if now >= end:
+                break
+            if interval:
+                delay = next_send - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                next_send += interval
+            body = makers[i % len(makers)].next()
+            i += 1
+            sent = time.perf_counter()
+            try:
+                conn.request("POST", "/v1/reports", body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                status = 0
+            elapsed = time.perf_counter() - sent
+            if now >= measured_from:
+                counts[status] = counts.get(status, 0) + 1
+                if status == 202:
+                    mine.append(elapsed)
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            for k, v in counts.items():
+                statuses[k] = statuses.get(k, 0) + v
+
+    threads = [threading.Thread(target=connection, args=(c,), daemon=True) for c in range(connections)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     results.put((latencies, statuses))
 
 
@@ -169,6 +192,7 @@ def run_phase(
                 w,
                 service.url,
                 args.runs_per_proc,
+                args.connections,
                 args.layers,
                 args.rows_per_report,
                 args.steps_per_row,
@@ -286,7 +310,10 @@ def main() -> int:
     )
     parser.add_argument("--warmup", type=float, default=5, help="seconds before measuring (default: %(default)s)")
     parser.add_argument("--procs", type=int, default=4, help="client processes (default: %(default)s)")
-    parser.add_argument("--runs-per-proc", type=int, default=4, help="runs each client plays (default: %(default)s)")
+    parser.add_argument("--runs-per-proc", type=int, default=8, help="runs each client plays (default: %(default)s)")
+    parser.add_argument(
+        "--connections", type=int, default=8, help="concurrent connections per client process (default: %(default)s)"
+    )
     parser.add_argument("--layers", type=int, default=1000, help="layers per report (default: %(default)s)")
     parser.add_argument("--rows-per-report", type=int, default=1, help="statistics rows per report")
     parser.add_argument("--steps-per-row", type=int, default=5, help="step records per statistics row (stats_every)")
@@ -340,7 +367,8 @@ def main() -> int:
         memory_rows.append(f"| {t:.0f} | {h:.0f} | {a:.0f} |")
     body = "\n".join(
         [
-            f"{args.procs} client processes × {args.runs_per_proc} runs, {args.layers} layers, "
+            f"{args.procs} client processes × {args.runs_per_proc} runs on {args.connections} connections each, "
+            f"{args.layers} layers, "
             f"{args.rows_per_report} statistics row(s) and {args.rows_per_report * args.steps_per_row} step records "
             "per report (the agent's default shape), over HTTP/1.1 keep-alive to `gradwatch serve` (one aggregator "
             "actor on a private local Ray). Latency is client-side (request sent → 202 read). Clients and service "

@@ -29,6 +29,8 @@ from gradwatch.wire import Report, StepRecord
 #: multi-rank run, wait this long for every rank to report up to its onset, so
 #: the rank it names is where it began, not whichever report came first.
 NAN_ORIGIN_WAIT_SECONDS = 2.0
+#: Changes kept for the front from direct ingests (bounded if no front collects them).
+_MAX_UNDISPATCHED = 1000
 
 logger = logging.getLogger("gradwatch.service")
 
@@ -83,6 +85,8 @@ class _Run:
     restarts_seen: int = 0
     #: When a new NaN incident started waiting to hear from every rank.
     nan_waiting_since: float | None = None
+    #: Wall time of the run's last evaluation (for evaluate_min_interval).
+    last_evaluated: float = 0.0
 
 
 @dataclass
@@ -97,6 +101,10 @@ class Aggregator:
         self._steps = 0
         self._evaluations = 0
         self._evaluation_seconds = 0.0
+        #: Changes from reports that did not come through the HTTP front
+        #: (Ray Train workers calling :meth:`ingest` directly): the front
+        #: collects them with :meth:`evaluate_due` and sends the alerts.
+        self._undispatched: list[Change] = []
 
     def ping(self) -> bool:
         return True
@@ -106,7 +114,25 @@ class Aggregator:
         (result,) = self.ingest_many([report], now)
         if isinstance(result, IngestRefused):
             raise result
+        self._undispatched += result
+        del self._undispatched[:-_MAX_UNDISPATCHED]
         return result
+
+    def evaluate_due(self, now: float | None = None) -> list[Change]:
+        """Evaluate runs whose data waited out evaluate_min_interval; with changes not yet sent, return them.
+
+        The front calls this about every evaluate_min_interval: it finishes the
+        evaluations deferred under load (and NaN incidents waiting for every
+        rank) even when their run sends nothing more, and it carries the changes
+        of reports that reached the actor without the front (Ray Train).
+        """
+        now = time.time() if now is None else now
+        changes, self._undispatched = self._undispatched, []
+        interval = self.config.evaluate_min_interval
+        for entry in self._runs.values():
+            if entry.state.has_unseen and now - entry.last_evaluated >= interval:
+                changes += self._evaluate(entry, now)
+        return changes
 
     def ingest_many(self, reports: list[Report], now: float | None = None) -> list[list[Change] | IngestRefused]:
         """Take several reports in one call; per report, what fired or cleared, or why it was refused.
@@ -128,11 +154,15 @@ class Aggregator:
                 last_of_run[report.run] = len(results) - 1
             except IngestRefused as exc:
                 results.append(exc)
+        interval = self.config.evaluate_min_interval
         for run, index in last_of_run.items():
             entry = self._runs.get(run)
             changes = results[index]
-            if entry is not None and entry.state.has_unseen and isinstance(changes, list):
-                changes += self._evaluate(entry, now)
+            if entry is None or not entry.state.has_unseen or not isinstance(changes, list):
+                continue
+            if batched and now - entry.last_evaluated < interval:
+                continue  # load: evaluate_due() takes it when the interval is up
+            changes += self._evaluate(entry, now)
         return results
 
     def _take(self, report: Report, now: float, batched: bool) -> list[Change]:
@@ -226,6 +256,7 @@ class Aggregator:
             # Not marked seen: the next report re-evaluates this data with more ranks in.
             return []
         entry.state.mark_seen()
+        entry.last_evaluated = now
         changes = entry.tracker.update(entry.state.run, findings, max(view.latest_step, entry.state.latest.step), now)
         self._evaluations += 1
         self._evaluation_seconds += time.perf_counter() - started

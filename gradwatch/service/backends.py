@@ -106,6 +106,9 @@ class RayBackend:
                 if not future.done():
                     future.set_exception(BackendUnavailable("the service is stopping"))
 
+    async def evaluate_due(self) -> list[Change]:
+        return await self._call("evaluate_due")
+
     async def runs(self) -> list[dict[str, Any]]:
         return await self._call("runs")
 
@@ -129,7 +132,13 @@ class LocalBackend:
         self.aggregator = aggregator
 
     async def ingest(self, report: Report) -> list[Change]:
-        return self.aggregator.ingest(report)
+        (result,) = self.aggregator.ingest_many([report])
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def evaluate_due(self) -> list[Change]:
+        return self.aggregator.evaluate_due()
 
     async def runs(self) -> list[dict[str, Any]]:
         return self.aggregator.runs()

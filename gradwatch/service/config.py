@@ -131,6 +131,17 @@ class ServiceConfig(BaseModel):
             "(in optimizer steps) in between."
         ),
     )
+    evaluate_min_interval: float = Field(
+        default=0.5,
+        ge=0,
+        le=60,
+        description=(
+            "Under load (reports arriving faster than the aggregator takes them one by one), a run's rules run "
+            "at most once per this many seconds; the rest of its data waits for the next evaluation, at most "
+            "about twice this later. Non-finite values are evaluated at once regardless. Onset steps do not "
+            "change, only when a diagnosis is seen. 0 evaluates every batch."
+        ),
+    )
     clear_after_steps: int = Field(
         default=25,
         ge=1,

@@ -47,6 +47,7 @@ class Backend(Protocol):
     """Where the HTTP layer sends work: one or more aggregators."""
 
     async def ingest(self, report: Report) -> list[Change]: ...
+    async def evaluate_due(self) -> list[Change]: ...
     async def runs(self) -> list[dict[str, Any]]: ...
     async def diagnoses(self, run: str) -> list[dict[str, Any]] | None: ...
     async def layers(self, run: str) -> dict[str, Any] | None: ...
@@ -184,7 +185,7 @@ def make_app(
             pending_ingests[0] -= 1
         metrics.ingest_seconds.observe(time.perf_counter() - started)
         for change in changes:
-            _log_change(change)
+            log_change(change)
             if on_change is not None:
                 result = on_change(change)
                 if asyncio.iscoroutine(result):
@@ -292,7 +293,8 @@ def _asset_response(name: str) -> web.Response:
     return web.Response(body=asset(name), content_type=ASSETS[name], charset="utf-8", headers=_PAGE_HEADERS)
 
 
-def _log_change(change: Change) -> None:
+def log_change(change: Change) -> None:
+    """One log line per diagnosis fired or cleared (the service's own record of what it told people)."""
     d = change.diagnosis
     if change.kind == "fired":
         logger.warning(

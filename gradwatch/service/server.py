@@ -24,9 +24,12 @@ from gradwatch.service.auth import Token
 from gradwatch.service.backends import NAMESPACE, RayBackend, start_aggregator
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
-from gradwatch.service.http import Backend, ChangeListener, make_app
+from gradwatch.service.http import Backend, ChangeListener, log_change, make_app
 from gradwatch.service.sharding import ShardedBackend
 from gradwatch.wire import DEFAULT_PORT
+
+#: How often the front collects deferred evaluations when evaluate_min_interval is 0 (seconds).
+_DEFAULT_EVALUATION_PERIOD = 0.5
 
 logger = logging.getLogger("gradwatch.service")
 
@@ -92,6 +95,7 @@ class Service:
         self.actors: list[Any] = []
         self._started_ray = False
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._evaluation_task: asyncio.Task[None] | None = None
         self._private_state_dir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
@@ -121,6 +125,7 @@ class Service:
         )
         if self.config.snapshots.enabled:
             self._snapshot_task = asyncio.create_task(self._snapshot_loop(), name="gradwatch-snapshots")
+        self._evaluation_task = asyncio.create_task(self._evaluation_loop(backend), name="gradwatch-evaluations")
         registry = CollectorRegistry()
         app = make_app(
             backend,
@@ -173,6 +178,20 @@ class Service:
         directory = str(Path(settings.dir) / f"shard-{shard}of{self.shards}")
         return self.config.model_copy(update={"snapshots": settings.model_copy(update={"dir": directory})})
 
+    async def _evaluation_loop(self, backend: Backend) -> None:
+        """Collect deferred evaluations and changes that did not pass through an HTTP request."""
+        period = self.config.evaluate_min_interval or _DEFAULT_EVALUATION_PERIOD
+        while True:
+            await asyncio.sleep(period)
+            try:
+                changes = await backend.evaluate_due()
+            except Exception:  # noqa: BLE001 - a restarting actor: its runs wait for the next round
+                logger.debug("gradwatch: deferred evaluations failed this round", exc_info=True)
+                continue
+            for change in changes:
+                log_change(change)
+                await self._dispatch(change)
+
     async def _snapshot_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.snapshots.interval)
@@ -205,6 +224,10 @@ class Service:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._evaluation_task is not None:
+            self._evaluation_task.cancel()
+            await asyncio.gather(self._evaluation_task, return_exceptions=True)
+            self._evaluation_task = None
         if self._snapshot_task is not None:
             self._snapshot_task.cancel()
             await asyncio.gather(self._snapshot_task, return_exceptions=True)

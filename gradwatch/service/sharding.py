@@ -37,6 +37,11 @@ class ShardedBackend:
     async def ingest(self, report: Report) -> list[Change]:
         return await self._for(report.run).ingest(report)
 
+    async def evaluate_due(self) -> list[Change]:
+        lists = await asyncio.gather(*(shard.evaluate_due() for shard in self.shards), return_exceptions=True)
+        # A restarting shard's deferred evaluations wait for the next round; the others go on.
+        return [change for changes in lists if isinstance(changes, list) for change in changes]
+
     async def runs(self) -> list[dict[str, Any]]:
         lists = await asyncio.gather(*(shard.runs() for shard in self.shards))
         return sorted((run for runs in lists for run in runs), key=lambda run: run["run"])

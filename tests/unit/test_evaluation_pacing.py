@@ -1,0 +1,83 @@
+"""Under load a run's rules run at most once per evaluate_min_interval; nothing is lost, and urgent data never waits."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from gradwatch.service.aggregator import Aggregator
+from gradwatch.service.config import ServiceConfig
+from gradwatch.service.server import Service
+from gradwatch.wire import Report, StepRecord
+
+
+def _report(run: str, steps: range, loss=lambda s: 1.0 / (s + 1)) -> Report:
+    return Report(run=run, steps=[StepRecord(step=s, loss=loss(s)) for s in steps])
+
+
+def _spike_loss(s: int) -> float:
+    return 50.0 if s == 45 else 1.0 + 0.01 * (s % 3)
+
+
+def test_a_batch_defers_a_run_evaluated_within_the_interval_and_evaluate_due_takes_it_later():
+    agg = Aggregator(ServiceConfig(evaluate_min_interval=1.0))
+    agg.ingest_many([_report("a", range(0, 40), _spike_loss)], now=100.0)  # alone: evaluated at once
+    evaluations = agg._evaluations
+    # Two reports in one call (the front batched them): "a" was evaluated 0.2 s ago, so its spike waits.
+    results = agg.ingest_many([_report("a", range(40, 50), _spike_loss), _report("b", range(0, 5))], now=100.2)
+    assert results[0] == [] and agg._evaluations == evaluations + 1  # only "b", never evaluated before
+    assert agg.evaluate_due(now=100.5) == []  # still inside the interval
+    (change,) = agg.evaluate_due(now=101.3)
+    assert (change.kind, change.diagnosis["symptom"], change.diagnosis["step"]) == ("fired", "loss_spike", 45)
+    assert agg.evaluate_due(now=105.0) == []  # evaluated once, nothing left
+
+
+def test_non_finite_loss_in_a_batch_is_evaluated_at_once_whatever_the_interval():
+    agg = Aggregator(ServiceConfig(evaluate_min_interval=60.0))
+    agg.ingest_many([_report("a", range(0, 20))], now=100.0)
+    nan = _report("a", range(20, 25), lambda s: math.nan if s >= 23 else 0.05)
+    results = agg.ingest_many([nan, _report("b", range(0, 5))], now=100.1)
+    assert [(c.kind, c.diagnosis["symptom"], c.diagnosis["step"]) for c in results[0]] == [("fired", "nonfinite", 23)]
+
+
+def test_changes_of_direct_ingests_reach_the_front_once():
+    """Ray Train workers call ingest() on the actor: the front learns of their diagnoses from evaluate_due()."""
+    agg = Aggregator()
+    agg.ingest(_report("a", range(0, 20)))
+    fired = agg.ingest(_report("a", range(20, 25), lambda s: math.nan if s >= 22 else 0.05))
+    assert [c.diagnosis["symptom"] for c in fired] == ["nonfinite"]
+    assert [c.diagnosis["symptom"] for c in agg.evaluate_due()] == ["nonfinite"]
+    assert agg.evaluate_due() == []
+
+
+class _Backend:
+    def __init__(self, batches: list[list]) -> None:
+        self.batches = batches
+        self.calls = 0
+
+    async def evaluate_due(self) -> list:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("actor restarting")  # one failed round must not stop the loop
+        return self.batches.pop(0) if self.batches else []
+
+
+def test_the_service_dispatches_what_evaluate_due_returns_and_survives_a_failed_round():
+    agg = Aggregator()
+    agg.ingest(_report("a", range(0, 20)))
+    agg.ingest(_report("a", range(20, 25), lambda s: math.nan if s >= 22 else 0.05))
+    seen = []
+    service = Service(ServiceConfig(evaluate_min_interval=0.01), on_change=seen.append)
+    backend = _Backend([agg.evaluate_due()])
+
+    async def run() -> None:
+        task = asyncio.create_task(service._evaluation_loop(backend))
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if seen:
+                break
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(run())
+    assert [c.diagnosis["symptom"] for c in seen] == ["nonfinite"] and backend.calls >= 2
