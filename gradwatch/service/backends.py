@@ -52,9 +52,10 @@ class RayBackend:
     batch rather than once per report.
     """
 
-    def __init__(self, actor: Any, max_batch: int = 256) -> None:
+    def __init__(self, actor: Any, max_batch: int = 256, max_in_flight: int = 2) -> None:
         self._actor = actor
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._queue: list[tuple[Report, asyncio.Future[list[Change]]]] = []
         self._draining = False
 
@@ -82,29 +83,45 @@ class RayBackend:
         return await future
 
     async def _drain(self) -> None:
-        """Send queued reports, one actor call per batch, until the queue is empty."""
+        """Send queued reports, one actor call per batch, until the queue is empty.
+
+        Up to ``max_in_flight`` calls are outstanding: Ray runs an actor's
+        calls from one caller in the order they were sent, so the next batch
+        is already waiting in the actor when the current one ends, and the
+        actor does not sit idle for a round trip between batches.
+        """
+        in_flight: set[asyncio.Task[None]] = set()
         try:
-            while self._queue:
-                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
-                try:
-                    results = await self._call("ingest_many", [report for report, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which answers it
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # the request timed out and stopped waiting
-                        continue
-                    if isinstance(result, BaseException):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+            while self._queue or in_flight:
+                while self._queue and len(in_flight) < self._max_in_flight:
+                    batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                    in_flight.add(asyncio.get_running_loop().create_task(self._send(batch)))
+                _, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Normally the queue is empty here; if this task was cancelled
             # (the service is stopping), nobody may be left waiting forever.
+            for task in in_flight:
+                task.cancel()
             self._draining = False
             leftover, self._queue = self._queue, []
             for _, future in leftover:
                 if not future.done():
                     future.set_exception(BackendUnavailable("the service is stopping"))
+
+    async def _send(self, batch: list[tuple[Report, asyncio.Future[list[Change]]]]) -> None:
+        try:
+            results = await self._call("ingest_many", [report for report, _ in batch])
+        except asyncio.CancelledError:
+            results = [BackendUnavailable("the service is stopping")] * len(batch)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which answers it
+            results = [exc] * len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():  # the request timed out and stopped waiting
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     async def evaluate_due(self) -> list[Change]:
         return await self._call("evaluate_due")
