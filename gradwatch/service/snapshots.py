@@ -51,6 +51,8 @@ _CHILD_CPU_SHARE = 0.5
 #: A child still running after this many seconds is presumed stuck (say, on a lock that another
 #: thread held at the fork) and killed, so that snapshots do not stop for good.
 _CHILD_TIMEOUT = 120.0
+#: How much less CPU priority the writer has than the actor.
+_CHILD_NICE = 10
 
 
 class SnapshotError(ValueError):
@@ -171,6 +173,12 @@ def _fork_writer(path: Path, state: dict[str, Any]) -> int:
         gc.disable()  # no finalizers of the parent's objects (Ray's among them) run here
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the worker's Python handler
+        # Ingest comes first: on a busy machine the writer gets the CPU the actor leaves, and under
+        # memory pressure the kernel kills the writer (retried later) before the actor (Redis does too).
+        with contextlib.suppress(OSError):
+            os.nice(_CHILD_NICE)
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("800")
         write_snapshot(path, state)
         code = 0
     finally:
@@ -190,6 +198,15 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], float] | None:
         return {k: decode(v) for k, v in body["state"].items()}, float(body["written_at"])
     except (ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
         raise SnapshotError(f"cannot read snapshot {path}: {exc}") from exc
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary files of writers that died (Ray kills a dead actor's children): older than any live one."""
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > _CHILD_TIMEOUT:
+                    tmp.unlink()
 
 
 def _saved(key: str) -> bool:
@@ -226,6 +243,7 @@ class SnapshottingAggregator(Aggregator):
         self._path = Path(settings.dir) / SNAPSHOT_FILE if settings.enabled and settings.dir else None
         if self._path is None:
             return
+        _remove_stale_temporaries(self._path)
         try:
             found = read_snapshot(self._path)
         except SnapshotError:

@@ -35,7 +35,7 @@ class _Gate:
         def encode(value):
             if held[0] and os.getpid() != parent:
                 held[0] = False
-                self.child_pid_file.write_text(str(os.getpid()))
+                self.child_pid_file.write_text(f"{os.getpid()} {os.nice(0)}")
                 deadline = time.monotonic() + 30  # a test that never opens it must not leave a child behind
                 while not self.path.exists():
                     if time.monotonic() > deadline:
@@ -78,8 +78,10 @@ def test_the_actor_returns_while_the_child_writes_and_the_result_restores(tmp_pa
     assert agg._child is None and agg._saved_reports == child.reports
     with pytest.raises(ChildProcessError):
         os.waitpid(child.pid, os.WNOHANG)  # reaped: no zombie left
-    # The child wrote under its own pid, not the parent's, and left no temporary file.
-    assert int(gate.child_pid_file.read_text()) == child.pid != os.getpid()
+    # The child wrote under its own pid, not the parent's, at a lower priority, and left no temporary file.
+    pid, nice = map(int, gate.child_pid_file.read_text().split())
+    assert pid == child.pid != os.getpid()
+    assert nice == min(os.nice(0) + snapshots._CHILD_NICE, 19)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SNAPSHOT_FILE, "gate", "child-pid"])
     state, _ = read_snapshot(path)
     assert state["_reports"] == child.reports  # the image at the fork, not the parent's later ingest
@@ -189,3 +191,13 @@ def test_in_line_without_os_fork(tmp_path, monkeypatch):
     _feed(agg)
     assert agg.save_snapshot()
     assert agg._child is None and (tmp_path / SNAPSHOT_FILE).exists()
+
+
+def test_a_dead_writers_temporary_file_is_removed_at_start(tmp_path):
+    stale, fresh = tmp_path / f".{SNAPSHOT_FILE}.123.tmp", tmp_path / f".{SNAPSHOT_FILE}.456.tmp"
+    stale.write_text("{")
+    fresh.write_text("{")  # perhaps a writer still running
+    old = time.time() - snapshots._CHILD_TIMEOUT - 10
+    os.utime(stale, (old, old))
+    SnapshottingAggregator(_config(tmp_path))
+    assert not stale.exists() and fresh.exists()
