@@ -201,3 +201,23 @@ def test_a_dead_writers_temporary_file_is_removed_at_start(tmp_path):
     os.utime(stale, (old, old))
     SnapshottingAggregator(_config(tmp_path))
     assert not stale.exists() and fresh.exists()
+
+
+def test_in_line_from_then_on_when_children_cannot_be_waited_for(tmp_path, monkeypatch, caplog):
+    agg = SnapshottingAggregator(_config(tmp_path))
+    _feed(agg)
+    assert agg.save_snapshot()
+    pid = agg._child.pid
+
+    def reaped_elsewhere(*args):
+        raise ChildProcessError(errno.ECHILD, "No child processes")  # as with SIGCHLD ignored
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "wait4", reaped_elsewhere)
+        agg._reap(block=True)
+    os.waitpid(pid, 0)  # the test's own cleanup of the real child
+    assert "writing snapshots in-line from now on" in caplog.text
+    assert agg._child is None and agg._saved_reports != agg._reports  # outcome unknown: not counted
+    agg._next_save_allowed = 0.0
+    assert agg.save_snapshot()
+    assert agg._child is None and agg._saved_reports == agg._reports
