@@ -86,6 +86,14 @@ class SnapshotConfig(BaseModel):
     interval: float = Field(
         default=2.0, gt=0, le=3600, description="Seconds between snapshots: the most history a restart can lose."
     )
+    background: bool = Field(
+        default=True,
+        description=(
+            "Write each snapshot from a forked child process (a copy-on-write image of the state, like Redis's "
+            "BGSAVE), so the actor keeps ingesting while it is written. False, on a system without os.fork, or "
+            "when the fork fails: the actor writes it itself and ingests nothing meanwhile."
+        ),
+    )
 
 
 class AlertingConfig(BaseModel):

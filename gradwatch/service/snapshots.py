@@ -19,11 +19,14 @@ is never read from the network; no pickle is involved.
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
+import gc
 import importlib
 import json
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -38,10 +41,18 @@ logger = logging.getLogger("gradwatch.service")
 FORMAT_VERSION = 1
 SNAPSHOT_FILE = "aggregator.json"
 _PACKAGE = "gradwatch.service"
-#: Attributes never saved: the config comes from the constructor (it may have changed).
-_SKIP = frozenset({"config"})
-#: After a snapshot that took t seconds, the next one waits at least this many times t.
+#: Attributes never saved: the config comes from the constructor (it may have changed); the
+#: rest is this actor's own bookkeeping of its snapshots.
+_SKIP = frozenset({"config", "restored_from", "_path", "_background", "_child"})
+#: After a snapshot that blocked the actor for t seconds, the next one waits at least this many times t.
 _BUSY_FACTOR = 9.0
+#: Background writers are kept to at most this share of one core (their CPU time, from wait4).
+_CHILD_CPU_SHARE = 0.5
+#: A child still running after this many seconds is presumed stuck (say, on a lock that another
+#: thread held at the fork) and killed, so that snapshots do not stop for good.
+_CHILD_TIMEOUT = 120.0
+#: How much less CPU priority the writer has than the actor.
+_CHILD_NICE = 10
 
 
 class SnapshotError(ValueError):
@@ -130,12 +141,48 @@ def write_snapshot(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (attribute name -> value) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     body = {"format": FORMAT_VERSION, "written_at": time.time(), "state": {k: encode(v) for k, v in state.items()}}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Named by the writer's pid: a forked child and its parent never share a temporary file.
+    tmp = _temporary(path, os.getpid())
     with open(tmp, "w") as f:
         json.dump(body, f, separators=(",", ":"))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _temporary(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
+
+
+def _fork_writer(path: Path, state: dict[str, Any]) -> int:
+    """Fork a child that writes ``state`` to ``path`` and exits; in the parent, the child's pid.
+
+    The child holds a copy-on-write image of the whole process, so ``state`` is
+    consistent by construction while the parent goes on changing its own copy.
+    Raises OSError when the fork fails.
+    """
+    pid = os.fork()
+    if pid:
+        return pid
+    # The child, with only this thread of the actor's. It must never return into Ray's code,
+    # run atexit handlers, flush stdio the parent also holds, or take a lock that another
+    # thread held at the fork (logging's included): it does not log, and its exit code is
+    # its only report. os._exit in finally holds whatever is raised, SystemExit too.
+    code = 1
+    try:
+        gc.disable()  # no finalizers of the parent's objects (Ray's among them) run here
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the worker's Python handler
+        # Ingest comes first: on a busy machine the writer gets the CPU the actor leaves, and under
+        # memory pressure the kernel kills the writer (retried later) before the actor (Redis does too).
+        with contextlib.suppress(OSError):
+            os.nice(_CHILD_NICE)
+        with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+            f.write("800")
+        write_snapshot(path, state)
+        code = 0
+    finally:
+        os._exit(code)
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], float] | None:
@@ -153,9 +200,37 @@ def read_snapshot(path: Path) -> tuple[dict[str, Any], float] | None:
         raise SnapshotError(f"cannot read snapshot {path}: {exc}") from exc
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary files of writers that died (Ray kills a dead actor's children): older than any live one."""
+    with contextlib.suppress(OSError):
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if time.time() - tmp.stat().st_mtime > _CHILD_TIMEOUT:
+                    tmp.unlink()
+
+
+def _saved(key: str) -> bool:
+    # "_saved*" and "_next_save*" are kept by prefix: snapshots written before _SKIP named them lack them anyway.
+    return key not in _SKIP and not key.startswith(("_saved", "_next_save"))
+
+
+@dataclasses.dataclass
+class _Child:
+    """A forked process writing a snapshot."""
+
+    pid: int
+    reports: int  # the report count of the image it writes
+    started: float  # time.monotonic() before the fork
+
+
 @dataclasses.dataclass
 class SnapshottingAggregator(Aggregator):
-    """An :class:`Aggregator` that restores its state from, and saves it to, ``config.snapshots``."""
+    """An :class:`Aggregator` that restores its state from, and saves it to, ``config.snapshots``.
+
+    Snapshots are written by a forked child (see :func:`_fork_writer`) unless
+    ``config.snapshots.background`` is off or the system has no ``os.fork``;
+    then, and when a fork fails, the actor writes them itself.
+    """
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -163,9 +238,12 @@ class SnapshottingAggregator(Aggregator):
         self._next_save_allowed = 0.0
         self.restored_from: float | None = None
         settings = self.config.snapshots
+        self._background = settings.background and hasattr(os, "fork")
+        self._child: _Child | None = None
         self._path = Path(settings.dir) / SNAPSHOT_FILE if settings.enabled and settings.dir else None
         if self._path is None:
             return
+        _remove_stale_temporaries(self._path)
         try:
             found = read_snapshot(self._path)
         except SnapshotError:
@@ -177,11 +255,7 @@ class SnapshottingAggregator(Aggregator):
             return
         state, written_at = found
         for key, value in state.items():
-            if (
-                key not in _SKIP
-                and not key.startswith(("_saved", "_next_save"))
-                and key not in ("restored_from", "_path")
-            ):
+            if _saved(key):
                 setattr(self, key, value)
         self._saved_reports = self._reports
         self.restored_from = written_at
@@ -192,28 +266,95 @@ class SnapshottingAggregator(Aggregator):
         )
 
     def save_snapshot(self, force: bool = False) -> bool:
-        """Write the state if it changed since the last snapshot; True when written.
+        """Start writing the state if it changed since the last snapshot; True when started (or written).
 
-        ``force`` skips the throttle (the front's last snapshot at shutdown).
+        In the background, the write counts as done once the child has exited
+        successfully (seen at a later call); a failed one is logged and retried.
+        ``force`` (the front's last snapshot at shutdown) skips the throttle,
+        waits for a child in flight and writes in-line: when it returns, the
+        file holds the current state.
         """
-        if self._path is None or self._reports == self._saved_reports:
+        if self._path is None:
             return False
-        # The actor ingests nothing while it writes: keep snapshots under ~10% of
-        # its time, however many runs it holds (a 256-run state takes ~0.4 s).
-        if not force and time.monotonic() < self._next_save_allowed:
+        self._reap(block=force)
+        if self._reports == self._saved_reports:
+            return False
+        # One child at a time, so they never pile up, and the throttle: the actor ingests nothing
+        # while it forks (~10 ms for 300 MB) or, without a fork, writes (a 256-run state takes ~0.4 s).
+        if not force and (self._child is not None or time.monotonic() < self._next_save_allowed):
             return False
         started = time.monotonic()
-        state = {
-            k: v
-            for k, v in vars(self).items()
-            if k not in _SKIP and not k.startswith(("_saved", "_next_save")) and k not in ("restored_from", "_path")
-        }
+        state = {k: v for k, v in vars(self).items() if _saved(k)}
+        if not force and self._background and self._fork(state, started):
+            return True
         write_snapshot(self._path, state)
         self._saved_reports = self._reports
         finished = time.monotonic()
         self._next_save_allowed = finished + _BUSY_FACTOR * (finished - started)
         return True
 
+    def _fork(self, state: dict[str, Any], started: float) -> bool:
+        """Hand ``state`` to a forked writer; False when the fork failed (the caller writes in-line)."""
+        assert self._path is not None
+        try:
+            pid = _fork_writer(self._path, state)
+        except OSError:
+            logger.warning("gradwatch: cannot fork to write the aggregator snapshot; writing it in-line", exc_info=True)
+            return False
+        self._child = _Child(pid, self._reports, started)
+        forked = time.monotonic()
+        self._next_save_allowed = forked + _BUSY_FACTOR * (forked - started)
+        return True
+
+    def _reap(self, block: bool) -> None:
+        """Collect the child if it has exited (wait for it when ``block``); kill one that is stuck."""
+        child = self._child
+        if child is None:
+            return
+        stuck = False
+        try:
+            while True:
+                pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() - child.started > _CHILD_TIMEOUT:
+                    stuck = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(child.pid, signal.SIGKILL)
+                    pid, status, usage = os.wait4(child.pid, 0)
+                    break
+                if not block:
+                    return
+                time.sleep(0.005)
+        except ChildProcessError:
+            # Reaped by someone else (SIGCHLD ignored in this process): its outcome cannot be
+            # known, so neither can a later child's. Write in-line from now on, starting next call.
+            self._child = None
+            self._background = False
+            logger.warning("gradwatch: cannot wait for snapshot writers here; writing snapshots in-line from now on")
+            return
+        self._child = None
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0 and not stuck:
+            self._saved_reports = child.reports
+            cpu = usage.ru_utime + usage.ru_stime
+            self._next_save_allowed = max(self._next_save_allowed, child.started + cpu / _CHILD_CPU_SHARE)
+            return
+        assert self._path is not None
+        with contextlib.suppress(OSError):  # a killed child may leave its temporary file; a broken dir, none
+            _temporary(self._path, child.pid).unlink(missing_ok=True)
+        if stuck:
+            outcome = f"was still running after {_CHILD_TIMEOUT:.0f} s and was killed"
+        else:
+            outcome = f"exited with code {code}" if code > 0 else f"was killed by signal {-code}"
+        logger.warning(
+            "gradwatch: the aggregator snapshot writer (pid %d) %s; the next snapshot tries again", child.pid, outcome
+        )
+
     def snapshot_info(self) -> dict[str, Any]:
         """Where snapshots go and when this actor was restored (for tests and operators)."""
-        return {"path": None if self._path is None else str(self._path), "restored_from": self.restored_from}
+        return {
+            "path": None if self._path is None else str(self._path),
+            "restored_from": self.restored_from,
+            "background": self._background,
+        }

@@ -114,6 +114,8 @@ def test_a_killed_aggregator_comes_back_with_its_diagnoses_and_alerts(restartabl
     time.sleep(3 * SNAPSHOT_INTERVAL)  # at least one snapshot holds the diagnosis
 
     (actor,) = restartable.service.actors
+    # A forked child wrote those snapshots: the actor did not fall back to writing in-line.
+    assert ray.get(actor.snapshot_info.remote())["background"] is True
     killed_at = time.monotonic()
     ray.kill(actor, no_restart=False)
     while _get(f"{url}/v1/runs")[0] == 200 and time.monotonic() - killed_at < 5:

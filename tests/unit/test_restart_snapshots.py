@@ -24,8 +24,8 @@ def _layers(n: int) -> dict:
     }
 
 
-def _config(tmp_path) -> ServiceConfig:
-    return ServiceConfig(snapshots=SnapshotConfig(dir=str(tmp_path)))
+def _config(tmp_path, background: bool = True) -> ServiceConfig:
+    return ServiceConfig(snapshots=SnapshotConfig(dir=str(tmp_path), background=background))
 
 
 def _feed(agg: SnapshottingAggregator) -> None:
@@ -39,10 +39,14 @@ def _feed(agg: SnapshottingAggregator) -> None:
     agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 0, "loss": 2.0}]}), now=101.0)
 
 
-def test_a_restored_aggregator_is_the_same_aggregator(tmp_path):
-    first = SnapshottingAggregator(_config(tmp_path))
+@pytest.mark.parametrize("background", [True, False], ids=["forked-writer", "in-line"])
+def test_a_restored_aggregator_is_the_same_aggregator(tmp_path, background):
+    first = SnapshottingAggregator(_config(tmp_path, background))
     _feed(first)
     assert first.save_snapshot()
+    assert not first.save_snapshot()  # in flight, or nothing changed: nothing written
+    first._reap(block=True)
+    assert first._saved_reports == first._reports  # counted once the writer succeeded
     assert not first.save_snapshot()  # nothing changed: nothing written
     second = SnapshottingAggregator(_config(tmp_path))
     assert second.restored_from is not None
@@ -85,6 +89,7 @@ def test_snapshots_are_throttled_to_a_fraction_of_the_actor_time(tmp_path):
     agg = SnapshottingAggregator(_config(tmp_path))
     _feed(agg)
     assert agg.save_snapshot()
+    agg._reap(block=True)
     agg._next_save_allowed += 3600  # as if the last snapshot had been slow
     agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 1, "loss": 2.0}]}))
     assert not agg.save_snapshot()
@@ -92,6 +97,8 @@ def test_snapshots_are_throttled_to_a_fraction_of_the_actor_time(tmp_path):
     agg.ingest(Report.model_validate({"run": "b", "steps": [{"step": 2, "loss": 2.0}]}))
     agg._next_save_allowed = 0.0
     assert agg.save_snapshot()
+    agg._reap(block=True)
+    assert agg._saved_reports == agg._reports
 
 
 def test_disabled_snapshots_write_nothing(tmp_path):
