@@ -47,7 +47,7 @@ _SKIP = frozenset({"config", "restored_from", "_path", "_background", "_child"})
 #: After a snapshot that blocked the actor for t seconds, the next one waits at least this many times t.
 _BUSY_FACTOR = 9.0
 #: Background writers are kept to at most this share of one core (their CPU time, from wait4).
-_CHILD_CPU_SHARE = 0.5
+_CHILD_CPU_SHARE = 0.2
 #: A child still running after this many seconds is presumed stuck (say, on a lock that another
 #: thread held at the fork) and killed, so that snapshots do not stop for good.
 _CHILD_TIMEOUT = 120.0
@@ -84,7 +84,9 @@ def encode(value: Any) -> Any:
         return {"__model__": _name(type(value)), "data": value.model_dump(mode="json")}
     cls = type(value)
     if cls.__module__.startswith(_PACKAGE) and hasattr(value, "__dict__"):
-        return {"__obj__": _name(cls), "attrs": {k: encode(v) for k, v in vars(value).items()}}
+        # A class may say what its state is (Window: only its live rows, not the spare half of its buffer).
+        state = value.__getstate__() if cls.__getstate__ is not object.__getstate__ else vars(value)
+        return {"__obj__": _name(cls), "attrs": {k: encode(v) for k, v in state.items()}}
     raise TypeError(f"cannot snapshot a {cls.__module__}.{cls.__qualname__}")
 
 
@@ -111,8 +113,12 @@ def decode(data: Any) -> Any:
     if "__obj__" in data:
         cls = _class(data["__obj__"])
         obj = cls.__new__(cls)  # no constructor: the attributes are the state
-        for key, value in data["attrs"].items():
-            object.__setattr__(obj, key, decode(value))
+        attrs = {key: decode(value) for key, value in data["attrs"].items()}
+        if hasattr(cls, "__setstate__"):
+            obj.__setstate__(attrs)
+        else:
+            for key, value in attrs.items():
+                object.__setattr__(obj, key, value)
         return obj
     raise SnapshotError(f"unknown object in snapshot: keys {sorted(data)[:5]}")
 
@@ -284,7 +290,7 @@ class SnapshottingAggregator(Aggregator):
         if not force and (self._child is not None or time.monotonic() < self._next_save_allowed):
             return False
         started = time.monotonic()
-        state = {k: v for k, v in vars(self).items() if _saved(k)}
+        state = self.saved_state()
         if not force and self._background and self._fork(state, started):
             return True
         write_snapshot(self._path, state)
@@ -350,6 +356,10 @@ class SnapshottingAggregator(Aggregator):
         logger.warning(
             "gradwatch: the aggregator snapshot writer (pid %d) %s; the next snapshot tries again", child.pid, outcome
         )
+
+    def saved_state(self) -> dict[str, Any]:
+        """The attributes a snapshot holds (everything but the config and the snapshotting machinery)."""
+        return {k: v for k, v in vars(self).items() if _saved(k)}
 
     def snapshot_info(self) -> dict[str, Any]:
         """Where snapshots go and when this actor was restored (for tests and operators)."""

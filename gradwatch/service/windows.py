@@ -49,3 +49,27 @@ class Window:
 
     def mark_seen(self) -> None:
         self.unseen = 0
+
+    def __getstate__(self) -> dict[str, object]:
+        # The live rows only: the buffer's other half is spare room, and saving
+        # it would double every snapshot.
+        return {
+            "capacity": self.capacity,
+            "unseen": self.unseen,
+            "rows": {name: self.column(name).copy() for name in self._columns},
+        }
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        if "rows" not in state:  # saved whole, by an earlier version
+            self.__dict__.update(state)
+            return
+        rows: dict[str, np.ndarray] = state["rows"]  # type: ignore[assignment]
+        self.capacity = int(state["capacity"])  # type: ignore[call-overload]
+        self.unseen = int(state["unseen"])  # type: ignore[call-overload]
+        self._columns = {}
+        self._end = 0
+        for name, values in rows.items():
+            column = np.zeros((2 * self.capacity, *values.shape[1:]), dtype=values.dtype)
+            column[: len(values)] = values
+            self._columns[name] = column
+            self._end = len(values)

@@ -66,3 +66,8 @@ def test_metrics_scrape_benchmark_times_real_scrapes():
     assert int(cells[1].replace(",", "")) >= 3 * 20 * 6  # every layer series of every run is there
     assert _ms(cells[5]) > 0
     assert "byte-identical" in out
+
+
+def test_snapshot_cost_benchmark_writes_and_reads_back_the_state():
+    out = _run("snapshot_cost.py", "--runs", "2", "--layers", "50", "--reports", "20")
+    assert re.search(r"2 runs x 50 layers: [0-9.]+ MB, write [0-9.]+ s, read [0-9.]+ s", out), out

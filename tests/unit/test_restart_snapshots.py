@@ -106,3 +106,22 @@ def test_disabled_snapshots_write_nothing(tmp_path):
     _feed(agg)
     assert not agg.save_snapshot()
     assert not (tmp_path / SNAPSHOT_FILE).exists()
+
+
+def test_a_window_saves_its_live_rows_only_and_reads_an_older_whole_buffer_save():
+    from gradwatch.service.windows import Window
+
+    window = Window(4, {"x": (np.float64, ()), "v": (np.float64, (3,))})
+    for i in range(7):
+        window.append(x=i, v=np.full(3, i))
+    window.mark_seen()
+    window.append(x=99, v=np.zeros(3))
+    data = encode(window)
+    assert data["attrs"]["rows"]["__dict__"][0][1]["shape"] == [4]  # not the 8-row buffer
+    restored = decode(data)
+    assert restored.column("x").tolist() == [4, 5, 6, 99] and restored.new_from() == 3
+    restored.append(x=100, v=np.ones(3))
+    assert restored.column("x").tolist() == [5, 6, 99, 100] and restored.column("v")[-1].tolist() == [1, 1, 1]
+    # A snapshot from before windows saved their rows only held the whole object.
+    older = {"__obj__": data["__obj__"], "attrs": {k: encode(v) for k, v in vars(window).items()}}
+    assert decode(older).column("x").tolist() == [4, 5, 6, 99]
