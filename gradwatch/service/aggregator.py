@@ -29,6 +29,9 @@ from gradwatch.wire import Report, StepRecord
 #: multi-rank run, wait this long for every rank to report up to its onset, so
 #: the rank it names is where it began, not whichever report came first.
 NAN_ORIGIN_WAIT_SECONDS = 2.0
+#: Under load, evaluations of runs that came due run in slices of about this long per
+#: actor call (ingest waits behind them); runs left over are first in line next time.
+EVALUATION_SLICE_SECONDS = 0.010
 #: Changes kept for the front from direct ingests (bounded if no front collects them).
 _MAX_UNDISPATCHED = 1000
 
@@ -128,21 +131,36 @@ class Aggregator:
         """
         now = time.time() if now is None else now
         changes, self._undispatched = self._undispatched, []
+        return changes + self._evaluate_waiting(list(self._runs.values()), now)
+
+    def _evaluate_waiting(self, entries: list[_Run], now: float) -> list[Change]:
+        """Evaluate those of ``entries`` with unseen data whose interval is up, longest waiting first, in a slice.
+
+        At most about EVALUATION_SLICE_SECONDS of evaluations per actor call, so
+        that ingest never waits behind a burst of them (32 runs coming due at
+        once took 120 ms); the rest stay first in line for the next call.
+        """
         interval = self.config.evaluate_min_interval
-        for entry in self._runs.values():
-            if entry.state.has_unseen and now - entry.last_evaluated >= interval:
-                changes += self._evaluate(entry, now)
+        due = [e for e in entries if e.state.has_unseen and now - e.last_evaluated >= interval]
+        changes: list[Change] = []
+        deadline = time.perf_counter() + EVALUATION_SLICE_SECONDS
+        for entry in sorted(due, key=lambda e: e.last_evaluated):
+            changes += self._evaluate(entry, now)
+            if time.perf_counter() >= deadline:
+                break
         return changes
 
     def ingest_many(self, reports: list[Report], now: float | None = None) -> list[list[Change] | IngestRefused]:
         """Take several reports in one call; per report, what fired or cleared, or why it was refused.
 
         The HTTP front batches the reports that arrive while the actor is busy,
-        so a batch means load. Its rows are then evaluated together: each run
-        once at the end of the batch, and at once on a non-finite loss or
-        gradient norm (the alert people wait for). Rules take onsets from the rows themselves, so
-        onset steps do not depend on batching; a single report is evaluated
-        at every statistics row as before.
+        so a batch means load. A non-finite loss, gradient norm or rank-local
+        NaN is evaluated on its own step at once; otherwise each run of the
+        batch is evaluated if its last evaluation is evaluate_min_interval old,
+        longest waiting first, within a time slice (:meth:`evaluate_due` takes
+        the rest). Rules take onsets from the rows themselves, so onset steps
+        do not depend on batching; a single report is evaluated at every
+        statistics row as before.
         """
         now = time.time() if now is None else now
         batched = len(reports) > 1
@@ -154,15 +172,19 @@ class Aggregator:
                 last_of_run[report.run] = len(results) - 1
             except IngestRefused as exc:
                 results.append(exc)
-        interval = self.config.evaluate_min_interval
-        for run, index in last_of_run.items():
-            entry = self._runs.get(run)
-            changes = results[index]
-            if entry is None or not entry.state.has_unseen or not isinstance(changes, list):
-                continue
-            if batched and now - entry.last_evaluated < interval:
-                continue  # load: evaluate_due() takes it when the interval is up
-            changes += self._evaluate(entry, now)
+        if not batched:  # the actor keeps up: every report is evaluated as it comes
+            for run, index in last_of_run.items():
+                entry, changes = self._runs.get(run), results[index]
+                if entry is not None and entry.state.has_unseen and isinstance(changes, list):
+                    changes += self._evaluate(entry, now)
+            return results
+        # Load: each run at most every evaluate_min_interval, in a time slice; the
+        # changes go back with the run's last report of the batch.
+        entries = {run: self._runs[run] for run, index in last_of_run.items() if run in self._runs}
+        for change in self._evaluate_waiting(list(entries.values()), now):
+            changes = results[last_of_run[change.run]]
+            if isinstance(changes, list):
+                changes.append(change)
         return results
 
     def _take(self, report: Report, now: float, batched: bool) -> list[Change]:

@@ -81,3 +81,21 @@ def test_the_service_dispatches_what_evaluate_due_returns_and_survives_a_failed_
 
     asyncio.run(run())
     assert [c.diagnosis["symptom"] for c in seen] == ["nonfinite"] and backend.calls >= 2
+
+
+def test_due_runs_are_evaluated_in_slices_longest_waiting_first(monkeypatch):
+    import gradwatch.service.aggregator as aggregator_module
+
+    agg = Aggregator(ServiceConfig(evaluate_min_interval=0.5))
+    for i, run in enumerate(("a", "b", "c")):
+        agg.ingest_many([_report(run, range(0, 10))], now=100.0 + i)  # evaluated at 100, 101, 102
+    for run in ("c", "a", "b"):
+        agg.ingest_many([_report(run, range(10, 20)), _report("other", range(0, 2))], now=90.0)  # too soon: deferred
+    monkeypatch.setattr(aggregator_module, "EVALUATION_SLICE_SECONDS", 0.0)  # one evaluation per call
+    order = []
+    for _ in range(4):  # "other" (deferred since 90) is first, then a, b, c
+        before = {run: agg._runs[run].last_evaluated for run in "abc"}
+        agg.evaluate_due(now=110.0)
+        order += [run for run in "abc" if agg._runs[run].last_evaluated != before[run]]
+    assert order == ["a", "b", "c"]
+    assert agg.evaluate_due(now=111.0) == [] and not any(agg._runs[run].state.has_unseen for run in "abc")
