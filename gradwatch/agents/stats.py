@@ -61,21 +61,23 @@ def _per_layer(
 def _norms_and_max_abs(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Per tensor L2 norm and max |x| (NaN when it holds one), both float32, shape (N,).
 
-    On accelerators: two fused multi-tensor kernels, so a few launches for
-    any number of tensors. On the CPU there is no launch to save and memory
-    is the cost, so each tensor is reduced twice in a row while it is still in
-    cache (one pass from memory instead of two: 1.12x -> 1.08x of a bare step
-    with statistics every step, benchmarks/agent_overhead.py). Max-abs there
-    is ``aminmax`` (vectorised, unlike the inf-norm kernel, which is ~10x
-    slower): max |x| = max(|min|, |max|), and NaN propagates through both.
+    The norm is one fused multi-tensor kernel everywhere. Max-abs is another on
+    accelerators; on the CPU that kernel (the inf-norm) is not vectorised,
+    about 10x slower than the L2 norm, while ``aminmax`` is: max |x| =
+    max(|min|, |max|), and NaN propagates through both. Its per-tensor results
+    are combined in whole-vector operations, not per tensor (small operations
+    cost ~8 us each on a CPU, more than reducing a 100k-element tensor).
     """
+    norms = _fused_norms(tensors, 2)
     if tensors[0].device.type != "cpu":
-        return _fused_norms(tensors, 2), _fused_norms(tensors, _INF)
-    norms, max_abs = [], []
-    for t in tensors:
-        norms.append(_cpu_l2(t))
-        max_abs.append(_cpu_max_abs(t))
-    return torch.stack(norms), torch.stack(max_abs)
+        return norms, _fused_norms(tensors, _INF)
+    try:
+        extremes = [torch.aminmax(t) for t in tensors]
+    except RuntimeError:  # a dtype aminmax does not take
+        return norms, torch.stack([t.abs().max().float() for t in tensors])
+    low = torch.stack([e.min for e in extremes]).float().abs()
+    high = torch.stack([e.max for e in extremes]).float().abs()
+    return norms, torch.maximum(low, high)
 
 
 def _fused_norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
@@ -83,21 +85,6 @@ def _fused_norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
     if any(t.dtype == torch.float64 for t in tensors):
         return torch.stack(torch._foreach_norm(tensors, order)).float()
     return torch.stack(torch._foreach_norm(tensors, order, dtype=torch.float32))
-
-
-def _cpu_l2(t: torch.Tensor) -> torch.Tensor:
-    # Half precision accumulates in float32; float64 may not be narrowed by the kernel, so it is cast after.
-    if t.dtype.itemsize < 4 and t.is_floating_point():
-        return torch.linalg.vector_norm(t, dtype=torch.float32)
-    return torch.linalg.vector_norm(t).float()
-
-
-def _cpu_max_abs(t: torch.Tensor) -> torch.Tensor:
-    try:
-        low, high = torch.aminmax(t)
-    except RuntimeError:  # a dtype aminmax does not take
-        return t.abs().max().float()
-    return torch.maximum(low.float().abs(), high.float().abs())
 
 
 def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, set[int]]:
@@ -139,17 +126,9 @@ def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int
     device = group.device
     layers = list(group.layer_of_param)
     after = [local_tensor(p.detach()) for p in group.params]
-    if device.type == "cpu":
-        # One tensor at a time, so that its three passes after the first hit the cache.
-        before_list, delta_list = [], []
-        for b, a in zip(_as_real(before), _as_real(after), strict=True):
-            before_list.append(_cpu_l2(b))
-            delta_list.append(_cpu_l2(b.sub_(a)))
-        before_norms, delta_norms = torch.stack(before_list), torch.stack(delta_list)
-    else:
-        before_norms = _fused_norms(_as_real(before), 2)
-        torch._foreach_sub_(before, after)
-        delta_norms = _fused_norms(_as_real(before), 2)
+    before_norms = _fused_norms(_as_real(before), 2)
+    torch._foreach_sub_(before, after)
+    delta_norms = _fused_norms(_as_real(before), 2)
     index = group.layer_index if len(layers) == len(group.params) else torch.tensor(layers, device=device)
     out = torch.zeros(2, num_layers, device=device)
     out[0].index_add_(0, index, delta_norms * delta_norms)
