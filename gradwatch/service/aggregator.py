@@ -113,7 +113,12 @@ class Aggregator:
         return True
 
     def ingest(self, report: Report, now: float | None = None) -> list[Change]:
-        """Take one report, evaluate the run's rules, return what fired or cleared."""
+        """Take one report, evaluate the run's rules, return what fired or cleared.
+
+        This is the path of callers other than the HTTP front (Ray Train workers
+        holding the actor): their changes are also kept for :meth:`evaluate_due`,
+        through which the front logs them and sends the alerts.
+        """
         (result,) = self.ingest_many([report], now)
         if isinstance(result, IngestRefused):
             raise result
