@@ -207,3 +207,17 @@ def test_the_page_never_writes_report_text_as_html():
     script = asset("app.js").decode()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in script
+
+
+def test_nanmedian_of_values_near_the_float_maximum_warns_nothing():
+    import warnings
+
+    import numpy as np
+
+    from gradwatch.service.rules.robust import nanmedian
+
+    huge = np.array([[1.7e308, 1.7e308], [1.0, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nanmedian(huge, axis=1).tolist() == [float("inf"), 1.5]
+        assert nanmedian(np.array([1.7e308, 1.7e308])) == float("inf")

@@ -27,11 +27,15 @@ TINY_REL = 1e-12
 TINY_ABS = 1e-30
 
 
+# The mean of the two middle values of huge data (1e308) overflows to inf, which is the
+# answer; numpy would also warn, and the service runs with warnings as signals of bugs.
+@np.errstate(over="ignore", invalid="ignore")
 def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
     """Median ignoring NaN; NaN (not a warning) for an all-NaN or empty slice.
 
     Returns a float when ``axis`` is None, else an array reduced over ``axis``.
-    ``inf`` values take part like any other value.
+    ``inf`` values take part like any other value; the median of values near
+    the float maximum may be inf (the mean of the two middle ones overflows).
     """
     a = np.asarray(x, dtype=float)
     if axis is None:
