@@ -208,6 +208,43 @@ def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
+    """CPU seconds per step spent inside the agent's own code (hooks, step records, sender), by thread clock.
+
+    A direct count of the work the agent adds, free of the drift that makes a few percent hard to see in
+    the A/B ratios on a shared machine; it leaves out indirect costs (caches, allocator, GC), which the
+    ratios include.
+    """
+    variant.begin()
+    monitor, spent = variant.monitor, [0.0]
+    assert monitor is not None
+
+    def timed(obj: Any, name: str) -> None:
+        inner = getattr(obj, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            started = time.thread_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[0] += time.thread_time() - started
+
+        setattr(obj, name, wrapper)
+
+    for _ in range(UNTIMED_STEPS):
+        train_step(w, variant)
+    variant.end()
+    for name in ("_take_gradient_stats", "_take_weight_stats", "_record_step"):
+        timed(monitor, name)
+    for name in ("_drain_inbox", "_send_buffer"):
+        timed(monitor._sender, name)
+    for _ in range(steps):
+        train_step(w, variant)
+    variant.end()
+    variant.close()
+    return spent[0] / steps
+
+
 def extra_rss(w: Workload, device: str, steps: int, make: Callable[[], Variant]) -> float:
     """MB of host RSS a monitor adds: RSS after ``steps`` monitored steps minus after as many bare ones."""
     bare = Variant("bare", w)
@@ -308,6 +345,10 @@ def main() -> int:
         )
 
     floor = bandwidth_floor(w, args.device)
+    work_variants: dict[str, Callable[[], Gradwatch]] = {
+        "default": lambda: Gradwatch("gradwatch default", w),
+        "statistics every step": lambda: Gradwatch(FLOOR_VARIANT, w, stats_every=1, update_ratio_every=0),
+    }
     rss_default = extra_rss(w, args.device, 2 * args.block, lambda: Gradwatch("gradwatch default", w))
     rss_every = extra_rss(w, args.device, 2 * args.block, lambda: make_every_step(w))
     syncs = sync_check(w) if args.device == "cuda" else "not applicable on CPU"
@@ -377,8 +418,17 @@ def main() -> int:
         lines.append(
             f"- Memory floor on this CPU (one `torch._foreach_norm` over all weights and gradients, right after a "
             f"backward): {floor * 1e3:.2f} ms = {floor / cpu_med['bare']:.1%} of a bare step; statistics every step "
-            f"add {extra * 1e3:.2f} ms CPU = {extra / floor:.2f}× that floor (norms and max-abs of gradients and "
-            "weights, each tensor reduced twice while in cache)."
+            f"add {extra * 1e3:.2f} ms CPU = {extra / floor:.2f}× that floor (an L2 norm and a max-abs, by "
+            "`aminmax`, of every gradient and weight)."
+        )
+        direct = {name: agent_work(w, make()) for name, make in work_variants.items()}
+        lines.append(
+            "- Counted directly (thread CPU time inside the agent's hooks, step records and sender, 100 steps): "
+            + ", ".join(
+                f"{name} {t * 1e3:.2f} ms/step = {t / cpu_med['bare']:.1%} of bare" for name, t in direct.items()
+            )
+            + ". The A/B ratios above also carry indirect costs and the machine's drift: the naive `.item()` "
+            "row, which adds almost nothing on a CPU, shows how large that drift is."
         )
     lines += [
         f"- Extra host RSS with a monitor: default {rss_default:+.1f} MB, every step {rss_every:+.1f} MB "

@@ -45,6 +45,7 @@ def test_agent_overhead_benchmark_measures_every_variant():
         assert float(cells[1]) > 0 and cells[2].endswith("×")
     assert _row(out, "bare")[2] == "1.000×"
     assert re.search(r"Extra host RSS with a monitor: default [+-][0-9.]+ MB", out)
+    assert re.search(r"Counted directly .*: default [0-9.]+ ms/step = [0-9.]+% of bare", out)
     # Every variant's reports fit the wire schema (a rejected one is logged instead of sent, which is not the cost
     # being measured).
     assert "do not fit the wire schema" not in out
