@@ -2,7 +2,9 @@
 
 The state is what ``benchmarks/aggregator_ingest.py`` builds: ``--runs`` runs of a ``--layers``-layer model,
 each with full windows (the default window sizes), ingested in this process. The write is the one the
-background writer does (``write_snapshot``), timed in this process.
+background writer does (``write_snapshot``), timed in this process. The fork is what the actor itself
+pays for a background snapshot: ``os.fork()`` of this process, holding that state, timed in the parent
+(median of 5; the child leaves at once).
 
     python benchmarks/snapshot_cost.py                 # 16 runs x 1,000 layers
     python benchmarks/snapshot_cost.py --runs 2 --layers 100
@@ -11,6 +13,8 @@ background writer does (``write_snapshot``), timed in this process.
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 import tempfile
 import time
@@ -47,7 +51,18 @@ def main() -> int:
         restored = read_snapshot(path)
         read = time.perf_counter() - started
         assert restored is not None and len(restored[0]["_runs"]) == args.runs
-    print(f"{args.runs} runs x {args.layers} layers: {size / 1e6:.1f} MB, write {written:.2f} s, read {read:.2f} s")
+        forks = []
+        for _ in range(5 if hasattr(os, "fork") else 0):
+            started = time.perf_counter()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0)
+            forks.append(time.perf_counter() - started)
+            os.waitpid(pid, 0)
+    fork = f", fork {statistics.median(forks) * 1e3:.1f} ms" if forks else ""
+    print(
+        f"{args.runs} runs x {args.layers} layers: {size / 1e6:.1f} MB, write {written:.2f} s, read {read:.2f} s{fork}"
+    )
     return 0
 
 

@@ -112,18 +112,20 @@ class Aggregator:
     def ping(self) -> bool:
         return True
 
-    def ingest(self, report: Report, now: float | None = None) -> list[Change]:
+    def ingest(self, report: Report, now: float | None = None, *, caller_dispatches: bool = False) -> list[Change]:
         """Take one report, evaluate the run's rules, return what fired or cleared.
 
-        This is the path of callers other than the HTTP front (Ray Train workers
-        holding the actor): their changes are also kept for :meth:`evaluate_due`,
-        through which the front logs them and sends the alerts.
+        Callers other than the HTTP front (Ray Train workers holding the actor)
+        do not log or alert: their changes are also kept for :meth:`evaluate_due`,
+        through which the front does. ``caller_dispatches`` says the caller
+        does it itself (a front in the same process).
         """
         (result,) = self.ingest_many([report], now)
         if isinstance(result, IngestRefused):
             raise result
-        self._undispatched += result
-        del self._undispatched[:-_MAX_UNDISPATCHED]
+        if not caller_dispatches:
+            self._undispatched += result
+            del self._undispatched[:-_MAX_UNDISPATCHED]
         return result
 
     def evaluate_due(self, now: float | None = None) -> list[Change]:
@@ -185,8 +187,7 @@ class Aggregator:
             return results
         # Load: each run at most every evaluate_min_interval, in a time slice; the
         # changes go back with the run's last report of the batch.
-        entries = {run: self._runs[run] for run, index in last_of_run.items() if run in self._runs}
-        for change in self._evaluate_waiting(list(entries.values()), now):
+        for change in self._evaluate_waiting([self._runs[run] for run in last_of_run if run in self._runs], now):
             changes = results[last_of_run[change.run]]
             if isinstance(changes, list):
                 changes.append(change)

@@ -149,10 +149,7 @@ class LocalBackend:
         self.aggregator = aggregator
 
     async def ingest(self, report: Report) -> list[Change]:
-        (result,) = self.aggregator.ingest_many([report])
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        return self.aggregator.ingest(report, caller_dispatches=True)
 
     async def evaluate_due(self) -> list[Change]:
         return self.aggregator.evaluate_due()

@@ -74,4 +74,4 @@ def test_metrics_scrape_benchmark_times_real_scrapes():
 
 def test_snapshot_cost_benchmark_writes_and_reads_back_the_state():
     out = _run("snapshot_cost.py", "--runs", "2", "--layers", "50", "--reports", "20")
-    assert re.search(r"2 runs x 50 layers: [0-9.]+ MB, write [0-9.]+ s, read [0-9.]+ s", out), out
+    assert re.search(r"2 runs x 50 layers: [0-9.]+ MB, write [0-9.]+ s, read [0-9.]+ s, fork [0-9.]+ ms", out), out
