@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from gradwatch.service import rules
+from gradwatch.service.columns import ColumnarReport, LayerColumns
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
 from gradwatch.service.page.series import SeriesLimits, build_series
@@ -112,7 +114,9 @@ class Aggregator:
     def ping(self) -> bool:
         return True
 
-    def ingest(self, report: Report, now: float | None = None, *, caller_dispatches: bool = False) -> list[Change]:
+    def ingest(
+        self, report: Report | ColumnarReport, now: float | None = None, *, caller_dispatches: bool = False
+    ) -> list[Change]:
         """Take one report, evaluate the run's rules, return what fired or cleared.
 
         Callers other than the HTTP front (Ray Train workers holding the actor)
@@ -157,7 +161,9 @@ class Aggregator:
                 break
         return changes
 
-    def ingest_many(self, reports: list[Report], now: float | None = None) -> list[list[Change] | IngestRefused]:
+    def ingest_many(
+        self, reports: Sequence[Report | ColumnarReport], now: float | None = None
+    ) -> list[list[Change] | IngestRefused]:
         """Take several reports in one call; per report, what fired or cleared, or why it was refused.
 
         The HTTP front batches the reports that arrive while the actor is busy,
@@ -167,16 +173,18 @@ class Aggregator:
         longest waiting first, within a time slice (:meth:`evaluate_due` takes
         the rest). Rules take onsets from the rows themselves, so onset steps
         do not depend on batching; a single report is evaluated at every
-        statistics row as before.
+        statistics row as before. The HTTP front sends :class:`ColumnarReport`;
+        a wire :class:`Report` (tests, Ray Train workers) is converted here.
         """
         now = time.time() if now is None else now
         batched = len(reports) > 1
         results: list[list[Change] | IngestRefused] = []
         last_of_run: dict[str, int] = {}
-        for report in reports:
+        for item in reports:
+            columnar = ColumnarReport.of(item)
             try:
-                results.append(self._take(report, now, batched))
-                last_of_run[report.run] = len(results) - 1
+                results.append(self._take(columnar, now, batched))
+                last_of_run[columnar.report.run] = len(results) - 1
             except IngestRefused as exc:
                 results.append(exc)
         if not batched:  # the actor keeps up: every report is evaluated as it comes
@@ -193,18 +201,15 @@ class Aggregator:
                 changes.append(change)
         return results
 
-    def _take(self, report: Report, now: float, batched: bool) -> list[Change]:
+    def _take(self, columnar: ColumnarReport, now: float, batched: bool) -> list[Change]:
         """Add one report's steps, evaluating at its checkpoints (only urgent ones when ``batched``)."""
+        report, rows = columnar.report, columnar.rows
         # Refuse before touching any state: a refused report must leave nothing behind.
-        for record in report.steps:
-            if record.layers is not None and len(record.layers.names) > self.config.limits.max_layers:
-                raise IngestRefused(
-                    413,
-                    f"report has {len(record.layers.names)} layers; "
-                    f"limits.max_layers is {self.config.limits.max_layers}",
-                )
+        width = max((len(row) for row in rows if row is not None), default=0)
+        if width > self.config.limits.max_layers:
+            raise IngestRefused(413, f"report has {width} layers; limits.max_layers is {self.config.limits.max_layers}")
         entry = self._runs.get(report.run)
-        self._check_layer_series(report, entry)
+        self._check_layer_series(width, entry)
         if entry is None:
             if len(self._runs) >= self.config.limits.max_runs:
                 self._evict_idle(now)
@@ -227,12 +232,12 @@ class Aggregator:
         # would make detection depend on how fast the job trains.
         changes: list[Change] = []
         pending = 0
-        for record in report.steps:
+        for record, row in zip(report.steps, rows, strict=True):
             restarts = state.restarts
-            pending += state.add_step(record, report.rank, report.session, report.shard)
+            pending += state.add_step(record, report.rank, report.session, report.shard, row)
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
-            if pending and (self._is_urgent(record) if batched else self._is_checkpoint(record, pending)):
+            if pending and (self._is_urgent(record) if batched else self._is_checkpoint(record, row, pending)):
                 changes += self._evaluate(entry, now)
                 pending = 0
         if state.has_unseen and not batched:
@@ -248,9 +253,8 @@ class Aggregator:
             or bool(record.local_grad_nonfinite and not record.skipped)
         )
 
-    def _check_layer_series(self, report: Report, entry: _Run | None) -> None:
-        """Refuse a report that would take the aggregator past limits.max_layer_series."""
-        width = max((len(r.layers.names) for r in report.steps if r.layers is not None), default=0)
+    def _check_layer_series(self, width: int, entry: _Run | None) -> None:
+        """Refuse a report of ``width`` layers that would take the aggregator past limits.max_layer_series."""
         current = len(entry.state.layer_names) if entry is not None else 0
         if width <= current:
             return  # the common case: no new series
@@ -262,9 +266,9 @@ class Aggregator:
                 f"{self.config.limits.max_layer_series}",
             )
 
-    def _is_checkpoint(self, record: StepRecord, pending: int) -> bool:
+    def _is_checkpoint(self, record: StepRecord, row: LayerColumns | None, pending: int) -> bool:
         return (
-            record.layers is not None
+            row is not None
             or record.val_loss is not None
             or self._is_urgent(record)
             or pending >= self.config.evaluate_every_steps

@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from gradwatch.service.aggregator import Aggregator, AggregatorSnapshot
+from gradwatch.service.columns import ColumnarReport
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.http import BackendUnavailable
 from gradwatch.service.page.series import SeriesLimits
-from gradwatch.wire import AGGREGATOR_NAMESPACE, Report, aggregator_actor_name
+from gradwatch.wire import AGGREGATOR_NAMESPACE, aggregator_actor_name
 
 NAMESPACE = AGGREGATOR_NAMESPACE
 actor_name = aggregator_actor_name
@@ -56,7 +57,7 @@ class RayBackend:
         self._actor = actor
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
-        self._queue: list[tuple[Report, asyncio.Future[list[Change]]]] = []
+        self._queue: list[tuple[ColumnarReport, asyncio.Future[list[Change]]]] = []
         self._draining = False
 
     async def _call(self, method: str, *args: Any) -> Any:
@@ -74,7 +75,7 @@ class RayBackend:
         except RayActorError as exc:
             raise BackendUnavailable(str(exc)) from exc
 
-    async def ingest(self, report: Report) -> list[Change]:
+    async def ingest(self, report: ColumnarReport) -> list[Change]:
         future: asyncio.Future[list[Change]] = asyncio.get_running_loop().create_future()
         self._queue.append((report, future))
         if not self._draining:
@@ -108,7 +109,7 @@ class RayBackend:
                 if not future.done():
                     future.set_exception(BackendUnavailable("the service is stopping"))
 
-    async def _send(self, batch: list[tuple[Report, asyncio.Future[list[Change]]]]) -> None:
+    async def _send(self, batch: list[tuple[ColumnarReport, asyncio.Future[list[Change]]]]) -> None:
         try:
             results = await self._call("ingest_many", [report for report, _ in batch])
         except asyncio.CancelledError:
@@ -148,7 +149,7 @@ class LocalBackend:
     def __init__(self, aggregator: Aggregator) -> None:
         self.aggregator = aggregator
 
-    async def ingest(self, report: Report) -> list[Change]:
+    async def ingest(self, report: ColumnarReport) -> list[Change]:
         return self.aggregator.ingest(report, caller_dispatches=True)
 
     async def evaluate_due(self) -> list[Change]:

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from gradwatch.service.aggregator import AggregatorSnapshot, IngestRefused
 from gradwatch.service.auth import Token, token_middleware
+from gradwatch.service.columns import ColumnarReport, LayoutCache
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.exposition import SnapshotCollector
@@ -46,7 +47,7 @@ _REFUSED_REASONS = {413: "too_many_layers", 429: "too_many_runs"}
 class Backend(Protocol):
     """Where the HTTP layer sends work: one or more aggregators."""
 
-    async def ingest(self, report: Report) -> list[Change]: ...
+    async def ingest(self, report: ColumnarReport) -> list[Change]: ...
     async def evaluate_due(self) -> list[Change]: ...
     async def runs(self) -> list[dict[str, Any]]: ...
     async def diagnoses(self, run: str) -> list[dict[str, Any]] | None: ...
@@ -145,6 +146,7 @@ def make_app(
     ProcessCollector(registry=registry)
     timeout = config.limits.ingest_timeout
     pending_ingests = [0]  # one event loop: no lock needed
+    layouts = LayoutCache()
 
     async def ingest(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -161,20 +163,21 @@ def make_app(
             # deserialise code (no pickle, no YAML tags).
             metrics.rejected.labels("content_type").inc()
             return _error(415, f"Content-Type {request.content_type!r} is not accepted; send application/json")
+        if pending_ingests[0] >= config.limits.max_pending_ingests:
+            # Refused before it reaches the actor, so the agent knows it was not
+            # ingested (a timed-out call may still land later) and retries; and
+            # before parsing, so that refusing costs an overloaded front little.
+            metrics.rejected.labels("busy").inc()
+            return _error(429, "aggregator busy, retry later (limits.max_pending_ingests)")
         try:
             report = Report.model_validate_json(body)
         except ValidationError as exc:
             status, reason, details = describe_validation_error(exc)
             metrics.rejected.labels("invalid_json" if status == 400 else "schema").inc()
             return _error(status, reason, details)
-        if pending_ingests[0] >= config.limits.max_pending_ingests:
-            # Refused before it reaches the actor, so the agent knows it was not
-            # ingested (a timed-out call may still land later) and retries.
-            metrics.rejected.labels("busy").inc()
-            return _error(429, "aggregator busy, retry later (limits.max_pending_ingests)")
         pending_ingests[0] += 1
         try:
-            changes = await asyncio.wait_for(backend.ingest(report), timeout)
+            changes = await asyncio.wait_for(backend.ingest(ColumnarReport.of(report, layouts)), timeout)
         except IngestRefused as exc:
             metrics.rejected.labels(_REFUSED_REASONS.get(exc.status, "refused")).inc()
             return _error(exc.status, exc.reason)

@@ -33,10 +33,11 @@ class RankLatest:
     host: str = ""
 
 
-def local_nonfinite(record: StepRecord) -> bool:
+def local_nonfinite(record: StepRecord, has_layers: bool) -> bool:
     """The record shows NaN/Inf that began on this rank (its loss, or its gradients before reduction).
 
     Gradient flags on a step the optimizer skipped are AMP loss scaling at work.
+    ``has_layers``: the step came with a statistics row (whose per-layer flags then decide).
     """
     if record.loss is not None and not math.isfinite(record.loss):
         return True
@@ -44,7 +45,7 @@ def local_nonfinite(record: StepRecord) -> bool:
         return False
     if record.local_grad_nonfinite:
         return True
-    return record.layers is None and record.grad_norm is not None and not math.isfinite(record.grad_norm)
+    return not has_layers and record.grad_norm is not None and not math.isfinite(record.grad_norm)
 
 
 class RankTable:
@@ -61,7 +62,7 @@ class RankTable:
             entry.last_report_time = now
             entry.host = host
 
-    def add(self, rank: int, record: StepRecord) -> None:
+    def add(self, rank: int, record: StepRecord, has_layers: bool) -> None:
         entry = self._entry(rank)
         if entry is not None:
             entry.step = record.step
@@ -69,7 +70,7 @@ class RankTable:
                 entry.loss = record.loss
             if record.step_time is not None:
                 entry.step_time = record.step_time
-        if local_nonfinite(record):
+        if local_nonfinite(record, has_layers):
             if entry is not None:
                 entry.nonfinite_steps += 1
             self.incidents.append(step=record.step, rank=rank)

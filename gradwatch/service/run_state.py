@@ -8,13 +8,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gradwatch.service.columns import ColumnarReport, LayerColumns
 from gradwatch.service.config import WindowConfig
 from gradwatch.service.rank_state import RankTable
 from gradwatch.service.rules.series import SUMMARY_COLUMNS, row_summaries
 from gradwatch.service.rules.view import RunView
 from gradwatch.service.shards import ShardCombiner
 from gradwatch.service.windows import Window
-from gradwatch.wire import LayerStats, Report, ShardInfo, StepRecord
+from gradwatch.wire import Report, ShardInfo, StepRecord
 
 SUMMARY_WIDTH = len(SUMMARY_COLUMNS)
 
@@ -27,18 +28,6 @@ def _f(value: float | None) -> float:
     return _NAN if value is None else value
 
 
-def _column(values: list[float | None]) -> np.ndarray:
-    # numpy turns None into NaN itself when the dtype is float: one C loop per column.
-    return np.array(values, dtype=np.float64)
-
-
-def _present(values: list[float | None]) -> np.ndarray:
-    """Which entries were measured (not None); NaN is data and counts as present."""
-    if None not in values:  # a C scan; the usual report has every layer
-        return np.ones(len(values), dtype=bool)
-    return np.array([v is not None for v in values], dtype=bool)
-
-
 def _frozen(array: np.ndarray) -> np.ndarray:
     """A read-only view of ``array``: a rule that writes into its input fails instead of corrupting the window."""
     view = array.view()
@@ -46,13 +35,13 @@ def _frozen(array: np.ndarray) -> np.ndarray:
     return view
 
 
-def _norm_only_nonfinite(record: StepRecord) -> bool:
+def _norm_only_nonfinite(record: StepRecord, has_layers: bool) -> bool:
     """The step's total gradient norm is NaN/Inf and no layer statistics came with it.
 
     With layer statistics the per-layer flags (from max-abs) decide: a norm can
     overflow on finite gradients, a max-abs cannot.
     """
-    return record.layers is None and record.grad_norm is not None and not math.isfinite(record.grad_norm)
+    return not has_layers and record.grad_norm is not None and not math.isfinite(record.grad_norm)
 
 
 @dataclass
@@ -135,10 +124,15 @@ class RunState:
         if not keep_shards:
             self._shards = ShardCombiner()
 
-    def ingest(self, report: Report, now: float | None = None) -> int:
+    def ingest(self, report: Report | ColumnarReport, now: float | None = None) -> int:
         """Add a whole report; returns how many steps were kept."""
+        columnar = ColumnarReport.of(report)
+        report = columnar.report
         self.note_report(report, now)
-        return sum(self.add_step(record, report.rank, report.session, report.shard) for record in report.steps)
+        return sum(
+            self.add_step(record, report.rank, report.session, report.shard, row)
+            for record, row in zip(report.steps, columnar.rows, strict=True)
+        )
 
     def note_report(self, report: Report, now: float | None = None) -> None:
         """Account for a report (sender, counts, time) before its steps are added."""
@@ -160,13 +154,23 @@ class RunState:
             # Steps after a final report mean training went on (or restarted).
             self.finished = report.final
 
-    def add_step(self, record: StepRecord, rank: int, session: str = "", shard: ShardInfo | None = None) -> int:
+    def add_step(
+        self,
+        record: StepRecord,
+        rank: int,
+        session: str = "",
+        shard: ShardInfo | None = None,
+        row: LayerColumns | None = None,
+    ) -> int:
         """Add one step record from ``rank``'s agent ``session``; returns 1 when it was kept.
 
-        With ``shard`` the record's layer statistics are one shard's; the layer
-        row is added once every shard of the step has arrived, whichever rank's
-        record completes it.
+        ``row`` is the step's statistics row (see :class:`ColumnarReport`); a
+        record that still carries its wire ``layers`` is converted here. With
+        ``shard`` the row is one shard's; the layer row is added once every
+        shard of the step has arrived, whichever rank's record completes it.
         """
+        if row is None and record.layers is not None:
+            row = LayerColumns.of(record.layers)
         last = self._last_seen.get(rank)
         if session and last is not None and last[0] == session and record.step <= last[1]:
             # Re-sent by the same agent: it retried a request whose answer it
@@ -176,8 +180,8 @@ class RunState:
         self.steps_received += 1
         if len(self._last_seen) < 4096 or rank in self._last_seen:
             self._last_seen[rank] = (session, record.step)
-        self.rank_table.add(rank, record)
-        layers = record.layers
+        self.rank_table.add(rank, record, row is not None)
+        layers = row
         if layers is not None and shard is not None and shard.count > 1:
             layers = self._shards.add(record.step, shard.index, shard.count, layers)
             if layers is not None and rank != self.primary_rank:
@@ -188,7 +192,7 @@ class RunState:
             # how a NaN's origin rank is found. Their healthy values duplicate
             # the primary rank's and would confuse the loss rules.
             if record.loss is not None and not math.isfinite(record.loss):
-                self._append_step(record, rank)
+                self._append_step(record, rank, row is not None)
                 return 1
             return 0
         if record.step <= self.last_primary_step:
@@ -204,7 +208,7 @@ class RunState:
             latest.loss = record.loss
             if len(self._first_losses) < INITIAL_LOSSES and math.isfinite(record.loss):
                 self._first_losses.append(record.loss)
-            self._append_step(record, rank)
+            self._append_step(record, rank, row is not None)
         if record.val_loss is not None:
             latest.val_loss = record.val_loss
             self.val.append(step=record.step, val_loss=record.val_loss)
@@ -221,22 +225,22 @@ class RunState:
             self._ingest_layers(record.step, layers, record.skipped)
         return 1
 
-    def _append_step(self, record: StepRecord, rank: int) -> None:
+    def _append_step(self, record: StepRecord, rank: int, has_layers: bool) -> None:
         self.steps.append(
             step=record.step,
             loss=record.loss,
             lr=_f(record.lr),
-            grad_nonfinite=_norm_only_nonfinite(record),
+            grad_nonfinite=_norm_only_nonfinite(record, has_layers),
             skipped=record.skipped,
             rank=rank,
         )
 
-    def _ingest_layers(self, step: int, layers: LayerStats, skipped: bool) -> None:
-        names = tuple(layers.names)
+    def _ingest_layers(self, step: int, layers: LayerColumns, skipped: bool) -> None:
+        names = layers.names
         if names != self.layer_names or self.stats is None or self.stats.column("summary").shape[1] != SUMMARY_WIDTH:
             # (A summary of another width: restored from an older version's snapshot.)
             self.layer_names = names
-            self.layer_numel = np.array(layers.numel, dtype=np.int64)
+            self.layer_numel = layers.numel
             width = (len(names),)
             self.stats = Window(
                 self._windows.stat_rows,
@@ -251,17 +255,15 @@ class RunState:
                 },
             )
             self.latest.layer_update_ratio = None
-        grad_norm = _column(layers.grad_norm)
-        weight_norm = _column(layers.weight_norm)
-        grad_max = _column(layers.grad_max_abs)
-        weight_max = _column(layers.weight_max_abs)
-        update = _column(layers.update_ratio) if layers.update_ratio is not None else np.full(len(names), _NAN)
+        grad_norm = layers.grad_norm.values
+        weight_norm = layers.weight_norm.values
+        grad_max = layers.grad_max_abs.values
+        weight_max = layers.weight_max_abs.values
+        update = layers.update_ratio.values if layers.update_ratio is not None else np.full(len(names), _NAN)
         # A layer holds NaN/Inf exactly when its max-abs is non-finite; absent
         # (NaN from null) gradients are not data and must not count.
-        grad_present = _present(layers.grad_max_abs)
-        weight_present = _present(layers.weight_max_abs)
-        grad_nonfinite = grad_present & ~np.isfinite(grad_max)
-        weight_nonfinite = weight_present & ~np.isfinite(weight_max)
+        grad_nonfinite = layers.grad_max_abs.present & ~np.isfinite(grad_max)
+        weight_nonfinite = layers.weight_max_abs.present & ~np.isfinite(weight_max)
         self.stats.append(
             step=step,
             grad_norm=grad_norm,

@@ -18,9 +18,10 @@ import asyncio
 from typing import Any
 
 from gradwatch.service.aggregator import AggregatorSnapshot
+from gradwatch.service.columns import ColumnarReport
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.page.series import SeriesLimits
-from gradwatch.wire import Report, shard_of
+from gradwatch.wire import shard_of
 
 
 class ShardedBackend:
@@ -34,8 +35,8 @@ class ShardedBackend:
     def _for(self, run: str) -> Any:
         return self.shards[shard_of(run, len(self.shards))]
 
-    async def ingest(self, report: Report) -> list[Change]:
-        return await self._for(report.run).ingest(report)
+    async def ingest(self, report: ColumnarReport) -> list[Change]:
+        return await self._for(report.report.run).ingest(report)
 
     async def evaluate_due(self) -> list[Change]:
         lists = await asyncio.gather(*(shard.evaluate_due() for shard in self.shards), return_exceptions=True)

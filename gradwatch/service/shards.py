@@ -16,60 +16,48 @@ A step is combined once all of its shards arrived; steps that never complete
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from gradwatch.wire import LayerStats
+from gradwatch.service.columns import Column, LayerColumns
 
 
-def _column(stats: LayerStats, name: str) -> np.ndarray:
-    values = getattr(stats, name)
-    return np.array([math.nan if v is None else v for v in values], dtype=np.float64)
-
-
-def _present(stats: LayerStats, name: str) -> np.ndarray:
-    return np.array([v is not None for v in getattr(stats, name)], dtype=bool)
-
-
-def combine_shards(shards: list[LayerStats]) -> LayerStats:
+def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
     """The whole layers' statistics from the statistics of all their shards (same layer names).
 
     NaN/Inf in any shard is data and carries into the layer's value; a shard
-    without a gradient for a layer (``None``) adds nothing to it.
+    without a gradient for a layer (not present) adds nothing to it.
     """
 
     def stacked(name: str) -> tuple[np.ndarray, np.ndarray]:
-        present = np.stack([_present(s, name) for s in shards])
-        return np.where(present, np.stack([_column(s, name) for s in shards]), 0.0), present
+        columns = [s.column(name) for s in shards]
+        present = np.stack([c.present for c in columns])
+        return np.where(present, np.stack([c.values for c in columns]), 0.0), present
 
     with np.errstate(all="ignore"):
-        weight_norm, _ = stacked("weight_norm")
+        weight_norm, weight_present = stacked("weight_norm")
         grad_norm, grad_present = stacked("grad_norm")
         grad_max, _ = stacked("grad_max_abs")
         weight_max, _ = stacked("weight_max_abs")
-        no_grad = ~grad_present.any(axis=0)
+        has_grad = grad_present.any(axis=0)
         weight_sumsq = np.sum(weight_norm * weight_norm, axis=0)
-        update: list[float | None] | None = None
+        update: Column | None = None
         if all(s.update_ratio is not None for s in shards):
             ratio, ratio_present = stacked("update_ratio")
             delta = np.sqrt(np.sum((ratio * weight_norm) ** 2, axis=0))
-            update = _none_where(delta / np.sqrt(weight_sumsq), ~ratio_present.all(axis=0))
-        combined = LayerStats(
-            names=list(shards[0].names),
-            numel=[sum(column) for column in zip(*(s.numel for s in shards), strict=True)],
-            grad_norm=_none_where(np.sqrt(np.sum(grad_norm * grad_norm, axis=0)), no_grad),
+            update = _masked(delta / np.sqrt(weight_sumsq), ratio_present.all(axis=0))
+        columns = {
+            "grad_norm": _masked(np.sqrt(np.sum(grad_norm * grad_norm, axis=0)), has_grad),
             # np.max, not nanmax: a shard holding NaN makes the layer's max-abs NaN.
-            grad_max_abs=_none_where(np.max(grad_max, axis=0), no_grad),
-            weight_norm=np.sqrt(weight_sumsq).tolist(),
-            weight_max_abs=np.max(weight_max, axis=0).tolist(),
-            update_ratio=update,
-        )
-    return combined
+            "grad_max_abs": _masked(np.max(grad_max, axis=0), has_grad),
+            "weight_norm": _masked(np.sqrt(weight_sumsq), weight_present.any(axis=0)),
+            "weight_max_abs": _masked(np.max(weight_max, axis=0), weight_present.any(axis=0)),
+            "update_ratio": update,
+        }
+    return LayerColumns.from_columns(shards[0].names, np.sum(np.stack([s.numel for s in shards]), axis=0), columns)
 
 
-def _none_where(values: np.ndarray, missing: np.ndarray) -> list[float | None]:
-    return [None if m else float(v) for v, m in zip(values, missing, strict=True)]
+def _masked(values: np.ndarray, present: np.ndarray) -> Column:
+    return Column(np.where(present, values, np.nan), present)
 
 
 class ShardCombiner:
@@ -77,11 +65,11 @@ class ShardCombiner:
 
     def __init__(self, max_pending: int = 16) -> None:
         self.max_pending = max_pending
-        self._pending: dict[int, dict[int, LayerStats]] = {}
+        self._pending: dict[int, dict[int, LayerColumns]] = {}
         #: Steps given up on because a shard never arrived.
         self.incomplete_steps = 0
 
-    def add(self, step: int, index: int, count: int, stats: LayerStats) -> LayerStats | None:
+    def add(self, step: int, index: int, count: int, stats: LayerColumns) -> LayerColumns | None:
         """Add shard ``index`` of ``count`` for ``step``; the combined statistics once all are in."""
         shards = self._pending.setdefault(step, {})
         if shards and next(iter(shards.values())).names != stats.names:

@@ -7,6 +7,7 @@ import zlib
 
 from gradwatch.service.aggregator import Aggregator
 from gradwatch.service.backends import LocalBackend
+from gradwatch.service.columns import ColumnarReport
 from gradwatch.service.sharding import ShardedBackend
 from gradwatch.wire import Report, StepRecord, aggregator_actor_name, shard_of
 
@@ -26,7 +27,7 @@ def test_sharded_backend_routes_by_run_and_gathers_everything():
 
     async def scenario():
         for name in names:
-            await backend.ingest(Report(run=name, steps=[StepRecord(step=0, loss=1.0)]))
+            await backend.ingest(ColumnarReport.of(Report(run=name, steps=[StepRecord(step=0, loss=1.0)])))
         return await backend.runs(), await backend.snapshots(), await backend.diagnoses(names[3])
 
     runs, snapshots, diagnoses = asyncio.run(scenario())
