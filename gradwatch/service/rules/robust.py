@@ -44,7 +44,7 @@ def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
     if a.shape[axis] == 0:
         return np.full(np.delete(a.shape, axis), np.nan)
     if not np.isnan(a).any():
-        return np.median(a, axis=axis)  # a partition, cheaper than the sort below
+        return _median_complete(a, axis)  # a partition, cheaper than the sort below
     # One sort per call instead of numpy's nanmedian, which loops in Python
     # over rows once a row is long (1,000 layers). NaN sorts last, so the n
     # non-NaN values of a slice are its first n; the median is the mean of the
@@ -58,6 +58,21 @@ def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
     with np.errstate(invalid="ignore"):
         m = np.mean(np.stack([below, above]), axis=0)
     return np.where(n > 0, m, np.nan)
+
+
+def _median_complete(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.median(a, axis)`` of data without NaN: the same partition and arithmetic, without its overhead.
+
+    np.median's own bookkeeping costs ~30 us a call, as much as the partition of
+    a 1,000-layer row; the aggregator takes several medians for every row it ingests.
+    """
+    m = a.shape[axis]
+    lo, hi = (m - 1) // 2, m // 2
+    part = np.partition(a, (lo, hi) if lo != hi else hi, axis=axis)
+    below = np.take(part, lo, axis=axis)
+    if lo == hi:
+        return below
+    return (below + np.take(part, hi, axis=axis)) / 2
 
 
 def mad_sigma(x: np.ndarray, axis: int | None = None) -> Any:
