@@ -221,3 +221,19 @@ def test_nanmedian_of_values_near_the_float_maximum_warns_nothing():
         warnings.simplefilter("error")
         assert nanmedian(huge, axis=1).tolist() == [float("inf"), 1.5]
         assert nanmedian(np.array([1.7e308, 1.7e308])) == float("inf")
+
+
+def test_nanmedian_of_complete_rows_matches_numpy_exactly():
+    from gradwatch.service.rules.robust import nanmedian
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 250), (1, 251), (64, 250), (7, 1), (3, 2)]:
+        for trial in range(20):
+            a = rng.standard_normal(shape) * 10 ** rng.uniform(-30, 30)
+            if trial % 5 == 0:
+                a.flat[0] = np.inf
+            if trial % 7 == 0:
+                a.flat[-1] = -np.inf
+            with np.errstate(all="ignore"):
+                expected = np.median(a, axis=1)
+            assert np.array_equal(nanmedian(a, axis=1), expected, equal_nan=True)
