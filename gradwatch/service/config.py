@@ -78,7 +78,7 @@ class SnapshotConfig(BaseModel):
     dir: str | None = Field(
         default=None,
         description=(
-            "Directory of the snapshot file (<dir>/<service name>/aggregator.json); it must be on the node that "
+            "Directory of the snapshot file (<dir>/<service name>/aggregator.snapshot); it must be on the node that "
             "runs the actor, or shared. Default: a private temporary directory per service process, which "
             "survives actor restarts but not the service process."
         ),

@@ -7,13 +7,17 @@ diagnosis and onset step gone, and every alert re-fired as a new incident.
 ``snapshots.interval`` seconds (the service front asks it to) and reads it
 back in its constructor, so a restart loses at most that much history.
 
-Format: JSON, written atomically (a temporary file, then ``os.replace``).
-Objects are encoded generically from their attributes, so new fields added to
-the aggregator's classes are saved without changes here. Decoding is not a
-code path an attacker can steer: it only rebuilds classes defined in
-``gradwatch.service`` (without calling their constructors), pydantic models
-(through validation), numpy arrays of plain dtypes and JSON values. The file
-is never read from the network; no pickle is involved.
+Format: a line naming the format, a JSON header of the given length, then the
+raw bytes of every numpy array the header refers to; written atomically (a
+temporary file, then ``os.replace``). Arrays are most of the state (windows of
+1,000-layer rows), and as raw bytes they are written and read ~4x faster than
+as base64 inside JSON (format 1, still read). Objects are encoded generically
+from their attributes, so new fields added to the aggregator's classes are
+saved without changes here. Decoding is not a code path an attacker can steer:
+it only rebuilds classes defined in ``gradwatch.service`` (without calling
+their constructors), pydantic models (through validation), numpy arrays of
+plain dtypes and JSON values. The file is never read from the network; no
+pickle is involved.
 """
 
 from __future__ import annotations
@@ -38,8 +42,11 @@ from gradwatch.service.aggregator import Aggregator
 
 logger = logging.getLogger("gradwatch.service")
 
-FORMAT_VERSION = 1
-SNAPSHOT_FILE = "aggregator.json"
+FORMAT_VERSION = 2
+SNAPSHOT_FILE = "aggregator.snapshot"
+#: Where format 1 (all JSON) was written; read when no newer snapshot exists.
+LEGACY_SNAPSHOT_FILE = "aggregator.json"
+_MAGIC = b"gradwatch-snapshot 2\n"
 _PACKAGE = "gradwatch.service"
 #: Attributes never saved: the config comes from the constructor (it may have changed); the
 #: rest is this actor's own bookkeeping of its snapshots.
@@ -59,8 +66,12 @@ class SnapshotError(ValueError):
     """A snapshot file that cannot be decoded (written by another version, or damaged)."""
 
 
-def encode(value: Any) -> Any:
-    """A JSON-able form of the aggregator's state objects."""
+def encode(value: Any, buffers: list[np.ndarray] | None = None) -> Any:
+    """A JSON-able form of the aggregator's state objects.
+
+    With ``buffers``, arrays are appended to it and referred to by index (the
+    binary format); without, they are inlined as base64.
+    """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic):
@@ -70,50 +81,58 @@ def encode(value: Any) -> Any:
             raise TypeError(f"cannot snapshot an array of dtype {value.dtype}")
         # Raw bytes, not lists of numbers: 20x faster for a few hundred runs, and the
         # actor is busy (not ingesting) while it writes.
+        if buffers is not None:
+            buffers.append(np.ascontiguousarray(value))
+            return {"__nd__": value.dtype.str, "shape": list(value.shape), "buf": len(buffers) - 1}
         data = base64.b64encode(np.ascontiguousarray(value).tobytes()).decode("ascii")
         return {"__nd__": value.dtype.str, "shape": list(value.shape), "b64": data}
     if isinstance(value, list):
-        return [encode(v) for v in value]
+        return [encode(v, buffers) for v in value]
     if isinstance(value, tuple):
-        return {"__tuple__": [encode(v) for v in value]}
+        return {"__tuple__": [encode(v, buffers) for v in value]}
     if isinstance(value, (set, frozenset)):
-        return {"__set__": [encode(v) for v in value]}
+        return {"__set__": [encode(v, buffers) for v in value]}
     if isinstance(value, dict):
-        return {"__dict__": [[encode(k), encode(v)] for k, v in value.items()]}
+        return {"__dict__": [[encode(k, buffers), encode(v, buffers)] for k, v in value.items()]}
     if isinstance(value, BaseModel):
         return {"__model__": _name(type(value)), "data": value.model_dump(mode="json")}
     cls = type(value)
     if cls.__module__.startswith(_PACKAGE) and hasattr(value, "__dict__"):
         # A class may say what its state is (Window: only its live rows, not the spare half of its buffer).
         state = value.__getstate__() if cls.__getstate__ is not object.__getstate__ else vars(value)
-        return {"__obj__": _name(cls), "attrs": {k: encode(v) for k, v in state.items()}}
+        return {"__obj__": _name(cls), "attrs": {k: encode(v, buffers) for k, v in state.items()}}
     raise TypeError(f"cannot snapshot a {cls.__module__}.{cls.__qualname__}")
 
 
-def decode(data: Any) -> Any:
-    """The inverse of :func:`encode`."""
+def decode(data: Any, buffers: list[memoryview] | None = None) -> Any:
+    """The inverse of :func:`encode` (``buffers``: the arrays' bytes, in order)."""
     if isinstance(data, list):
-        return [decode(v) for v in data]
+        return [decode(v, buffers) for v in data]
     if not isinstance(data, dict):
         return data
     if "__nd__" in data:
         dtype = np.dtype(data["__nd__"])
         if dtype.kind not in "biuf":
             raise SnapshotError(f"array dtype {dtype} is not allowed")
-        raw = base64.b64decode(data["b64"], validate=True)
+        if "buf" in data:
+            if buffers is None or not 0 <= data["buf"] < len(buffers):
+                raise SnapshotError(f"array buffer {data['buf']!r} is not in the file")
+            raw: bytes | memoryview = buffers[data["buf"]]
+        else:
+            raw = base64.b64decode(data["b64"], validate=True)
         return np.frombuffer(raw, dtype=dtype).reshape(data["shape"]).copy()
     if "__tuple__" in data:
-        return tuple(decode(v) for v in data["__tuple__"])
+        return tuple(decode(v, buffers) for v in data["__tuple__"])
     if "__set__" in data:
-        return {decode(v) for v in data["__set__"]}
+        return {decode(v, buffers) for v in data["__set__"]}
     if "__dict__" in data:
-        return {_hashable(decode(k)): decode(v) for k, v in data["__dict__"]}
+        return {_hashable(decode(k, buffers)): decode(v, buffers) for k, v in data["__dict__"]}
     if "__model__" in data:
         return _class(data["__model__"]).model_validate(data["data"])
     if "__obj__" in data:
         cls = _class(data["__obj__"])
         obj = cls.__new__(cls)  # no constructor: the attributes are the state
-        attrs = {key: decode(value) for key, value in data["attrs"].items()}
+        attrs = {key: decode(value, buffers) for key, value in data["attrs"].items()}
         if hasattr(cls, "__setstate__"):
             obj.__setstate__(attrs)
         else:
@@ -146,11 +165,23 @@ def _class(name: str) -> Any:
 def write_snapshot(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` (attribute name -> value) to ``path`` atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = {"format": FORMAT_VERSION, "written_at": time.time(), "state": {k: encode(v) for k, v in state.items()}}
+    buffers: list[np.ndarray] = []
+    encoded = {k: encode(v, buffers) for k, v in state.items()}
+    header = json.dumps(
+        {
+            "format": FORMAT_VERSION,
+            "written_at": time.time(),
+            "state": encoded,
+            "buffers": [b.nbytes for b in buffers],
+        },
+        separators=(",", ":"),
+    ).encode()
     # Named by the writer's pid: a forked child and its parent never share a temporary file.
     tmp = _temporary(path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump(body, f, separators=(",", ":"))
+    with open(tmp, "wb") as f:
+        f.write(_MAGIC + b"%d\n" % len(header) + header)
+        for buffer in buffers:
+            f.write(buffer.data if buffer.ndim else buffer.tobytes())
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -192,18 +223,37 @@ def _fork_writer(path: Path, state: dict[str, Any]) -> int:
 
 
 def read_snapshot(path: Path) -> tuple[dict[str, Any], float] | None:
-    """(state, written_at) from ``path``; None when there is no file."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    try:
-        body = json.loads(text)
-        if body.get("format") != FORMAT_VERSION:
-            raise SnapshotError(f"format {body.get('format')!r}, this version reads {FORMAT_VERSION}")
-        return {k: decode(v) for k, v in body["state"].items()}, float(body["written_at"])
-    except (ValueError, KeyError, TypeError, AttributeError, ImportError) as exc:
-        raise SnapshotError(f"cannot read snapshot {path}: {exc}") from exc
+    """(state, written_at) from ``path`` (or, when it is missing, format 1's file beside it); None when neither exists."""
+    for candidate in (path, path.with_name(LEGACY_SNAPSHOT_FILE)):
+        try:
+            data = candidate.read_bytes()
+        except FileNotFoundError:
+            continue
+        try:
+            return _parse(data)
+        except (ValueError, KeyError, TypeError, AttributeError, ImportError, IndexError) as exc:
+            raise SnapshotError(f"cannot read snapshot {candidate}: {exc}") from exc
+    return None
+
+
+def _parse(data: bytes) -> tuple[dict[str, Any], float]:
+    buffers: list[memoryview] | None = None
+    if data.startswith(_MAGIC):
+        length_end = data.index(b"\n", len(_MAGIC))
+        start = length_end + 1
+        end = start + int(data[len(_MAGIC) : length_end])
+        body = json.loads(data[start:end])
+        buffers, offset, view = [], end, memoryview(data)
+        for size in body["buffers"]:
+            if offset + size > len(data):
+                raise SnapshotError("the file ends inside an array (truncated?)")
+            buffers.append(view[offset : offset + size])
+            offset += size
+    else:
+        body = json.loads(data)  # format 1: all JSON, arrays as base64
+        if body.get("format") != 1:
+            raise SnapshotError(f"format {body.get('format')!r}, this version reads 1 and {FORMAT_VERSION}")
+    return {k: decode(v, buffers) for k, v in body["state"].items()}, float(body["written_at"])
 
 
 def _remove_stale_temporaries(path: Path) -> None:

@@ -117,7 +117,7 @@ def test_serve_with_token_and_tls_over_the_real_service(tmp_path, ray_tmp):  # n
     assert process.returncode == 0, output
     assert f"serving on {url}" in output
     assert SECRET not in output  # not even at DEBUG
-    assert (tmp_path / "state" / "default" / "aggregator.json").exists()  # the snapshot written on the way out
+    assert (tmp_path / "state" / "default" / "aggregator.snapshot").exists()  # the snapshot written on the way out
 
 
 def _scrape_with_the_documented_prometheus_config(tmp_path: Path, port: int, token_file: Path, cert: Path) -> None:

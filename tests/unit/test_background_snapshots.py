@@ -32,7 +32,7 @@ class _Gate:
         real = snapshots.encode
         held = [True]
 
-        def encode(value):
+        def encode(value, buffers=None):
             if held[0] and os.getpid() != parent:
                 held[0] = False
                 self.child_pid_file.write_text(f"{os.getpid()} {os.nice(0)}")
@@ -41,7 +41,7 @@ class _Gate:
                     if time.monotonic() > deadline:
                         raise TimeoutError("gate never opened")
                     time.sleep(0.005)
-            return real(value)
+            return real(value, buffers)
 
         monkeypatch.setattr(snapshots, "encode", encode)
 

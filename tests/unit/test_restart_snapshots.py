@@ -1,4 +1,4 @@
-"""Aggregator snapshots: a faithful JSON round trip, no code execution, damage tolerated, cost bounded."""
+"""Aggregator snapshots: a faithful round trip, no code execution, damage tolerated, cost bounded."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 
 from gradwatch.service.config import ServiceConfig, SnapshotConfig
-from gradwatch.service.snapshots import SNAPSHOT_FILE, SnapshotError, SnapshottingAggregator, decode, encode
+from gradwatch.service.snapshots import (
+    LEGACY_SNAPSHOT_FILE,
+    SNAPSHOT_FILE,
+    SnapshotError,
+    SnapshottingAggregator,
+    decode,
+    encode,
+    read_snapshot,
+)
 from gradwatch.wire import Report
 
 
@@ -83,6 +91,28 @@ def test_a_damaged_snapshot_is_ignored_not_a_crash_loop(tmp_path, caplog):
     agg = SnapshottingAggregator(_config(tmp_path))
     assert agg.runs() == [] and agg.restored_from is None
     assert "ignoring the aggregator snapshot" in caplog.text
+
+
+def test_a_format_1_snapshot_still_restores(tmp_path):
+    # Format 1, written by earlier versions: all JSON, arrays as base64, in aggregator.json.
+    first = SnapshottingAggregator(_config(tmp_path, background=False))
+    _feed(first)
+    body = {"format": 1, "written_at": 5.0, "state": {k: encode(v) for k, v in first.saved_state().items()}}
+    (tmp_path / LEGACY_SNAPSHOT_FILE).write_text(json.dumps(body))
+    second = SnapshottingAggregator(_config(tmp_path))
+    assert second.restored_from == 5.0 and second.runs() == first.runs()
+    assert json.dumps(second.diagnoses("a")) == json.dumps(first.diagnoses("a"))
+
+
+def test_a_truncated_snapshot_is_refused(tmp_path, caplog):
+    agg = SnapshottingAggregator(_config(tmp_path, background=False))
+    _feed(agg)
+    assert agg.save_snapshot()
+    path = tmp_path / SNAPSHOT_FILE
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(SnapshotError, match="truncated"):
+        read_snapshot(path)
+    assert SnapshottingAggregator(_config(tmp_path)).runs() == []
 
 
 def test_snapshots_are_throttled_to_a_fraction_of_the_actor_time(tmp_path):
