@@ -56,6 +56,7 @@ import torch  # noqa: E402
 
 from benchmarks._common import rss_mb  # noqa: E402
 from benchmarks._models import Workload, make_workload  # noqa: E402
+from gradwatch.agents import stats as agent_stats  # noqa: E402
 
 if TYPE_CHECKING:
     from gradwatch.agents.monitor import Monitor
@@ -238,8 +239,14 @@ def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
         timed(monitor, name)
     for name in ("_drain_inbox", "_send_buffer"):
         timed(monitor._sender, name)
-    for _ in range(steps):
-        train_step(w, variant)
+    # The weight copy for a sampled update ratio is taken in the pre-step hook, outside those.
+    real_snapshot = agent_stats.snapshot_weights
+    timed(agent_stats, "snapshot_weights")
+    try:
+        for _ in range(steps):
+            train_step(w, variant)
+    finally:
+        agent_stats.snapshot_weights = real_snapshot
     variant.end()
     variant.close()
     return spent[0] / steps

