@@ -98,29 +98,19 @@ class LayerColumns:
         return cls(names, numel, values, present, columns.get("update_ratio") is not None)
 
     def column(self, name: str) -> Column:
+        """One statistic (a name in :data:`STATISTICS`) for every layer: views, not copies."""
         index = STATISTICS.index(name)
         return Column(self.values[index], self.present[index])
 
-    @property
-    def grad_norm(self) -> Column:
-        return Column(self.values[0], self.present[0])
-
-    @property
-    def grad_max_abs(self) -> Column:
-        return Column(self.values[1], self.present[1])
-
-    @property
-    def weight_norm(self) -> Column:
-        return Column(self.values[2], self.present[2])
-
-    @property
-    def weight_max_abs(self) -> Column:
-        return Column(self.values[3], self.present[3])
+    grad_norm = property(lambda self: self.column("grad_norm"))
+    grad_max_abs = property(lambda self: self.column("grad_max_abs"))
+    weight_norm = property(lambda self: self.column("weight_norm"))
+    weight_max_abs = property(lambda self: self.column("weight_max_abs"))
 
     @property
     def update_ratio(self) -> Column | None:
         """None on a row where the agent did not sample it."""
-        return Column(self.values[4], self.present[4]) if self.has_update_ratio else None
+        return self.column("update_ratio") if self.has_update_ratio else None
 
     def __len__(self) -> int:
         return len(self.names)

@@ -56,8 +56,9 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
     return LayerColumns.from_columns(shards[0].names, np.sum(np.stack([s.numel for s in shards]), axis=0), columns)
 
 
-def _masked(values: np.ndarray, present: np.ndarray) -> Column:
-    return Column(np.where(present, values, np.nan), present)
+def _masked(values: np.ndarray, present: np.ndarray | np.bool_) -> Column:
+    mask = np.asarray(present, dtype=bool)
+    return Column(np.where(mask, values, np.nan), mask)
 
 
 class ShardCombiner:
