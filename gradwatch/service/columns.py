@@ -24,6 +24,7 @@ import numpy as np
 from gradwatch.wire import LayerStats, Report
 
 #: Distinct layouts a cache keeps; a service sees a few models, not thousands.
+#: (The dataclasses below compare by identity, eq=False: == on their arrays would be ambiguous.)
 _MAX_LAYOUTS = 256
 
 
@@ -32,7 +33,7 @@ STATISTICS = ("grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs", "upd
 _UPDATE_RATIO = STATISTICS.index("update_ratio")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Column:
     """One statistic for every layer of a row."""
 
@@ -42,7 +43,7 @@ class Column:
     present: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerColumns:
     """A statistics row (:class:`~gradwatch.wire.LayerStats`) as arrays aligned with ``names``.
 
@@ -116,7 +117,7 @@ class LayerColumns:
         return len(self.names)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColumnarReport:
     """A validated report whose statistics rows are arrays.
 
