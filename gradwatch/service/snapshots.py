@@ -185,6 +185,8 @@ def write_snapshot(path: Path, state: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    # Format 1's file, left by an upgrade: stale from now on, and it must not come back if this one is removed.
+    path.with_name(LEGACY_SNAPSHOT_FILE).unlink(missing_ok=True)
 
 
 def _temporary(path: Path, pid: int) -> Path:

@@ -99,9 +99,13 @@ def test_a_format_1_snapshot_still_restores(tmp_path):
     _feed(first)
     body = {"format": 1, "written_at": 5.0, "state": {k: encode(v) for k, v in first.saved_state().items()}}
     (tmp_path / LEGACY_SNAPSHOT_FILE).write_text(json.dumps(body))
-    second = SnapshottingAggregator(_config(tmp_path))
+    second = SnapshottingAggregator(_config(tmp_path, background=False))
     assert second.restored_from == 5.0 and second.runs() == first.runs()
     assert json.dumps(second.diagnoses("a")) == json.dumps(first.diagnoses("a"))
+    second.ingest(Report.model_validate({"run": "b", "steps": [{"step": 1, "loss": 2.0}]}))
+    assert second.save_snapshot()
+    # The first snapshot in format 2 replaces it: a stale state cannot return if that one is removed.
+    assert (tmp_path / SNAPSHOT_FILE).exists() and not (tmp_path / LEGACY_SNAPSHOT_FILE).exists()
 
 
 def test_a_truncated_snapshot_is_refused(tmp_path, caplog):
