@@ -24,13 +24,14 @@ import numpy as np
 from gradwatch.wire import LayerStats, Report
 
 #: Distinct layouts a cache keeps; a service sees a few models, not thousands.
-#: (The dataclasses below compare by identity, eq=False: == on their arrays would be ambiguous.)
 _MAX_LAYOUTS = 256
 
 
 #: The statistics of a row, in the order of LayerColumns.values' rows.
 STATISTICS = ("grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs", "update_ratio")
 _UPDATE_RATIO = STATISTICS.index("update_ratio")
+
+# The dataclasses below compare by identity (eq=False): == on their arrays would be ambiguous.
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,28 +64,23 @@ class LayerColumns:
     @classmethod
     def of(cls, stats: LayerStats, layouts: LayoutCache | None = None) -> LayerColumns:
         names = tuple(stats.names)
-        lists = [getattr(stats, name) for name in STATISTICS[:_UPDATE_RATIO]]
-        has_update_ratio = stats.update_ratio is not None
-        values = np.empty((len(STATISTICS), len(names)), dtype=np.float64)
+        # An unsampled update ratio is an empty list here: no value sent for any layer.
+        lists = [getattr(stats, name) or [] for name in STATISTICS]
+        values = np.full((len(STATISTICS), len(names)), np.nan)
         # numpy turns None into NaN itself for a float dtype: one C loop per statistic.
-        values[:_UPDATE_RATIO] = lists
-        values[_UPDATE_RATIO] = stats.update_ratio if has_update_ratio else np.nan
+        values[:_UPDATE_RATIO] = lists[:_UPDATE_RATIO]
+        if lists[_UPDATE_RATIO]:
+            values[_UPDATE_RATIO] = lists[_UPDATE_RATIO]
         present = np.ones(values.shape, dtype=bool)
-        if not has_update_ratio:
-            present[_UPDATE_RATIO] = False
-            lists.append([])
-        else:
-            lists.append(stats.update_ratio)
         # A NaN is either a null or NaN sent as data: only then look at the values one by one.
         for index in np.flatnonzero(np.isnan(values).any(axis=1)):
-            if index != _UPDATE_RATIO or has_update_ratio:
-                present[index] = [v is not None for v in lists[index]]
+            present[index] = [v is not None for v in lists[index]] if lists[index] else False
         return cls(
             names=layouts.intern(names) if layouts is not None else names,
             numel=np.array(stats.numel, dtype=np.int64),
             values=values,
             present=present,
-            has_update_ratio=has_update_ratio,
+            has_update_ratio=stats.update_ratio is not None,
         )
 
     @classmethod

@@ -35,6 +35,7 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
 
     with np.errstate(all="ignore"):
         weight_norm, weight_present = stacked("weight_norm")
+        has_weight = weight_present.any(axis=0)
         grad_norm, grad_present = stacked("grad_norm")
         grad_max, _ = stacked("grad_max_abs")
         weight_max, _ = stacked("weight_max_abs")
@@ -49,8 +50,8 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
             "grad_norm": _masked(np.sqrt(np.sum(grad_norm * grad_norm, axis=0)), has_grad),
             # np.max, not nanmax: a shard holding NaN makes the layer's max-abs NaN.
             "grad_max_abs": _masked(np.max(grad_max, axis=0), has_grad),
-            "weight_norm": _masked(np.sqrt(weight_sumsq), weight_present.any(axis=0)),
-            "weight_max_abs": _masked(np.max(weight_max, axis=0), weight_present.any(axis=0)),
+            "weight_norm": _masked(np.sqrt(weight_sumsq), has_weight),
+            "weight_max_abs": _masked(np.max(weight_max, axis=0), has_weight),
             "update_ratio": update,
         }
     return LayerColumns.from_columns(shards[0].names, np.sum(np.stack([s.numel for s in shards]), axis=0), columns)

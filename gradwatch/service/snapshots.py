@@ -10,8 +10,9 @@ back in its constructor, so a restart loses at most that much history.
 Format: a line naming the format, a JSON header of the given length, then the
 raw bytes of every numpy array the header refers to; written atomically (a
 temporary file, then ``os.replace``). Arrays are most of the state (windows of
-1,000-layer rows), and as raw bytes they are written and read ~4x faster than
-as base64 inside JSON (format 1, still read). Objects are encoded generically
+1,000-layer rows); as raw bytes rather than base64 inside JSON (format 1, still
+read) a 64-run state is 25% smaller, written in half the time and read in a
+sixth (``python benchmarks/snapshot_cost.py --runs 64``). Objects are encoded generically
 from their attributes, so new fields added to the aggregator's classes are
 saved without changes here. Decoding is not a code path an attacker can steer:
 it only rebuilds classes defined in ``gradwatch.service`` (without calling
