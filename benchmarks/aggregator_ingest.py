@@ -3,7 +3,7 @@
 Each client process plays several runs of a 1,000-layer model. A report looks
 like the agent's at default options: ``stats_every`` (5) step records, the
 last one carrying per-layer statistics (every 4th of those also the update
-ratio), encoded with :mod:`gradwatch.wire`. Clients post over kept-alive
+ratio), in the agent's packed encoding (``--encoding json`` for JSON). Clients post over kept-alive
 HTTP/1.1 connections at a controlled total rate (``--rate``, 0 = as fast as
 they can) and time every request (client-side ingest latency: request sent to
 202 read). The service's HTTP process and the aggregator actor's process are
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import multiprocessing as mp
 import random
 import re
@@ -29,19 +30,33 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import ServeProcess, percentiles  # noqa: E402
-from gradwatch.wire import LayerStats, Report  # noqa: E402
+from gradwatch.agents import packed  # noqa: E402
+from gradwatch.wire import PACKED_CONTENT_TYPE, PACKED_MAGIC, LayerStats, Report  # noqa: E402
 
 TARGET_SAMPLES = 1_000_000
 TARGET_P99 = 0.050
 
 
-def layer_variants(layers: int, count: int, seed: int) -> list[tuple[str, float]]:
-    """``count`` pre-encoded LayerStats (healthy-looking values) and each one's global grad norm."""
+@dataclass(frozen=True)
+class Variant:
+    """One pre-encoded statistics row in both encodings, and its global gradient norm."""
+
+    json: str
+    layout_meta: str
+    layout_block: bytes
+    values_block: bytes
+    row_meta: dict
+    grad_norm: float
+
+
+def layer_variants(layers: int, count: int, seed: int) -> list[Variant]:
+    """``count`` statistics rows of one model (healthy-looking values), encoded as the agent encodes them."""
     rng = random.Random(seed)
     names = [
         f"model.layers.{i // 8}.{('attn.q', 'attn.k', 'attn.v', 'attn.o', 'mlp.up', 'mlp.down', 'ln1', 'ln2')[i % 8]}"
@@ -65,37 +80,68 @@ def layer_variants(layers: int, count: int, seed: int) -> list[tuple[str, float]
                 "update_ratio": [10 ** rng.uniform(-4, -3) for _ in range(layers)] if v % 4 == 0 else None,
             }
         )
-        out.append((stats.model_dump_json(exclude_none=True), sum(g * g for g in grad) ** 0.5))
+        # The agent's own encoder, once; a report then reuses the blocks after the header.
+        body = packed.encode({"run": "variant"}, [{"step": 0, "layers": stats.model_dump(exclude_none=True)}])
+        header_end = 8 + int.from_bytes(body[4:8], "little")
+        header = json.loads(body[8:header_end])
+        layout_bytes = header["layouts"][0]["names_bytes"] + 8 * layers
+        out.append(
+            Variant(
+                json=stats.model_dump_json(exclude_none=True),
+                layout_meta=json.dumps(header["layouts"][0]),
+                layout_block=body[header_end : header_end + layout_bytes],
+                values_block=body[header_end + layout_bytes :],
+                row_meta=header["rows"][0],
+                grad_norm=sum(g * g for g in grad) ** 0.5,
+            )
+        )
     return out
 
 
 class ReportMaker:
-    """Bodies of consecutive agent reports for one run (string assembly around pydantic-encoded layers)."""
+    """Bodies of consecutive agent reports for one run, JSON or packed (assembled around pre-encoded rows).
 
-    def __init__(self, run: str, variants: list[tuple[str, float]], steps_per_row: int, rows_per_report: int) -> None:
-        self._head = (
-            f'{{"v":1,"run":"{run}","rank":0,"world_size":1,"host":"bench","agent":"bench",'
-            f'"session":"{uuid.uuid4().hex}","dropped":0,"steps":['
+    Assembling is cheap on purpose: the clients share the machine with the service they measure.
+    """
+
+    def __init__(
+        self, run: str, variants: list[Variant], steps_per_row: int, rows_per_report: int, encoding: str = "packed"
+    ) -> None:
+        self._envelope = (
+            f'"v":1,"run":"{run}","rank":0,"world_size":1,"host":"bench","agent":"bench",'
+            f'"session":"{uuid.uuid4().hex}","dropped":0'
         )
         self._variants = variants
         self._steps_per_row = steps_per_row
         self._rows = rows_per_report
+        self._packed = encoding == "packed"
         self._step = 0
         self._report = 0
 
     def next(self) -> bytes:
-        records = []
+        variant = self._variants[self._report % len(self._variants)]
+        records, rows = [], []
         for _ in range(self._rows):
             for i in range(self._steps_per_row):
                 step, self._step = self._step, self._step + 1
                 loss = 2.0 + 1.0 / (1 + step / 500) + 0.01 * ((step * 7919) % 13)
                 record = f'"step":{step},"loss":{loss:.6f},"lr":0.0003,"step_time":0.2,"skipped":false'
                 if i == self._steps_per_row - 1:
-                    layers, grad_norm = self._variants[self._report % len(self._variants)]
-                    record += f',"grad_norm":{grad_norm!r},"layers":{layers}'
+                    record += f',"grad_norm":{variant.grad_norm!r}'
+                    if self._packed:
+                        rows.append({**variant.row_meta, "step": len(records)})
+                    else:
+                        record += f',"layers":{variant.json}'
                 records.append("{" + record + "}")
         self._report += 1
-        return (self._head + ",".join(records) + "]}").encode()
+        report = "{" + self._envelope + ',"steps":[' + ",".join(records) + "]}"
+        if not self._packed:
+            return report.encode()
+        header = f'{{"report":{report},"layouts":[{variant.layout_meta}],"rows":{json.dumps(rows)}}}'.encode()
+        return b"".join(
+            [PACKED_MAGIC, len(header).to_bytes(4, "little"), header, variant.layout_block]
+            + [variant.values_block] * len(rows)
+        )
 
 
 def client(
@@ -106,6 +152,7 @@ def client(
     layers: int,
     rows: int,
     steps_per_row: int,
+    encoding: str,
     rate: float,
     start: float,
     warmup: float,
@@ -119,7 +166,7 @@ def client(
     reports/s, split over its connections.
     """
     variants = layer_variants(layers, 8, seed=worker)
-    Report.model_validate_json(ReportMaker("check", variants, steps_per_row, rows).next())  # the real wire format
+    check_encodings_agree(variants, steps_per_row, rows)
     connections = max(1, min(connections, runs))
     owned = [[r for r in range(runs) if r % connections == c] for c in range(connections)]
     latencies: list[float] = []
@@ -127,10 +174,10 @@ def client(
     lock = threading.Lock()
 
     def connection(index: int) -> None:
-        makers = [ReportMaker(f"bench-{worker}-{r}", variants, steps_per_row, rows) for r in owned[index]]
+        makers = [ReportMaker(f"bench-{worker}-{r}", variants, steps_per_row, rows, encoding) for r in owned[index]]
         host, port = url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": PACKED_CONTENT_TYPE if encoding == "packed" else "application/json"}
         mine: list[float] = []
         counts: dict[int, int] = {}
         measured_from, end = start + warmup, start + warmup + duration
@@ -196,6 +243,7 @@ def run_phase(
                 args.layers,
                 args.rows_per_report,
                 args.steps_per_row,
+                args.encoding,
                 per_proc,
                 start,
                 warmup,
@@ -247,11 +295,30 @@ def run_phase(
     }
 
 
+def check_encodings_agree(variants: list[Variant], steps_per_row: int, rows: int) -> None:
+    """The benchmark's assembled bodies are real reports, and both encodings carry the same arrays."""
+    from gradwatch.service.columns import ColumnarReport, LayoutCache
+    from gradwatch.service.packed import decode
+
+    json_body = ReportMaker("check", variants, steps_per_row, rows, "json").next()
+    packed_body = ReportMaker("check", variants, steps_per_row, rows, "packed").next()
+    a = ColumnarReport.of(Report.model_validate_json(json_body))
+    b = decode(packed_body, LayoutCache())
+    assert a.report.model_dump_json(exclude={"session"}) == b.report.model_dump_json(exclude={"session"})
+    for x, y in zip(a.rows, b.rows, strict=True):
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert x.names == y.names and (x.values.tobytes(), x.present.tobytes()) == (
+                y.values.tobytes(),
+                y.present.tobytes(),
+            )
+
+
 def components(args: argparse.Namespace, reports: int = 200, runs: int = 16) -> dict[str, float]:
     """Milliseconds per report of each stage, measured in this process (no HTTP, no Ray, no other load).
 
-    The stages of the service's path: the front validates the JSON and turns statistics rows into
-    arrays; Ray pickles a batch of 16 to the actor and unpickles it there; the actor ingests (with
+    The stages of the service's path: the front reads the body into a validated report with array
+    rows; Ray pickles a batch of 16 to the actor and unpickles it there; the actor ingests (with
     rule evaluation at every row, as when it keeps up; under load it evaluates each run at most
     every ``evaluate_min_interval``). Where a sustained rate is lower than these imply, the time
     went to HTTP, Ray's transport, the clients or other processes on the machine.
@@ -260,23 +327,28 @@ def components(args: argparse.Namespace, reports: int = 200, runs: int = 16) -> 
 
     from gradwatch.service.aggregator import Aggregator
     from gradwatch.service.columns import ColumnarReport, LayoutCache
+    from gradwatch.service.packed import decode
+
+    def front(body: bytes, layouts: LayoutCache) -> ColumnarReport:
+        if body.startswith(PACKED_MAGIC):
+            return decode(body, layouts)
+        return ColumnarReport.of(Report.model_validate_json(body), layouts)
 
     variants = layer_variants(args.layers, 8, seed=99)
-    makers = [ReportMaker(f"c-{r}", variants, args.steps_per_row, args.rows_per_report) for r in range(runs)]
+    makers = [
+        ReportMaker(f"c-{r}", variants, args.steps_per_row, args.rows_per_report, args.encoding) for r in range(runs)
+    ]
     bodies = [makers[i % runs].next() for i in range(2 * reports)]
     aggregator, layouts = Aggregator(), LayoutCache()
     for body in bodies[:reports]:  # fill the windows: steady state
-        aggregator.ingest(Report.model_validate_json(body))
-    timings = {"validate": 0.0, "columns": 0.0, "pickle": 0.0, "aggregate": 0.0}
+        aggregator.ingest(front(body, layouts))
+    timings = {"front": 0.0, "pickle": 0.0, "aggregate": 0.0}
     for start in range(reports, 2 * reports, 16):
         batch = []
         for body in bodies[start : start + 16]:
             t0 = time.perf_counter()
-            report = Report.model_validate_json(body)
-            t1 = time.perf_counter()
-            batch.append(ColumnarReport.of(report, layouts))
-            timings["validate"] += t1 - t0
-            timings["columns"] += time.perf_counter() - t1
+            batch.append(front(body, layouts))
+            timings["front"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         batch = pickle.loads(pickle.dumps(batch, protocol=5))
         t1 = time.perf_counter()
@@ -333,6 +405,12 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=1000, help="layers per report (default: %(default)s)")
     parser.add_argument("--rows-per-report", type=int, default=1, help="statistics rows per report")
     parser.add_argument("--steps-per-row", type=int, default=5, help="step records per statistics row (stats_every)")
+    parser.add_argument(
+        "--encoding",
+        choices=("packed", "json"),
+        default="packed",
+        help="report encoding the clients send (default: %(default)s, the agent's; json is what curl or other clients send)",
+    )
     parser.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
     parser.add_argument("--config", help="a gradwatch serve TOML config (e.g. to compare settings)")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
@@ -386,7 +464,9 @@ def main() -> int:
             f"{args.procs} client processes × {args.runs_per_proc} runs on {args.connections} connections each, "
             f"{args.layers} layers, "
             f"{args.rows_per_report} statistics row(s) and {args.rows_per_report * args.steps_per_row} step records "
-            "per report (the agent's default shape), over HTTP/1.1 keep-alive to `gradwatch serve` (one aggregator "
+            f"per report (the agent's default shape) in the {args.encoding} encoding"
+            + (" (the agent's)" if args.encoding == "packed" else "")
+            + ", over HTTP/1.1 keep-alive to `gradwatch serve` (one aggregator "
             "actor on a private local Ray). Latency is client-side (request sent → 202 read). Clients and service "
             f"share the machine. The service counted {ingested:.0f} reports ingested.",
             "",
@@ -395,8 +475,8 @@ def main() -> int:
             *verdicts,
             "",
             "Cost per report of each stage, measured alone in one process (steady state, 16 runs): "
-            f"front: JSON validation {stages['validate']:.2f} ms, statistics rows to arrays "
-            f"{stages['columns']:.2f} ms; pickling and unpickling in batches of 16 as Ray would "
+            f"front: reading the {args.encoding} body into a validated report with array rows "
+            f"{stages['front']:.2f} ms; pickling and unpickling in batches of 16 as Ray would "
             f"{stages['pickle']:.2f} ms; actor: ingest with rule evaluation at every row "
             f"{stages['aggregate']:.2f} ms; one core for the aggregator "
             f"therefore caps a shard at about {1e3 / stages['aggregate']:,.0f} reports/s "

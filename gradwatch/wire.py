@@ -13,6 +13,12 @@ Layout. Per-layer statistics are columnar: one array per statistic, aligned
 with ``LayerStats.names``. A thousand-layer report is then a handful of arrays
 rather than a thousand objects, which keeps both encoding and ingest cheap.
 
+Packed encoding. Agents send the same report in a binary form beside JSON
+(``Content-Type: application/vnd.gradwatch.packed``): the statistics rows as
+raw little-endian float64 arrays, which the service reads without parsing a
+number. Its layout is described at :data:`PACKED_CONTENT_TYPE`; the envelope
+and the step records stay JSON, validated by the same :class:`Report`.
+
 Versioning. ``Report.v`` names the schema version. A service accepts the
 versions listed in ``SUPPORTED_VERSIONS`` and rejects others with a 4xx that
 says which versions it reads.
@@ -204,6 +210,86 @@ class Report(BaseModel):
     def _rank_in_world(self) -> Report:
         if self.rank >= self.world_size:
             raise ValueError(f"rank {self.rank} is not below world_size {self.world_size}")
+        return self
+
+
+#: Content type of the packed encoding. A body is, in order:
+#:
+#: 1. :data:`PACKED_MAGIC` (4 bytes), then the header's length in bytes as a
+#:    little-endian uint32;
+#: 2. the header, UTF-8 JSON matching :class:`PackedHeader`: the report with no
+#:    ``layers`` in its steps, the layouts, and the statistics rows;
+#: 3. per layout, in header order: its names as UTF-8 joined by NUL
+#:    (``names_bytes`` long), then its ``layers`` element counts as int64;
+#: 4. per row, in header order: its statistics as float64, one block of
+#:    ``layers`` values per statistic, in :data:`LAYER_STATISTICS` order (the
+#:    update ratio only where ``update_ratio`` is true).
+#:
+#: Numbers are little-endian; the body ends with the last row. A value the
+#: agent did not measure (``null`` in JSON) is listed in the row's ``absent``,
+#: its slot holds NaN; a NaN not listed there is data.
+PACKED_CONTENT_TYPE = "application/vnd.gradwatch.packed"
+PACKED_MAGIC = b"GWP1"
+#: The per-layer statistics of a row, in the order packed bodies (and the service's arrays) hold them.
+LAYER_STATISTICS = ("grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs", "update_ratio")
+LayerStatistic = Literal["grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs", "update_ratio"]
+#: Separates layer names in a layout's block: a module name never holds one.
+PACKED_NAME_SEPARATOR = "\x00"
+
+
+class PackedLayout(BaseModel):
+    """The layer names and sizes shared by the rows that point at it."""
+
+    model_config = _WIRE_CONFIG
+
+    layers: int = Field(ge=0, le=MAX_LAYERS_PER_REPORT)
+    names_bytes: int = Field(ge=0, le=MAX_LAYERS_PER_REPORT * MAX_LAYER_NAME * 4)
+
+
+class PackedRow(BaseModel):
+    """One step's statistics: ``steps[step].layers`` of the JSON encoding."""
+
+    model_config = _WIRE_CONFIG
+
+    #: Index into ``report.steps`` (not the step number).
+    step: int = Field(ge=0, lt=MAX_STEPS_PER_REPORT)
+    #: Index into ``layouts``.
+    layout: int = Field(ge=0, lt=MAX_STEPS_PER_REPORT)
+    update_ratio: bool = False
+    #: Per statistic, the layers with no value (``null`` in JSON).
+    absent: dict[LayerStatistic, list[Annotated[int, Field(ge=0, lt=MAX_LAYERS_PER_REPORT)]]] = Field(
+        default_factory=dict
+    )
+
+
+class PackedHeader(BaseModel):
+    """The JSON header of a packed body (see :data:`PACKED_CONTENT_TYPE`)."""
+
+    model_config = _WIRE_CONFIG
+
+    report: Report
+    layouts: list[PackedLayout] = Field(default_factory=list, max_length=MAX_STEPS_PER_REPORT)
+    rows: list[PackedRow] = Field(default_factory=list, max_length=MAX_STEPS_PER_REPORT)
+
+    @model_validator(mode="after")
+    def _rows_point_inside(self) -> PackedHeader:
+        steps, seen = len(self.report.steps), set()
+        for i, row in enumerate(self.rows):
+            if row.step >= steps:
+                raise ValueError(f"rows[{i}].step {row.step} is past the report's {steps} steps")
+            if row.step in seen:
+                raise ValueError(f"rows[{i}].step {row.step}: that step already has a row")
+            seen.add(row.step)
+            if row.layout >= len(self.layouts):
+                raise ValueError(f"rows[{i}].layout {row.layout} is past the {len(self.layouts)} layouts")
+            if self.report.steps[row.step].layers is not None:
+                raise ValueError(f"report.steps[{row.step}] has layers in JSON and a packed row")
+            layers = self.layouts[row.layout].layers
+            for statistic, indices in row.absent.items():
+                if statistic == "update_ratio" and not row.update_ratio:
+                    raise ValueError(f"rows[{i}].absent lists update_ratio, which the row does not carry")
+                if any(index >= layers for index in indices):
+                    raise ValueError(f"rows[{i}].absent.{statistic} has an index past the layout's {layers} layers")
         return self
 
 

@@ -26,8 +26,9 @@ from typing import Protocol, TypeVar
 
 from pydantic import ValidationError
 
+from gradwatch.agents import packed
 from gradwatch.agents.options import AgentOptions
-from gradwatch.wire import Report
+from gradwatch.wire import PACKED_CONTENT_TYPE, PACKED_MAGIC, Report
 
 logger = logging.getLogger("gradwatch.agent")
 
@@ -46,11 +47,16 @@ class PendingRecords(Protocol):
 
 #: (body, timeout) -> (HTTP status, response text). Raises OSError when the
 #: service cannot be reached. The seam lets unit tests run without a server.
+#: The body is JSON unless the transport has a true ``accepts_packed``
+#: attribute; then it may also be packed (it starts with PACKED_MAGIC).
 Transport = Callable[[bytes, float], tuple[int, str]]
 
 
 class HttpTransport:
-    """POSTs JSON bodies over one kept-alive HTTP/1.1 connection."""
+    """POSTs report bodies over one kept-alive HTTP/1.1 connection."""
+
+    #: Packed bodies go out with their own Content-Type (the service reads both).
+    accepts_packed = True
 
     def __init__(
         self, endpoint: str, headers: dict[str, str] | None = None, ssl_context: ssl.SSLContext | None = None
@@ -64,6 +70,7 @@ class HttpTransport:
         self._port = parsed.port
         self._path = parsed.path.rstrip("/") + REPORTS_PATH
         self._headers = {"Content-Type": "application/json", **(headers or {})}
+        self._packed_headers = {**self._headers, "Content-Type": PACKED_CONTENT_TYPE}
         self._conn: http.client.HTTPConnection | None = None
 
     @classmethod
@@ -92,7 +99,8 @@ class HttpTransport:
         elif self._conn.sock is not None:
             self._conn.sock.settimeout(timeout)  # a kept-alive connection: this call's timeout applies
         try:
-            self._conn.request("POST", self._path, body=body, headers=self._headers)
+            headers = self._packed_headers if body.startswith(PACKED_MAGIC) else self._headers
+            self._conn.request("POST", self._path, body=body, headers=headers)
             response = self._conn.getresponse()
             text = response.read(4096).decode("utf-8", "replace")
             if response.will_close:
@@ -120,6 +128,8 @@ class Sender:
         self.dropped = 0
         self._dropped_unreported = 0
         self._closed = False
+        # Packed bodies until a service answers that it reads only JSON (415: an older one).
+        self._packed = bool(getattr(transport, "accepts_packed", False))
         self._reset_thread_state()
         os.register_at_fork(after_in_child=weak_call(self, Sender._after_fork_in_child))
         atexit.register(weak_call(self, Sender._at_exit))
@@ -286,11 +296,7 @@ class Sender:
             with self._lock:
                 dropped = self._dropped_unreported
             try:
-                body = (
-                    Report.model_validate({**self._envelope, "dropped": dropped, "steps": batch})
-                    .model_dump_json(exclude_none=True)
-                    .encode()
-                )
+                body = self._encode(dropped, batch)
             except ValidationError as exc:
                 # Cannot happen with records built by the monitor; if it does,
                 # retrying would loop forever, so the batch is dropped.
@@ -305,6 +311,10 @@ class Sender:
                 self._busy = False
                 self._note_unreachable(str(exc))
                 return False
+            if status == 415 and body.startswith(PACKED_MAGIC):
+                logger.info("gradwatch: the service does not read packed reports (an older one); sending JSON")
+                self._packed = False
+                continue
             self._busy = status in (429, 503)
             if status >= 500 or status in (408, 429):
                 self._note_unreachable(f"HTTP {status}: {text[:200]}")
@@ -335,6 +345,17 @@ class Sender:
                     self._warned_rejected = True
                     logger.warning("gradwatch: the service rejected a report (HTTP %d): %s", status, text[:500])
         return True
+
+    def _encode(self, dropped: int, batch: list[dict]) -> bytes:
+        envelope = {**self._envelope, "dropped": dropped}
+        if self._packed:
+            try:
+                return packed.encode(envelope, batch)
+            except ValidationError:
+                raise
+            except (ValueError, TypeError):
+                pass  # only JSON can carry this batch (a name holding NUL, say): JSON says what is wrong, if anything
+        return Report.model_validate({**envelope, "steps": batch}).model_dump_json(exclude_none=True).encode()
 
     def _count_dropped(self, n: int) -> None:
         with self._lock:

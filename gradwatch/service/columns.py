@@ -21,14 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gradwatch.wire import LayerStats, Report
+from gradwatch.wire import LAYER_STATISTICS, LayerStats, Report
 
 #: Distinct layouts a cache keeps; a service sees a few models, not thousands.
 _MAX_LAYOUTS = 256
+#: Bytes of packed layout blocks a cache keeps (a 1,000-layer model's is ~40 kB).
+_MAX_PACKED_BYTES = 64 << 20
 
 
 #: The statistics of a row, in the order of LayerColumns.values' rows.
-STATISTICS = ("grad_norm", "grad_max_abs", "weight_norm", "weight_max_abs", "update_ratio")
+STATISTICS = LAYER_STATISTICS
 _UPDATE_RATIO = STATISTICS.index("update_ratio")
 
 # The dataclasses below compare by identity (eq=False): == on their arrays would be ambiguous.
@@ -136,11 +138,13 @@ class ColumnarReport:
 
 
 class LayoutCache:
-    """One shared tuple per distinct list of layer names."""
+    """One shared tuple per distinct list of layer names, and the decoded layouts of packed bodies."""
 
     def __init__(self, capacity: int = _MAX_LAYOUTS) -> None:
         self._capacity = capacity
         self._layouts: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._packed: dict[bytes, tuple[tuple[str, ...], np.ndarray]] = {}
+        self._packed_bytes = 0
 
     def intern(self, names: tuple[str, ...]) -> tuple[str, ...]:
         found = self._layouts.get(names)
@@ -150,3 +154,17 @@ class LayoutCache:
             self._layouts.clear()  # many layouts at once: a rare case, and any answer is still correct
         self._layouts[names] = names
         return names
+
+    def packed(self, block: bytes) -> tuple[tuple[str, ...], np.ndarray] | None:
+        """The names and element counts a packed layout block (names, then counts) was checked to hold."""
+        return self._packed.get(block)
+
+    def remember_packed(
+        self, block: bytes, names: tuple[str, ...], numel: np.ndarray
+    ) -> tuple[tuple[str, ...], np.ndarray]:
+        if len(self._packed) >= self._capacity or self._packed_bytes + len(block) > _MAX_PACKED_BYTES:
+            self._packed.clear()
+            self._packed_bytes = 0
+        self._packed[block] = (names, numel)
+        self._packed_bytes += len(block)
+        return names, numel

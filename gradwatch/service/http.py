@@ -27,16 +27,19 @@ from gradwatch.service.columns import ColumnarReport, LayoutCache
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.exposition import SnapshotCollector
+from gradwatch.service.packed import PackedError
+from gradwatch.service.packed import decode as decode_packed
 from gradwatch.service.page import ASSETS, asset
 from gradwatch.service.page.series import SeriesLimits
-from gradwatch.wire import SUPPORTED_VERSIONS, Report, is_valid_run_name
+from gradwatch.wire import PACKED_CONTENT_TYPE, SUPPORTED_VERSIONS, Report, is_valid_run_name
 
 logger = logging.getLogger("gradwatch.service")
 
 _MAX_ERRORS_SHOWN = 10
-#: Content types ingest reads, always as JSON: a missing header (aiohttp says
+#: Content types ingest reads as JSON: a missing header (aiohttp says
 #: application/octet-stream), text/plain, and curl's default form type, so that
-#: ``curl -d @report.json`` works. Any other declared format is refused.
+#: ``curl -d @report.json`` works. Besides these, only the packed encoding
+#: (PACKED_CONTENT_TYPE) is read; any other declared format is refused.
 _JSON_TYPES = frozenset(
     {"application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
 )
@@ -91,7 +94,7 @@ def describe_validation_error(exc: ValidationError) -> tuple[int, str, list[str]
     errors = exc.errors(include_url=False, include_input=False)
     if any(e["type"] == "json_invalid" for e in errors):
         return 400, f"body is not valid JSON: {errors[0]['msg']}", []
-    if any(e["loc"] == ("v",) for e in errors):
+    if any(e["loc"] in (("v",), ("report", "v")) for e in errors):
         return 400, f"unsupported schema version; this service reads v in {list(SUPPORTED_VERSIONS)}", []
     details = [f"{'.'.join(str(p) for p in e['loc']) or '(body)'}: {e['msg']}" for e in errors[:_MAX_ERRORS_SHOWN]]
     if len(errors) > _MAX_ERRORS_SHOWN:
@@ -158,11 +161,16 @@ def make_app(
         if not body:
             metrics.rejected.labels("empty").inc()
             return _error(400, "empty body; POST a JSON report")
-        if request.content_type not in _JSON_TYPES:
-            # JSON is the only format read on any path: nothing here can
-            # deserialise code (no pickle, no YAML tags).
+        packed = request.content_type == PACKED_CONTENT_TYPE
+        if not packed and request.content_type not in _JSON_TYPES:
+            # JSON and the packed arrays are the only formats read on any
+            # path: nothing here can deserialise code (no pickle, no YAML tags).
             metrics.rejected.labels("content_type").inc()
-            return _error(415, f"Content-Type {request.content_type!r} is not accepted; send application/json")
+            return _error(
+                415,
+                f"Content-Type {request.content_type!r} is not accepted; send application/json "
+                f"(or {PACKED_CONTENT_TYPE}, the agent's)",
+            )
         if pending_ingests[0] >= config.limits.max_pending_ingests:
             # Refused before it reaches the actor, so the agent knows it was not
             # ingested (a timed-out call may still land later) and retries; and
@@ -170,14 +178,20 @@ def make_app(
             metrics.rejected.labels("busy").inc()
             return _error(429, "aggregator busy, retry later (limits.max_pending_ingests)")
         try:
-            report = Report.model_validate_json(body)
+            columnar = (
+                decode_packed(body, layouts) if packed else ColumnarReport.of(Report.model_validate_json(body), layouts)
+            )
         except ValidationError as exc:
             status, reason, details = describe_validation_error(exc)
             metrics.rejected.labels("invalid_json" if status == 400 else "schema").inc()
             return _error(status, reason, details)
+        except PackedError as exc:
+            metrics.rejected.labels("invalid_packed" if exc.status == 400 else "schema").inc()
+            return _error(exc.status, exc.reason)
+        report = columnar.report
         pending_ingests[0] += 1
         try:
-            changes = await asyncio.wait_for(backend.ingest(ColumnarReport.of(report, layouts)), timeout)
+            changes = await asyncio.wait_for(backend.ingest(columnar), timeout)
         except IngestRefused as exc:
             metrics.rejected.labels(_REFUSED_REASONS.get(exc.status, "refused")).inc()
             return _error(exc.status, exc.reason)

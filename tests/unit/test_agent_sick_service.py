@@ -17,6 +17,9 @@ from torch import nn
 import gradwatch
 from gradwatch.agents.monitor import Monitor
 from gradwatch.agents.options import AgentOptions
+from gradwatch.service.columns import LayoutCache
+from gradwatch.service.packed import decode as decode_packed
+from gradwatch.wire import PACKED_CONTENT_TYPE
 
 
 def _dead_endpoint() -> str:
@@ -48,12 +51,20 @@ class FaultyService:
         self.steps: list[int] = []
         self.dropped_reported = 0
         self.requests = 0
+        self.packed_bodies = 0
 
         async def ingest(request: web.Request) -> web.Response:
             import asyncio
 
             self.requests += 1
-            body = json.loads(await request.read())
+            raw = await request.read()
+            if request.content_type == PACKED_CONTENT_TYPE:
+                if self.mode == "json-only":  # a service from before the packed encoding
+                    return web.json_response({"error": "unsupported content type"}, status=415)
+                self.packed_bodies += 1
+                body = decode_packed(raw, LayoutCache()).report.model_dump()
+            else:
+                body = json.loads(raw)
             if self.delay:
                 await asyncio.sleep(self.delay)
             if self.mode == "5xx":
@@ -235,6 +246,39 @@ def test_a_service_that_dies_and_comes_back_hears_about_the_drops():
     # The service learns how many it never saw (a report can still reach the old process while it shuts down).
     assert service.dropped_reported + revived.dropped_reported == mon.dropped
     assert len(service.steps) + len(revived.steps) == mon.delivered
+
+
+def test_a_service_that_reads_only_json_gets_json_and_loses_nothing(caplog):
+    service = FaultyService().start()
+    service.mode = "json-only"
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    try:
+        with caplog.at_level(logging.INFO, logger="gradwatch.agent"):
+            mon = gradwatch.watch(model, optimizer, run="older", endpoint=service.url, **FAST)
+            _timed_train(mon, model, optimizer, 20)
+            assert mon.flush(5.0)
+            mon.close(timeout=2)
+    finally:
+        service.stop()
+    # The first body was packed and refused with 415; it and everything after went again as JSON.
+    assert service.packed_bodies == 0 and service.steps == list(range(20))
+    assert mon.delivered == 20 and mon.dropped == 0
+    assert sum("sending JSON" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_service_that_reads_packed_bodies_gets_them():
+    service = FaultyService().start()
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    try:
+        mon = gradwatch.watch(model, optimizer, run="packed", endpoint=service.url, **FAST)
+        _timed_train(mon, model, optimizer, 20)
+        assert mon.flush(5.0)
+        mon.close(timeout=2)
+    finally:
+        service.stop()
+    assert service.packed_bodies > 0 and service.steps == list(range(20))
 
 
 def test_a_process_that_never_calls_close_exits_promptly_and_delivers_what_it_can():

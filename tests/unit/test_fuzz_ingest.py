@@ -1,6 +1,6 @@
 """Property-based fuzzing of POST /v1/reports against the real HTTP app and a real Aggregator.
 
-Garbage bytes, arbitrary JSON, mutated valid reports (wrong types, huge numbers, unicode names,
+Garbage bytes, arbitrary JSON, packed bodies whole, cut short and with bytes flipped, mutated valid reports (wrong types, huge numbers, unicode names,
 missing and extra keys) and hostile headers, with a valid report sent between them: the service
 must answer every one with a 2xx or a 4xx (never a 5xx, never a crash), keep every valid report,
 and still expose /metrics that Prometheus' own checker accepts.
@@ -25,10 +25,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from gradwatch.agents import packed
 from gradwatch.service.aggregator import Aggregator
 from gradwatch.service.backends import LocalBackend
 from gradwatch.service.config import LimitsConfig, ServiceConfig
 from gradwatch.service.http import make_app
+from gradwatch.wire import PACKED_CONTENT_TYPE
 
 EXAMPLES = int(os.environ.get("GRADWATCH_FUZZ_EXAMPLES", "10000"))
 LEDGER_RUN = "fuzz-ledger"  # the run of the valid reports sent between fuzzed ones
@@ -148,7 +150,26 @@ def _dump(value) -> bytes:
     return json.dumps(value, allow_nan=True).encode("utf-8", "surrogatepass")
 
 
+def _packed(rnd: random.Random) -> bytes:
+    """A valid report in the agent's packed encoding (a JSON one where only JSON can carry it)."""
+    report = _valid_report(rnd)
+    try:
+        return packed.encode({k: v for k, v in report.items() if k != "steps"}, report["steps"])
+    except ValueError:  # a NUL or a lone surrogate in a layer name
+        return _dump(report)
+
+
 def _build(kind: str, rnd: random.Random) -> bytes:
+    if kind == "packed":
+        return _packed(rnd)
+    if kind == "packed_truncated":
+        body = _packed(rnd)
+        return body[: rnd.randrange(len(body))]
+    if kind == "packed_flipped":
+        body = bytearray(_packed(rnd))
+        for _ in range(rnd.randrange(1, 4)):
+            body[rnd.randrange(len(body))] = rnd.randrange(256)
+        return bytes(body)
     if kind == "garbage":
         return rnd.randbytes(rnd.randrange(600))
     if kind == "json":
@@ -168,7 +189,12 @@ def _build(kind: str, rnd: random.Random) -> bytes:
 
 bodies = st.one_of(
     st.tuples(
-        st.sampled_from(["garbage", "json", "valid", "truncated", "flipped", "mutated", "mutated", "mutated"]),
+        st.sampled_from(
+            [
+                *("garbage", "json", "valid", "truncated", "flipped", "mutated", "mutated", "mutated"),
+                *("packed", "packed_truncated", "packed_flipped", "packed_flipped"),
+            ]
+        ),
         st.integers(0, 2**64 - 1),
     ).map(lambda args: _build(args[0], random.Random(args[1]))),
     st.binary(max_size=64),
@@ -180,6 +206,8 @@ content_types = st.sampled_from(
         "application/json",
         "text/plain",
         "application/x-pickle",
+        PACKED_CONTENT_TYPE,
+        PACKED_CONTENT_TYPE,
         "",
         "application/json; charset=latin-1",
     ]
@@ -202,6 +230,7 @@ class Harness:
         self.examples = 0
         self.valid_sent = 0
         self.valid_steps = 0
+        self.packed_accepted = 0
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         async def call():
@@ -249,6 +278,7 @@ def _fuzz(harness: Harness, body: bytes, content_type: str) -> None:
     status, raw = harness.post(body, headers)
     harness.statuses[status] = harness.statuses.get(status, 0) + 1
     harness.examples += 1
+    harness.packed_accepted += status == 202 and content_type == PACKED_CONTENT_TYPE
     assert status < 500, (status, body[:300], raw[:300])
     assert status in (202, 400, 413, 415, 422, 429), (status, raw[:300])
     reply = json.loads(raw)  # every answer is strict JSON
@@ -262,6 +292,7 @@ def test_fuzzed_reports_get_4xx_and_no_valid_report_is_lost(harness):
     _fuzz(harness)
     elapsed = time.perf_counter() - started
     assert harness.examples >= EXAMPLES
+    assert harness.packed_accepted > 0  # packed bodies reached the aggregator, not only the 4xx paths
     # Every valid report sent between the fuzzed ones was kept, once.
     [ledger] = [r for r in harness.aggregator.runs() if r["run"] == LEDGER_RUN]
     assert ledger["reports"] == harness.valid_sent
