@@ -17,7 +17,7 @@ load hits every variant alike):
 
 The agent runs through its transport seam with a no-op transport (a function
 answering 202): step records are still built, read back from the device and
-encoded to JSON on the sender thread, but no socket is involved, so network
+encoded (packed, as for HTTP) on the sender thread, but no socket is involved, so network
 noise does not enter the numbers. Each block ends with ``mon.flush()``, so
 the sender's work for the block is inside the block's time.
 
@@ -74,9 +74,17 @@ FLOOR_VARIANT = "gradwatch stats every step, no update ratio"
 UNTIMED_STEPS = 2
 
 
-def noop_transport(body: bytes, timeout: float) -> tuple[int, str]:
+class NoopTransport:
     """The agent's transport seam, answering like the service without a network."""
-    return 202, '{"accepted": 0}'
+
+    #: Bodies are encoded as for the HTTP transport: packed.
+    accepts_packed = True
+
+    def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
+        return 202, '{"accepted": 0}'
+
+
+noop_transport = NoopTransport()
 
 
 class Variant:
@@ -397,7 +405,7 @@ def main() -> int:
         + (f" with {args.threads} torch thread(s)" if args.device == "cpu" else "")
         + f". {len(variants)} variants interleaved round-robin, {args.reps} rounds × {args.block} steps each; "
         "the agent sends through its transport seam to a no-op transport (records are built, copied to the host "
-        "and JSON-encoded on the sender thread; no socket). Times are medians over rounds; ratios are medians of "
+        "and encoded on the sender thread, packed as for HTTP; no socket). Times are medians over rounds; ratios are medians of "
         "each round's ratio to bare in the same round; "
         + (
             "targets are judged on process CPU time (all threads): on a shared machine, wall time mostly measures the neighbours."

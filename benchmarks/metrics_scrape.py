@@ -46,7 +46,7 @@ def in_process(runs: int, layers: int) -> dict[str, float]:
     aggregator = Aggregator()
     variants = layer_variants(layers, 2, seed=1)
     for r in range(runs):
-        aggregator.ingest(Report.model_validate_json(ReportMaker(f"run-{r}", variants, 5, 1).next()))
+        aggregator.ingest(Report.model_validate_json(ReportMaker(f"run-{r}", variants, 5, 1, "json").next()))
     collector = SnapshotCollector()
     registry = CollectorRegistry()
     registry.register(collector)
@@ -73,7 +73,7 @@ def main() -> int:
     variants = layer_variants(args.layers, 4, seed=0)
     with ServeProcess("bench-scrape") as service:
         for r in range(args.runs):
-            post(service.url, ReportMaker(f"run-{r}", variants, 5, 1).next())
+            post(service.url, ReportMaker(f"run-{r}", variants, 5, 1, "json").next())
         first = service.get("/metrics")
         series = sum(1 for line in first.splitlines() if line and not line.startswith(b"#"))
         times = []

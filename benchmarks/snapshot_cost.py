@@ -39,7 +39,7 @@ def main() -> int:
         aggregator = SnapshottingAggregator(config)
         variants = layer_variants(args.layers, 8, seed=0)
         for r in range(args.runs):
-            maker = ReportMaker(f"snap-{r}", variants, 5, 1)
+            maker = ReportMaker(f"snap-{r}", variants, 5, 1, "json")
             aggregator.ingest_many([Report.model_validate_json(maker.next()) for _ in range(args.reports)])
         state = aggregator.saved_state()
         path = Path(directory) / SNAPSHOT_FILE
