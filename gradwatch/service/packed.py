@@ -69,8 +69,10 @@ def decode(body: bytes, layouts: LayoutCache) -> ColumnarReport:
             present[_UPDATE_RATIO] = False
         for statistic, missing in row.absent.items():
             present[STATISTICS.index(statistic), missing] = False
-        # An absent value is NaN whatever its slot held: the two encodings give the same arrays.
-        values[~present] = np.nan
+        # An absent value is NaN whatever its slot held, and every NaN is the one quiet NaN (a
+        # signalling one from the wire would warn in every operation): the two encodings give
+        # the same arrays.
+        values[~present | np.isnan(values)] = np.nan
         rows[row.step] = LayerColumns(names, numel, values, present, row.update_ratio)
         offset = end
     if offset != len(body):

@@ -184,3 +184,14 @@ def test_bad_headers_are_schema_errors(header, fragment):
     with pytest.raises(ValidationError) as raised:
         decode(_body(header, _layout("a", "b"), GOOD_ROW), LayoutCache())
     assert fragment in str(raised.value), str(raised.value)
+
+
+def test_a_signalling_nan_from_the_wire_becomes_a_quiet_one():
+    signalling = struct.pack("<Q", 0x7FF0000000000001)  # exponent all ones, quiet bit clear
+    row = np.frombuffer(GOOD_ROW, dtype="<f8").copy()
+    body = _body(GOOD_HEADER, _layout("a", "b"), signalling + row[1:].tobytes())
+    values = decode(body, LayoutCache()).rows[0].values
+    assert math.isnan(values[0, 0])
+    assert values[:, :1].view(np.uint64)[0, 0] == np.array([np.nan]).view(np.uint64)[0]
+    with np.errstate(all="raise"):
+        values * values  # a signalling NaN would raise here

@@ -53,7 +53,7 @@ def global_norm(norms: np.ndarray) -> np.ndarray:
     if a.ndim != 2 or a.shape[1] == 0:
         return np.full(a.shape[:1], np.nan)
     missing = np.isnan(a)
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         # The same pairwise sum as np.nansum, without its extra copies.
         total = np.sqrt(np.sum(np.where(missing, 0.0, a * a), axis=1))
     return np.where(missing.all(axis=1), np.nan, total)
