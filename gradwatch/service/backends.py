@@ -14,6 +14,8 @@ from gradwatch.service.page.series import SeriesLimits
 from gradwatch.wire import AGGREGATOR_NAMESPACE, aggregator_actor_name
 
 NAMESPACE = AGGREGATOR_NAMESPACE
+#: Ray's setting of the niceness its worker processes start with (15 by default).
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
 actor_name = aggregator_actor_name
 
 
@@ -40,6 +42,11 @@ def start_aggregator(service_name: str, config: ServiceConfig, shard: int = 0, s
         max_restarts=-1,
         # It needs no reserved CPU: on a small cluster it must never wait for one.
         num_cpus=0,
+        # Ray starts worker processes at niceness 15, behind the raylet and the drivers. The
+        # aggregator is the service's critical path: niced, it got a fraction of a core whenever
+        # the HTTP front (niceness 0) and the agents on the machine were busy, so ingest slowed
+        # and latency grew just under load. Ray's job supervisor unnices itself the same way.
+        runtime_env={"env_vars": {WORKER_NICENESS_ENV: "0"}},
     ).remote(config)
 
 
