@@ -163,25 +163,22 @@ class Aggregator:
         return changes
 
     def ingest_many(
-        self, reports: Sequence[Report | ColumnarReport], now: float | None = None, *, paced: bool = False
+        self, reports: Sequence[Report | ColumnarReport], now: float | None = None
     ) -> list[list[Change] | IngestRefused]:
         """Take several reports in one call; per report, what fired or cleared, or why it was refused.
 
-        A batch, or a ``paced`` call, is evaluated at a bounded rate: a
-        non-finite loss, gradient norm or rank-local NaN on its own step at
-        once; otherwise each run of the call if its last evaluation is
-        evaluate_min_interval old, longest waiting first, within a time slice
-        (:meth:`evaluate_due` takes the rest). The HTTP front paces every call:
-        unpaced, a call that held one report evaluated its run every time, so
-        below saturation (one report per call) the rules cost several times
-        the ingest per report and kept the actor saturated. Rules take
-        onsets from the rows themselves, so onset steps do not depend on pacing;
-        an unpaced single report is evaluated at every statistics row. The HTTP
-        front sends :class:`ColumnarReport`; a wire :class:`Report` (tests, Ray
-        Train workers) is converted here.
+        The HTTP front batches the reports that arrive while the actor is busy,
+        so a batch means load. A non-finite loss, gradient norm or rank-local
+        NaN is evaluated on its own step at once; otherwise each run of the
+        batch is evaluated if its last evaluation is evaluate_min_interval old,
+        longest waiting first, within a time slice (:meth:`evaluate_due` takes
+        the rest). Rules take onsets from the rows themselves, so onset steps
+        do not depend on batching; a single report is evaluated at every
+        statistics row as before. The HTTP front sends :class:`ColumnarReport`;
+        a wire :class:`Report` (tests, Ray Train workers) is converted here.
         """
         now = time.time() if now is None else now
-        batched = paced or len(reports) > 1
+        batched = len(reports) > 1
         results: list[list[Change] | IngestRefused] = []
         last_of_run: dict[str, int] = {}
         for item in reports:

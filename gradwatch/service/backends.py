@@ -56,9 +56,8 @@ class RayBackend:
     Ingest is batched: while one call to the actor is in flight, reports that
     arrive queue up and go in the next call together (at most ``max_batch``).
     An idle service therefore sends each report alone, and a loaded one pays
-    the actor-call overhead once per batch rather than once per report. Every
-    call is paced (``Aggregator.ingest_many``): a run's rules run at most once
-    per ``evaluate_min_interval``, non-finite values at once.
+    the actor-call overhead, and the rule evaluation of each run, once per
+    batch rather than once per report.
     """
 
     def __init__(self, actor: Any, max_batch: int = 256, max_in_flight: int = 2) -> None:
@@ -68,11 +67,11 @@ class RayBackend:
         self._queue: list[tuple[ColumnarReport, asyncio.Future[list[Change]]]] = []
         self._draining = False
 
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, method: str, *args: Any) -> Any:
         from ray.exceptions import RayActorError, RayTaskError
 
         try:
-            return await getattr(self._actor, method).remote(*args, **kwargs)
+            return await getattr(self._actor, method).remote(*args)
         except RayTaskError as exc:
             # An exception raised by the aggregator itself (IngestRefused):
             # hand back the original so the HTTP layer answers its status.
@@ -119,7 +118,7 @@ class RayBackend:
 
     async def _send(self, batch: list[tuple[ColumnarReport, asyncio.Future[list[Change]]]]) -> None:
         try:
-            results = await self._call("ingest_many", [report for report, _ in batch], paced=True)
+            results = await self._call("ingest_many", [report for report, _ in batch])
         except asyncio.CancelledError:
             results = [BackendUnavailable("the service is stopping")] * len(batch)
         except Exception as exc:  # noqa: BLE001 - handed to every waiting request, which answers it

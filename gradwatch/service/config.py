@@ -144,10 +144,10 @@ class ServiceConfig(BaseModel):
         ge=0,
         le=60,
         description=(
-            "A run's rules run at most once per this many seconds in gradwatch serve (and on every batch of "
-            "reports elsewhere); the rest of its data waits for the next evaluation, at most about twice this "
-            "later. Non-finite values are evaluated at once regardless. Onset steps do not change, only when a "
-            "diagnosis is seen. 0 evaluates every call."
+            "Under load (reports arriving faster than the aggregator takes them one by one), a run's rules run "
+            "at most once per this many seconds; the rest of its data waits for the next evaluation, at most "
+            "about twice this later. Non-finite values are evaluated at once regardless. Onset steps do not "
+            "change, only when a diagnosis is seen. 0 evaluates every batch."
         ),
     )
     clear_after_steps: int = Field(
