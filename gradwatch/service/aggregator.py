@@ -238,7 +238,11 @@ class Aggregator:
             pending += state.add_step(record, report.rank, report.session, report.shard, row)
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
-            if pending and (self._is_urgent(record) if batched else self._is_checkpoint(record, row, pending)):
+            # Under load (batched) a run waits for evaluate_min_interval, but never so long that a
+            # window turns over: a run training faster than its windows hold in that interval would
+            # push rows out before any rule saw them, and miss what happened in them.
+            due = self._is_urgent(record) or state.unseen_fills_half_a_window
+            if pending and (due if batched else self._is_checkpoint(record, row, pending)):
                 changes += self._evaluate(entry, now)
                 pending = 0
         if state.has_unseen and not batched:

@@ -339,6 +339,12 @@ class RunState:
             self.stats.mark_seen()
 
     @property
+    def unseen_fills_half_a_window(self) -> bool:
+        """Half of a window is data no evaluation has seen: evaluate before any of it is pushed out unseen."""
+        windows = (self.steps, self.val, self.stats) if self.stats is not None else (self.steps, self.val)
+        return any(2 * window.unseen >= window.capacity for window in windows)
+
+    @property
     def has_unseen(self) -> bool:
         return bool(
             self.steps.unseen

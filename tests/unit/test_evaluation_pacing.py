@@ -6,7 +6,7 @@ import asyncio
 import math
 
 from gradwatch.service.aggregator import Aggregator
-from gradwatch.service.config import ServiceConfig
+from gradwatch.service.config import ServiceConfig, WindowConfig
 from gradwatch.service.server import Service
 from gradwatch.wire import Report, StepRecord
 
@@ -30,6 +30,22 @@ def test_a_batch_defers_a_run_evaluated_within_the_interval_and_evaluate_due_tak
     (change,) = agg.evaluate_due(now=101.3)
     assert (change.kind, change.diagnosis["symptom"], change.diagnosis["step"]) == ("fired", "loss_spike", 45)
     assert agg.evaluate_due(now=105.0) == []  # evaluated once, nothing left
+
+
+def test_a_run_faster_than_its_windows_is_evaluated_before_rows_fall_out_unseen():
+    # 64-step windows and a 60 s interval: without the guard, the spike at step 45 would leave the
+    # window in the batches that follow, all inside the interval, before any evaluation saw it.
+    agg = Aggregator(ServiceConfig(evaluate_min_interval=60.0, windows=WindowConfig(steps=64)))
+    agg.ingest_many([_report("a", range(0, 40), _spike_loss)], now=100.0)  # alone: evaluated at once
+    fired = []
+    for start in range(40, 400, 20):
+        results = agg.ingest_many(
+            [_report("a", range(start, start + 10), _spike_loss), _report("b", range(start, start + 10))], now=100.1
+        )
+        fired += [c for result in results for c in result if c.kind == "fired"]
+    assert [(c.diagnosis["symptom"], c.diagnosis["step"]) for c in fired] == [("loss_spike", 45)]
+    # Evaluations came at half-window intervals (every 4th batch here), not at every batch (36).
+    assert agg._evaluations <= 36 // 2
 
 
 def test_non_finite_loss_in_a_batch_is_evaluated_at_once_whatever_the_interval():
