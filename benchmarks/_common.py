@@ -39,17 +39,23 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def parent(pid: int) -> int | None:
+    """The parent of process ``pid`` (None when it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def descendants(pid: int) -> list[int]:
     """All processes below ``pid`` (from /proc; Linux only)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
+        ppid = parent(int(entry.name))
+        if ppid is not None:
+            children.setdefault(ppid, []).append(int(entry.name))
     out, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -102,16 +108,24 @@ class ServeProcess:
         return self
 
     def find_actor(self) -> int | None:
-        """PID of the aggregator actor's worker process (Ray titles it ``ray::<class name>``)."""
-        for pid in descendants(self.proc.pid):
-            title = cmdline(pid)
-            if title.startswith("ray::") and "Aggregator" in title.split()[0]:
-                self.actor_pid = pid
+        """PID of the aggregator actor's worker process (Ray titles it ``ray::<class name>``).
+
+        The actor's forked snapshot writers carry the same title; they are its children, and
+        short-lived, so the actor is the titled process whose parent is not titled so.
+        """
+        titled = {
+            pid
+            for pid in descendants(self.proc.pid)
+            if cmdline(pid).startswith("ray::") and "Aggregator" in cmdline(pid).split()[0]
+        }
+        actors = [pid for pid in titled if parent(pid) not in titled]
+        self.actor_pid = min(actors) if actors else None
         return self.actor_pid
 
     def memory(self) -> dict[str, float]:
         """RSS (MB) of the HTTP process and of the aggregator actor process."""
-        actor = self.actor_pid or self.find_actor()
+        alive = self.actor_pid is not None and Path(f"/proc/{self.actor_pid}").exists()
+        actor = self.actor_pid if alive else self.find_actor()
         return {"http": rss_mb(self.proc.pid), "actor": rss_mb(actor) if actor else float("nan")}
 
     def get(self, path: str, timeout: float = 60) -> bytes:
