@@ -25,6 +25,7 @@ import http.client
 import json
 import math
 import multiprocessing as mp
+import os
 import random
 import re
 import sys
@@ -36,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import ServeProcess, percentiles  # noqa: E402
+from benchmarks._common import ServeProcess, cpu_seconds, percentiles  # noqa: E402
 from gradwatch.agents import packed  # noqa: E402
 from gradwatch.wire import PACKED_CONTENT_TYPE, PACKED_MAGIC, LayerStats, Report  # noqa: E402
 
@@ -220,9 +221,11 @@ def client(
     threads = [threading.Thread(target=connection, args=(c,), daemon=True) for c in range(connections)]
     for t in threads:
         t.start()
+    time.sleep(max(0.0, start + warmup - time.time()))
+    cpu_from = time.process_time()  # this process' CPU over the measured window (all its threads)
     for t in threads:
         t.join()
-    results.put((latencies, statuses))
+    results.put((latencies, statuses, time.process_time() - cpu_from))
 
 
 def run_phase(
@@ -259,12 +262,15 @@ def run_phase(
         p.start()
     memory: list[tuple[float, float, float]] = []
     histograms: list[dict[float, float]] = []
+    service_cpu: list[tuple[float, float, float]] = []  # (wall time, front, actor) at both ends
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.wait(max(0.0, start + warmup - time.time())) and time.time() < start + warmup:
             pass
         histograms.append(ingest_histogram(service))
+        service.memory()  # finds the actor
+        service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
         t0 = time.time()
         while not stop.is_set():
             m = service.memory()
@@ -274,14 +280,15 @@ def run_phase(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     collected = [results.get(timeout=start + warmup + duration + 300 - time.time()) for _ in procs]
+    service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
     stop.set()
     for p in procs:
         p.join(10)
     sampler.join(10)
     histograms.append(ingest_histogram(service))
-    latencies = [x for lat, _ in collected for x in lat]
+    latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}
-    for _, s in collected:
+    for _, s, _ in collected:
         for k, v in s.items():
             statuses[k] = statuses.get(k, 0) + v
     accepted = statuses.get(202, 0)
@@ -297,6 +304,19 @@ def run_phase(
         "server_p99": histogram_quantile(0.99, *histograms) if len(histograms) == 2 else float("nan"),
         "errors": sum(v for k, v in statuses.items() if k != 202),
         "memory": memory,
+        "cores": cores_used(service_cpu, sum(c for _, _, c in collected), duration),
+    }
+
+
+def cores_used(service_cpu: list[tuple[float, float, float]], clients_cpu: float, duration: float) -> dict[str, float]:
+    """Average cores each side used over the measured window: the HTTP front, the actor, the clients."""
+    if len(service_cpu) != 2:
+        return {}
+    (t0, front0, actor0), (t1, front1, actor1) = service_cpu
+    return {
+        "HTTP front": (front1 - front0) / (t1 - t0),
+        "aggregator actor": (actor1 - actor0) / (t1 - t0),
+        "clients": clients_cpu / duration,
     }
 
 
@@ -526,6 +546,15 @@ def main() -> int:
             "queue, a run is evaluated at most every `evaluate_min_interval`).",
             "",
             f"Memory during the sustained phase: {memory_summary(mem)}.",
+            "",
+            "CPU, average cores over each phase ("
+            + "; ".join(
+                f"{p['label']}: " + ", ".join(f"{k} {v:.2f}" for k, v in p["cores"].items())
+                for p in phases
+                if p["cores"]
+            )
+            + f"; the machine has {os.cpu_count()}): where a shard's rate stops short of the machine, "
+            "the front and the actor are waiting on each other rather than busy.",
             "",
             *memory_rows,
         ]
