@@ -28,11 +28,14 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"n": len(ordered), "min": ordered[0], "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": ordered[-1]}
 
 
-def rss_mb(pid: int) -> float:
-    """Resident set size of process ``pid`` in MB (NaN when it is gone)."""
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of process ``pid`` in MB (NaN when it is gone).
+
+    ``field`` is a line of /proc/PID/status: VmRSS (all), RssAnon (private), RssShmem (shared memory).
+    """
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -132,10 +135,20 @@ class ServeProcess:
         return self.actor_pid
 
     def memory(self) -> dict[str, float]:
-        """RSS (MB) of the HTTP process and of the aggregator actor process."""
+        """Private resident memory (MB) of the HTTP process and of the aggregator actor, and the shared.
+
+        Both processes also map Ray's object store, which carries the batches between them: its
+        pages count in each one's RSS as they are first touched, so RSS grows in both at once
+        while neither leaks. ``shared`` is those pages as the actor sees them.
+        """
         alive = self.actor_pid is not None and Path(f"/proc/{self.actor_pid}").exists()
         actor = self.actor_pid if alive else self.find_actor()
-        return {"http": rss_mb(self.proc.pid), "actor": rss_mb(actor) if actor else float("nan")}
+        nan = float("nan")
+        return {
+            "http": rss_mb(self.proc.pid, "RssAnon"),
+            "actor": rss_mb(actor, "RssAnon") if actor else nan,
+            "shared": rss_mb(actor, "RssShmem") if actor else nan,
+        }
 
     def get(self, path: str, timeout: float = 60) -> bytes:
         with urllib.request.urlopen(self.url + path, timeout=timeout) as response:

@@ -260,7 +260,7 @@ def run_phase(
     ]
     for p in procs:
         p.start()
-    memory: list[tuple[float, float, float]] = []
+    memory: list[tuple[float, float, float, float]] = []
     histograms: list[dict[float, float]] = []
     service_cpu: list[tuple[float, float, float]] = []  # (wall time, front, actor) at both ends
     stop = threading.Event()
@@ -274,7 +274,7 @@ def run_phase(
         t0 = time.time()
         while not stop.is_set():
             m = service.memory()
-            memory.append((time.time() - t0, m["http"], m["actor"]))
+            memory.append((time.time() - t0, m["http"], m["actor"], m["shared"]))
             stop.wait(args.sample_every)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -427,13 +427,14 @@ def scraped_total(service: ServeProcess, name: str) -> float:
     return float(match.group(1)) if match else float("nan")
 
 
-def memory_summary(memory: list[tuple[float, float, float]]) -> str:
-    """Start (first sample), max and end RSS of both processes, and the growth over the second half."""
+def memory_summary(memory: list[tuple[float, float, float, float]]) -> str:
+    """Start (first sample), max and end private memory of both processes, and the growth over the second half."""
     if not memory:
         return "no samples"
     half = memory[len(memory) // 2]
     end = memory[-1]
     return (
+        "private resident memory: "
         f"HTTP process {memory[0][1]:.0f} → max {max(m[1] for m in memory):.0f} → end {end[1]:.0f} MB "
         f"(second half {end[1] - half[1]:+.1f} MB); aggregator actor {memory[0][2]:.0f} → max "
         f"{max(m[2] for m in memory):.0f} → end {end[2]:.0f} MB (second half {end[2] - half[2]:+.1f} MB)"
@@ -516,11 +517,14 @@ def main() -> int:
             f"- ingest p99 ≤ {TARGET_P99 * 1e3:.0f} ms at {phases[1]['samples_per_s']:,.0f} layer-samples/s: "
             f"{'met' if p99 <= TARGET_P99 else 'NOT met'} ({p99 * 1e3:.1f} ms)"
         )
-    memory_rows = ["| t (s) | HTTP process RSS (MB) | aggregator actor RSS (MB) |", "|---|---|---|"]
+    memory_rows = [
+        "| t (s) | HTTP process, private (MB) | aggregator actor, private (MB) | Ray object store pages touched (MB) |",
+        "|---|---|---|---|",
+    ]
     mem = sustained["memory"]
     step = max(1, len(mem) // 12)
-    for t, h, a in mem[::step] + ([mem[-1]] if mem and (len(mem) - 1) % step else []):
-        memory_rows.append(f"| {t:.0f} | {h:.0f} | {a:.0f} |")
+    for t, h, a, shared in mem[::step] + ([mem[-1]] if mem and (len(mem) - 1) % step else []):
+        memory_rows.append(f"| {t:.0f} | {h:.0f} | {a:.0f} | {shared:.0f} |")
     body = "\n".join(
         [
             f"{args.procs} client processes × {args.runs_per_proc} runs on {args.connections} connections each, "
@@ -545,7 +549,10 @@ def main() -> int:
             f"evaluated at every report {stages['aggregate']:.2f} ms (as when the actor keeps up; once reports "
             "queue, a run is evaluated at most every `evaluate_min_interval`).",
             "",
-            f"Memory during the sustained phase: {memory_summary(mem)}.",
+            f"Memory during the sustained phase: {memory_summary(mem)}. Private memory decides whether a "
+            "process leaks; both processes also map Ray's object store, which carries the batches from "
+            "the front to the actor, and its pages count in both RSS as they are first touched (last "
+            "column).",
             "",
             "CPU, average cores over each phase ("
             + "; ".join(

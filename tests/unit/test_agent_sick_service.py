@@ -248,19 +248,25 @@ def test_a_service_that_dies_and_comes_back_hears_about_the_drops():
     assert len(service.steps) + len(revived.steps) == mon.delivered
 
 
-def test_a_service_that_reads_only_json_gets_json_and_loses_nothing(caplog):
-    service = FaultyService().start()
-    service.mode = "json-only"
+def _twenty_steps_to(service: FaultyService, run: str):
+    """Train 20 steps reporting to ``service``, deliver them, close; the monitor (the service is stopped)."""
     model = nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     try:
-        with caplog.at_level(logging.INFO, logger="gradwatch.agent"):
-            mon = gradwatch.watch(model, optimizer, run="older", endpoint=service.url, **FAST)
-            _timed_train(mon, model, optimizer, 20)
-            assert mon.flush(5.0)
-            mon.close(timeout=2)
+        mon = gradwatch.watch(model, optimizer, run=run, endpoint=service.url, **FAST)
+        _timed_train(mon, model, optimizer, 20)
+        assert mon.flush(5.0)
+        mon.close(timeout=2)
     finally:
         service.stop()
+    return mon
+
+
+def test_a_service_that_reads_only_json_gets_json_and_loses_nothing(caplog):
+    service = FaultyService().start()
+    service.mode = "json-only"
+    with caplog.at_level(logging.INFO, logger="gradwatch.agent"):
+        mon = _twenty_steps_to(service, "older")
     # The first body was packed and refused with 415; it and everything after went again as JSON.
     assert service.packed_bodies == 0 and service.steps == list(range(20))
     assert mon.delivered == 20 and mon.dropped == 0
@@ -269,15 +275,7 @@ def test_a_service_that_reads_only_json_gets_json_and_loses_nothing(caplog):
 
 def test_a_service_that_reads_packed_bodies_gets_them():
     service = FaultyService().start()
-    model = nn.Linear(3, 1)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    try:
-        mon = gradwatch.watch(model, optimizer, run="packed", endpoint=service.url, **FAST)
-        _timed_train(mon, model, optimizer, 20)
-        assert mon.flush(5.0)
-        mon.close(timeout=2)
-    finally:
-        service.stop()
+    _twenty_steps_to(service, "packed")
     assert service.packed_bodies > 0 and service.steps == list(range(20))
 
 
