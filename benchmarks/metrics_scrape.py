@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import ServeProcess, percentiles  # noqa: E402
-from benchmarks.aggregator_ingest import ReportMaker, layer_variants  # noqa: E402
+from benchmarks._reports import ReportMaker, layer_variants  # noqa: E402
 
 TARGET = 0.200
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.aggregator_ingest import ReportMaker, layer_variants  # noqa: E402
+from benchmarks._reports import ReportMaker, layer_variants  # noqa: E402
 from gradwatch.service.config import ServiceConfig, SnapshotConfig  # noqa: E402
 from gradwatch.service.snapshots import SNAPSHOT_FILE, SnapshottingAggregator, read_snapshot, write_snapshot  # noqa: E402
 from gradwatch.wire import Report  # noqa: E402
