@@ -21,6 +21,7 @@ from gradwatch.service import rules
 from gradwatch.service.columns import ColumnarReport, LayerColumns
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
+from gradwatch.service.load import LoadMeter
 from gradwatch.service.page.series import SeriesLimits, build_series
 from gradwatch.service.rank_state import RankLatest
 from gradwatch.service.run_state import Latest, RunState
@@ -85,6 +86,8 @@ class AggregatorSnapshot:
     steps_total: int
     evaluations_total: int
     evaluation_seconds_total: float
+    #: Share of recent time that evaluating every report would take (see LoadMeter).
+    load: float = 0.0
 
 
 @dataclass
@@ -114,6 +117,12 @@ class Aggregator:
         #: (Ray Train workers calling :meth:`ingest` directly): the front
         #: collects them with :meth:`evaluate_due` and sends the alerts.
         self._undispatched: list[Change] = []
+        #: Evaluations that evaluating every report as it comes would have run
+        #: (counted whether or not they ran), for the load model.
+        self._checkpoints = 0
+        #: Share of recent time that ingesting and evaluating every report would
+        #: take: below config.paced_above_load a batch is evaluated report by report.
+        self._load = LoadMeter()
 
     def ping(self) -> bool:
         return True
@@ -144,9 +153,22 @@ class Aggregator:
         rank) even when their run sends nothing more, and it carries the changes
         of reports that reached the actor without the front (Ray Train).
         """
+        began, evaluated = time.perf_counter(), self._evaluation_seconds
         now = time.time() if now is None else now
         changes, self._undispatched = self._undispatched, []
-        return changes + self._evaluate_waiting(list(self._runs.values()), now)
+        changes += self._evaluate_waiting(list(self._runs.values()), now)
+        self._record_load(began, evaluated, self._checkpoints)
+        return changes
+
+    def _record_load(self, began: float, evaluated_before: float, checkpoints_before: int) -> None:
+        per_evaluation = self._evaluation_seconds / self._evaluations if self._evaluations else 0.0
+        self._load.record(
+            began,
+            time.perf_counter(),
+            self._evaluation_seconds - evaluated_before,
+            self._checkpoints - checkpoints_before,
+            per_evaluation,
+        )
 
     def _evaluate_waiting(self, entries: list[_Run], now: float) -> list[Change]:
         """Evaluate those of ``entries`` with unseen data whose interval is up, longest waiting first, in a slice.
@@ -170,18 +192,38 @@ class Aggregator:
     ) -> list[list[Change] | IngestRefused]:
         """Take several reports in one call; per report, what fired or cleared, or why it was refused.
 
-        The HTTP front batches the reports that arrive while the actor is busy,
-        so a batch means load. A non-finite loss, gradient norm or rank-local
-        NaN is evaluated on its own step at once; otherwise each run of the
-        batch is evaluated if its last evaluation is evaluate_min_interval old,
-        longest waiting first, within a time slice (:meth:`evaluate_due` takes
-        the rest). Rules take onsets from the rows themselves, so onset steps
-        do not depend on batching; a single report is evaluated at every
-        statistics row as before. The HTTP front sends :class:`ColumnarReport`;
-        a wire :class:`Report` (tests, Ray Train workers) is converted here.
+        The HTTP front batches the reports that arrive while the actor is busy.
+        While the aggregator has time to spare (its load is under
+        ``paced_above_load``), every report of a batch is evaluated as if
+        it came alone: at every statistics row, held-out loss and non-finite
+        loss. Once it is busy, batches are paced: a non-finite loss, gradient
+        norm or rank-local NaN is still evaluated on its own step at once, but
+        otherwise each run of the batch is evaluated only if its last evaluation
+        is evaluate_min_interval old, longest waiting first, within a time slice
+        (:meth:`evaluate_due` takes the rest). Pacing delays diagnoses, and for
+        rules that judge the newest rows of a window (stagnation, overfitting,
+        some exploding triggers) it can also move the onset they report or let
+        a short episode pass unseen; that is the price of keeping up under load.
+        The HTTP front sends :class:`ColumnarReport`; a wire :class:`Report`
+        (tests, Ray Train workers) is converted here.
         """
-        now = time.time() if now is None else now
-        batched = len(reports) > 1
+        began, evaluated, checkpoints = time.perf_counter(), self._evaluation_seconds, self._checkpoints
+        try:
+            return self._ingest_many(reports, time.time() if now is None else now)
+        finally:
+            self._record_load(began, evaluated, checkpoints)
+
+    @property
+    def paced(self) -> bool:
+        """Whether batches are evaluated at most every evaluate_min_interval per run (the shard is loaded)."""
+        return self._load.share >= self.config.paced_above_load
+
+    def _ingest_many(
+        self, reports: Sequence[Report | ColumnarReport], now: float
+    ) -> list[list[Change] | IngestRefused]:
+        # A batch alone says little (two agents posting at once make one); pacing
+        # moves when some rules see their data, so it waits until time is short.
+        batched = len(reports) > 1 and self.paced
         results: list[list[Change] | IngestRefused] = []
         last_of_run: dict[str, int] = {}
         for item in reports:
@@ -235,10 +277,15 @@ class Aggregator:
         # fast job sends hundreds per request); evaluating only at its end
         # would make detection depend on how fast the job trains.
         changes: list[Change] = []
-        pending = 0
+        pending = since_checkpoint = 0
         for record, row in zip(report.steps, rows, strict=True):
             restarts = state.restarts
-            pending += state.add_step(record, report.rank, report.session, report.shard, row)
+            added = state.add_step(record, report.rank, report.session, report.shard, row)
+            pending += added
+            since_checkpoint += added
+            if since_checkpoint and self._is_checkpoint(record, row, since_checkpoint):
+                self._checkpoints += 1
+                since_checkpoint = 0
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
             # Under load (batched) a run waits for evaluate_min_interval, but never so long that a
@@ -248,6 +295,7 @@ class Aggregator:
             if pending and (due if batched else self._is_checkpoint(record, row, pending)):
                 changes += self._evaluate(entry, now)
                 pending = 0
+        self._checkpoints += since_checkpoint > 0  # the end of a report is one too
         if state.has_unseen and not batched:
             changes += self._evaluate(entry, now)
         return changes
@@ -385,7 +433,9 @@ class Aggregator:
                     per_rank={rank: replace(latest) for rank, latest in state.rank_table.latest.items()},
                 )
             )
-        return AggregatorSnapshot(runs, self._reports, self._steps, self._evaluations, self._evaluation_seconds)
+        return AggregatorSnapshot(
+            runs, self._reports, self._steps, self._evaluations, self._evaluation_seconds, self._load.share
+        )
 
 
 def _as_list(values: np.ndarray | None) -> list[float] | None:

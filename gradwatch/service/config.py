@@ -144,10 +144,20 @@ class ServiceConfig(BaseModel):
         ge=0,
         le=60,
         description=(
-            "Under load (reports arriving faster than the aggregator takes them one by one), a run's rules run "
-            "at most once per this many seconds; the rest of its data waits for the next evaluation, at most "
-            "about twice this later. Non-finite values are evaluated at once regardless. Onset steps do not "
-            "change, only when a diagnosis is seen. 0 evaluates every batch."
+            "Under load (see paced_above_load), a run's rules run at most once per this many seconds; "
+            "the rest of its data waits for the next evaluation, at most about twice this later. Non-finite "
+            "values are evaluated at once regardless. 0 evaluates every batch."
+        ),
+    )
+    paced_above_load: float = Field(
+        default=0.5,
+        ge=0,
+        description=(
+            "Pace evaluations (evaluate_min_interval) once evaluating every report as it comes would take at least "
+            "this share of the aggregator's time: ingest time plus one evaluation per statistics row, held-out "
+            "loss, non-finite loss and evaluate_every_steps, at the measured cost of one, over 2 s windows. Below "
+            "it every report is evaluated at all those points, as on an idle service, so diagnoses do not depend "
+            "on how many agents post at once. 0 paces every batch."
         ),
     )
     clear_after_steps: int = Field(

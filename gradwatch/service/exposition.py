@@ -326,3 +326,12 @@ def _service_families(snapshots: Sequence[AggregatorSnapshot], num_runs: int) ->
         family = CounterMetricFamily(name, documentation)
         family.add_metric([], sum(getattr(s, attribute) for s in snapshots))
         yield family
+    load = GaugeMetricFamily(
+        "gradwatch_aggregator_load",
+        "Share of the last ~2 s that ingesting and evaluating every report as it comes would take an "
+        "aggregator shard (above 1: more than it has); from paced_above_load up it paces rule evaluations.",
+        labels=["shard"],
+    )
+    for shard, snapshot in enumerate(snapshots):
+        load.add_metric([str(shard)], snapshot.load)
+    yield load

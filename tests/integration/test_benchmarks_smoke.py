@@ -75,3 +75,10 @@ def test_metrics_scrape_benchmark_times_real_scrapes():
 def test_snapshot_cost_benchmark_writes_and_reads_back_the_state():
     out = _run("snapshot_cost.py", "--runs", "2", "--layers", "50", "--reports", "20")
     assert re.search(r"2 runs x 50 layers: [0-9.]+ MB, write [0-9.]+ s, read [0-9.]+ s, fork [0-9.]+ ms", out), out
+
+
+def test_evaluation_pacing_benchmark_compares_idle_and_paced_verdicts():
+    out = _run("evaluation_pacing.py", "--only", "spike_scaled_batch_mlp_adam,stagnant_tiny_lr_sgd")
+    counts = {o: int(_row(out, o)[1]) for o in ("same", "detected later", "onset moved", "missed when paced")}
+    assert sum(counts.values()) >= 2  # both scenarios raised their symptom on the idle aggregator at least
+    assert "[2/2] stagnant_tiny_lr_sgd" in out

@@ -214,7 +214,7 @@ def test_a_batch_answers_each_report_and_a_refused_one_leaves_the_others_alone()
 
 def test_a_batch_evaluates_each_run_once_and_a_nan_on_its_own_step():
     # evaluate_min_interval=0: every batch ends with an evaluation (pacing is tested in test_evaluation_pacing.py).
-    batched, single = Aggregator(ServiceConfig(evaluate_min_interval=0)), Aggregator()
+    batched, single = Aggregator(ServiceConfig(evaluate_min_interval=0, paced_above_load=0)), Aggregator()
     reports = [_report(steps=range(i * 5, i * 5 + 5), layers_at=(i * 5 + 4,)) for i in range(8)]
     reports.append(_report(steps=range(40, 45), loss=lambda s: math.nan if s == 42 else 0.05))
     for report in reports:
