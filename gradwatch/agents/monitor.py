@@ -161,6 +161,13 @@ class Monitor:
         rank = detect_rank()
         self._plan = shard_plan(model, rank.rank, rank.world_size)
         self._nan_origin = attach_nan_origin_hook(model)
+        # A NaN/Inf only in the gradients (the loss still finite) would otherwise be seen on the next
+        # statistics step, or when the weights it spoils make the loss NaN a step later. With
+        # DDP the communication hook already checks every gradient; with other data parallelism
+        # every rank holds the reduced NaN, so a per-rank check would not say where it began.
+        single = self._nan_origin is None and rank.world_size == 1 and len(self._layout.groups) == 1
+        self._sentinels = stats.sentinel_params(self._layout.groups[0]) if single and optimizer is not None else []
+        self._sentinel_flag: torch.Tensor | float | None = None
         envelope: dict[str, Any] = {
             "run": run,
             "rank": rank.rank,
@@ -259,7 +266,14 @@ class Monitor:
 
     # --- optimizer hooks ------------------------------------------------------
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        if self._closed or self._failures >= _MAX_FAILURES or not self._is_stats_step():
+        if self._closed or self._failures >= _MAX_FAILURES:
+            return
+        if not self._is_stats_step():  # the statistics' per-layer max-abs flag every gradient
+            if self._sentinels:
+                try:
+                    self._sentinel_flag = stats.nonfinite_sentinel(self._sentinels)
+                except Exception:  # noqa: BLE001
+                    self._fail("gradient check")
             return
         try:
             self._take_gradient_stats()
@@ -344,9 +358,16 @@ class Monitor:
         self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
 
     def _local_grad_flag(self) -> Pending:
-        """The DDP hook's pre-reduction NaN/Inf flag for this step, as a pending device value."""
-        flag = None if self._nan_origin is None else self._nan_origin.take()
-        return None if flag is None else self._gather.add(flag.float())
+        """This rank's own gradients held NaN/Inf on this step, as a pending device value (nonzero: yes).
+
+        From the DDP hook (before the reduction), or in a single process from the
+        small tensors checked on steps without statistics.
+        """
+        if self._nan_origin is not None:
+            flag = self._nan_origin.take()
+            return None if flag is None else self._gather.add(flag.float())
+        sentinel, self._sentinel_flag = self._sentinel_flag, None
+        return self._gather.add(sentinel) if isinstance(sentinel, torch.Tensor) else sentinel
 
     def _value(self, value: Any, name: str) -> Pending:
         """A number now, or a slot in the report's device copy for a tensor."""

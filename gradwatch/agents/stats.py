@@ -12,6 +12,8 @@ holds a NaN/Inf; an L2 norm can overflow to inf on finite values.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from gradwatch.agents.distributed import local_tensor
@@ -111,6 +113,52 @@ def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
     """Per-layer weight (sum of squares, max-abs)."""
     weights = [local_tensor(p.detach()) for p in group.params]
     return _per_layer(group, weights, list(group.layer_of_param), num_layers)
+
+
+#: Gradients checked for NaN/Inf on every step, not only on statistics steps: the
+#: small tensors (biases, norm scales, gates, temperatures), in model order, up to
+#: a total size. A NaN/Inf that arises in the backward pass flows on to every
+#: layer nearer the input, and such layers' biases and norm scales sum it over the
+#: batch; a singular derivative of a parameter of its own (sqrt(0) of a gate) is
+#: one of these small tensors. Reading them costs microseconds, where reading
+#: every gradient each step would cost the statistics step's time again.
+SENTINEL_MAX_NUMEL = 8192
+SENTINEL_MAX_TOTAL = 1 << 20
+
+
+def sentinel_params(group: DeviceGroup) -> list[torch.nn.Parameter]:
+    """The small trainable tensors of ``group`` whose gradients are checked every step."""
+    picked: list[torch.nn.Parameter] = []
+    total = 0
+    for param in group.params:
+        size = param.numel()
+        if param.requires_grad and 0 < size <= SENTINEL_MAX_NUMEL and total + size <= SENTINEL_MAX_TOTAL:
+            picked.append(param)
+            total += size
+    return picked
+
+
+def nonfinite_sentinel(params: list[torch.nn.Parameter]) -> torch.Tensor | float | None:
+    """0 when the gradients of ``params`` are finite, NaN when one holds NaN/Inf; None without gradients.
+
+    On an accelerator a 0-dim device tensor, enqueued and not read: one fused
+    max-abs kernel and two tiny reductions (max-abs, unlike a sum of squares,
+    cannot overflow on finite values; times 0 it is 0, while inf * 0 and
+    NaN * 0 are NaN). On a CPU, where reading a result costs no synchronisation
+    and small kernels cost microseconds each, a number: the sum of all the
+    gradients in one buffer, and an element-wise check only when that sum is
+    not finite (it can overflow, in float16 easily, on finite values).
+    """
+    grads = [local_tensor(p.grad) for p in params if p.grad is not None and not p.grad.is_sparse]
+    if not grads:
+        return None
+    grads = _as_real(grads)
+    if grads[0].device.type != "cpu":
+        return _fused_norms(grads, _INF).amax().mul(0.0)
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    if math.isfinite(flat.sum().item()):
+        return 0.0
+    return 0.0 if bool(flat.isfinite().all()) else math.nan
 
 
 def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:

@@ -61,7 +61,8 @@ def _advice(quantities: list[str]) -> str:
             "Weights hold NaN/Inf and the run cannot recover: restore the last good checkpoint, then "
             "lower the learning rate or enable gradient clipping, or use bf16/GradScaler if training in fp16."
         )
-    if "grad" in quantities or "grad_norm" in quantities:
+    # rank_local alone: a rank's own gradients, with the loss still finite.
+    if "grad" in quantities or "grad_norm" in quantities or quantities == ["rank_local"]:
         return (
             "Gradients hold NaN/Inf on steps the optimizer applied: enable gradient clipping or AMP loss "
             "scaling (GradScaler skips such steps), and look for log(0), division by zero or fp16 overflow."
