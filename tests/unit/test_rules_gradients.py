@@ -142,7 +142,17 @@ def _unfrozen_backbone() -> RunView:
     return make_view(decaying_loss(320), grad=g)
 
 
+def _biases_shifted_once() -> RunView:
+    """A bias shift kills every ReLU at row 34: the weight norm jumps 80x in one row, then creeps up; the loss
+    jumps from ~1e-4 to 1.66 in one step and creeps up (no divergence feeding on itself)."""
+    w = np.full((64, 8), 10.0)
+    w[34:] *= 80.0 * (1.001 ** np.arange(30))[:, None]
+    loss = np.r_[np.logspace(0, -4, 170), 1.66 + 0.01 * np.arange(150)]
+    return make_view(loss, grad=noisy_grads(64), weight=w)
+
+
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("a one-row level shift of weights and loss (biases shifted)", _biases_shifted_once),
     *[(f"warmup bump 8x then falling (seed {s})", lambda s=s: make_view(grad=_warmup_bump(s))) for s in range(3)],
     *[
         (f"small-batch lognormal noise sigma 0.5 (seed {s})", lambda s=s: make_view(grad=noisy_grads(64, 8, s, 0.5)))
@@ -231,6 +241,13 @@ def _embedding_first() -> np.ndarray:
 
 
 VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    (
+        "solved to float precision: gradients fell 1e6x with the loss (1e-14 of its start)",
+        lambda: make_view(
+            np.r_[np.logspace(0, -14, 200), np.full(120, 1e-14)],
+            grad=noisy_grads(64) * np.r_[np.ones(8), np.full(56, 1e-6)][:, None],
+        ),
+    ),
     ("healthy run", lambda: make_view(decaying_loss(320), grad=noisy_grads(64))),
     (
         "deep residual net with norms, ratios 0.05..20",

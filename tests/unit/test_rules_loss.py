@@ -228,7 +228,14 @@ def _warmup_from_zero() -> RunView:
     return make_view(_flat(), lr=np.linspace(0, 1e-3, 300) ** 2, grad=_stats(), update=sampled(0.0, 60))
 
 
+def _solved_to_float_precision() -> RunView:
+    """A realisable regression: the loss falls from 1 to 1e-14 and stays there; Adam's updates shrink to ~1e-9."""
+    loss = np.r_[np.logspace(0, -14, 200), np.full(100, 1e-14) * (1 + 0.1 * rng(4).standard_normal(100))]
+    return make_view(loss, grad=_stats() * 1e-7, update=sampled(2e-9, 60))
+
+
 STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("solved to float precision: loss 1e-14 of its start, tiny updates", _solved_to_float_precision),
     *[
         (
             f"converged run, updates 1e-4 (seed {s})",

@@ -99,6 +99,16 @@ class ExplodingGradientConfig(_RuleConfig):
     divergence_rises: int = Field(
         default=2, ge=1, description="Consecutive every-step loss rises needed before divergence counts."
     )
+    max_jump_share: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description=(
+            "Weight growth and loss divergence count only when no single stats row (weights) or step (loss) "
+            "makes more than this share of the whole rise in log units: one jump is a level shift (a batch "
+            "of bad data, a changed bias), not a divergence that feeds on itself."
+        ),
+    )
 
 
 class VanishingGradientConfig(_RuleConfig):
@@ -133,6 +143,15 @@ class VanishingGradientConfig(_RuleConfig):
         default=2.0,
         ge=0.0,
         description="Loss improvement, in noise sigmas, below which the loss counts as not improving.",
+    )
+    converged_fraction: float = Field(
+        default=1e-3,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "The collapse trigger is silent once the recent loss is at most this fraction of the run's initial loss: a run that has "
+            "learned its task has little gradient left, and its updates shrink with it (0 turns this off)."
+        ),
     )
 
 
@@ -290,6 +309,15 @@ class StagnationConfig(_RuleConfig):
         default=0.02,
         ge=0.0,
         description="With mostly frozen parameters: the loss counts as never having learned within this fraction of its initial value.",
+    )
+    converged_fraction: float = Field(
+        default=1e-3,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Silent once the recent loss is at most this fraction of the run's initial loss: a run that has "
+            "learned its task has little gradient left, and its updates shrink with it (0 turns this off)."
+        ),
     )
 
 

@@ -115,6 +115,14 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     )
 
 
+def _largest_jump_share(log_values: np.ndarray, log_baseline: float) -> float:
+    """Largest one-step increase of ``log_values`` as a share of their total rise above ``log_baseline``."""
+    total = log_values[-1] - log_baseline
+    if log_values.size < 2 or not total > 0:
+        return 1.0
+    return float(np.max(np.diff(log_values)) / total)
+
+
 def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     """Global weight norm >= weight_growth_factor x its first rows, still rising, not decelerating.
 
@@ -145,6 +153,11 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     if not (loss.size >= 6 and trend(loss).rising(cfg.loss_noise_k)):
         # Weights that grow while the loss merely stalls are a small
         # initialisation being grown out of, not a divergence.
+        return None
+    # One row's jump (a bias shifted, weights reloaded) is a level change, not a divergence that
+    # feeds on itself: the growth since the baseline rows must be spread over several rows.
+    k = _baseline_rows(n, cfg.baseline_rows)
+    if _largest_jump_share(lw[k - 1 :], np.log(base)) > cfg.max_jump_share:
         return None
     onset = n - 1 - int(runs[-1]) + 1
     return _Hit(
@@ -251,6 +264,10 @@ def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None
     baseline = nanmedian(before)
     if not (baseline > 0 and loss[-1] >= cfg.divergence_factor * baseline):
         return None
+    # A loss that jumped once to a new level (bad data, a broken layer) and crept up after is not
+    # a geometric divergence: no one step may make most of the rise.
+    if _largest_jump_share(np.log(loss[start:]), np.log(baseline)) > cfg.max_jump_share:
+        return None
     steps, _ = finite_loss(view)
     # Onset: the first rising step clearly above the old level (noise upticks
     # just before the divergence are not its start).
@@ -296,13 +313,15 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
     * growth: g_t = sqrt(sum_l grad_norm_{t,l}^2) >= growth_factor * baseline
       after rise_rows consecutive rises, or g_t = inf on finite gradients;
     * weight_growth: ||W||_t >= weight_growth_factor * ||W||_first, rising over
-      the last rise_rows rows, log-rate not decelerating, loss not improving;
+      the last rise_rows rows, log-rate not decelerating, loss not improving,
+      and no single row making more than max_jump_share of the log-growth;
     * depth_profile: median_{low quarter}(grad_norm/sqrt(numel)) >=
       depth_ratio * median_{top quarter}(...) for depth_rows rows, with the
       gradient growing (>= 2x) or the loss rising;
     * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio;
     * loss_divergence: loss_t >= divergence_factor * (median loss before the
-      rise) after divergence_rises consecutive every-step rises;
+      rise) after divergence_rises consecutive every-step rises, no single
+      step making more than max_jump_share of the rise in log units;
     * gradient_scale: ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows
       rows, or once at 10x that.
     """

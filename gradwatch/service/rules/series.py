@@ -210,3 +210,17 @@ def finite_loss(view: RunView, last: int | None = None) -> tuple[np.ndarray, np.
     if last is not None:
         steps, loss = steps[-last:], loss[-last:]
     return steps, loss
+
+
+def has_converged(view: RunView, fraction: float, recent: int = 16) -> bool:
+    """The loss fell to at most ``fraction`` of where the run started: it learned its task.
+
+    Median of the newest ``recent`` finite losses against ``view.initial_loss``
+    (positive and finite only: a ratio means nothing across zero). Such a run
+    has little gradient left and small updates, which are not symptoms.
+    """
+    initial = view.initial_loss
+    if not (fraction > 0 and np.isfinite(initial) and initial > 0):
+        return False
+    _, loss = finite_loss(view, recent)
+    return bool(loss.size and np.median(loss) <= fraction * initial)

@@ -8,7 +8,7 @@ import numpy as np
 
 from .config import StagnationConfig
 from .robust import as_float, nanmedian, safe_ratio, trend
-from .series import global_update_ratio
+from .series import global_update_ratio, has_converged
 from .view import Finding, RunView
 
 ADVICE = {
@@ -104,10 +104,17 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     in view), where small updates are intended -- unless the lr collapsed (fell
     by more than collapse_factor in one step), which no schedule does. The step
     is the window's first step.
+
+    Silent too once the median of the newest losses is at most
+    converged_fraction of the initial loss: the run has learned its task.
     """
     if _has_nonfinite(view, config.window_steps):
         # NaN/Inf belongs to the nonfinite rule: NaN gradients would read as
         # "no gradient" here, and a NaN-stuck loss as a flat one.
+        return None
+    if has_converged(view, config.converged_fraction):
+        # A loss at 1e-14 of where it began (a realisable regression at float precision) does not
+        # improve and its updates are tiny: that is the task solved, not a stall.
         return None
     ok = np.isfinite(view.loss)
     steps = view.loss_steps[ok][-config.window_steps :]

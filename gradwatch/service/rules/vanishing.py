@@ -8,7 +8,15 @@ import numpy as np
 
 from .config import VanishingGradientConfig
 from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
-from .series import clean_grad_norm, clean_layer_grads, clean_rms_quarters, clean_rms_row, finite_loss, quarter_medians
+from .series import (
+    clean_grad_norm,
+    clean_layer_grads,
+    clean_rms_quarters,
+    clean_rms_row,
+    finite_loss,
+    has_converged,
+    quarter_medians,
+)
 from .view import Finding, RunView
 
 DEPTH_ADVICE = (
@@ -107,6 +115,8 @@ def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | N
     _, loss = finite_loss(view, cfg.loss_window_steps)
     if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
         return None
+    if has_converged(view, cfg.converged_fraction):
+        return None  # gradients fell because the loss did: nothing is left to learn, nothing vanished
     run = trailing_run(g * cfg.collapse_factor <= base)
     onset = rows[g.size - run] if run else rows[-cfg.patience_rows]
     cols = np.flatnonzero(np.isfinite(np.asarray(view.grad_norm, dtype=float)[rows[-1]]))
@@ -136,7 +146,9 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
       grad_norm/weight_norm < depth_ratio * the top quarter's;
     * collapse: median global grad norm of the last patience_rows rows <=
       (median of the window's first rows) / collapse_factor and the loss is not
-      improving (first-third vs last-third median over loss_window_steps).
+      improving (first-third vs last-third median over loss_window_steps),
+      unless the loss is at most converged_fraction of the initial loss (a
+      solved task has little gradient left).
 
     Uniform shrinkage (a converging run) leaves the depth ratio near 1 and
     the loss improving, so it stays silent.
