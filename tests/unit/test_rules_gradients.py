@@ -60,7 +60,16 @@ def _diverging_loss() -> np.ndarray:
     return loss
 
 
+def _blowing_up_loss() -> np.ndarray:
+    """x1000 in one step, then to 7e25 in the next (a too-large init on its way to NaN): the last step is
+    ~90% of the rise in log units, but the rise had already multiplied the loss by 1000 before it."""
+    loss = decaying_loss(202)
+    loss[200:] = [loss[199] * 1e3, 7e25]
+    return loss
+
+
 EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
+    ("loss blowing up, last step most of the rise", lambda: make_view(_blowing_up_loss()), 200, "loss_divergence"),
     ("uniform growth after a flat stretch", lambda: make_view(grad=explode_after(60, 54, 3.0)), 54 * STRIDE, "growth"),
     ("growth from step 0", lambda: make_view(grad=explode_after(10, 1, 4.0)), STRIDE, "growth"),
     ("plateau after a sustained rise", lambda: make_view(grad=_plateau_after_explosion()), 40 * STRIDE, "growth"),

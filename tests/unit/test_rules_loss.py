@@ -34,7 +34,16 @@ def _spike_with_grads() -> RunView:
     return _spiked(300, 3.0, length=3, grad=g, new_loss_from=295)
 
 
+def _memorised_then_wrong_labels() -> RunView:
+    """Trained from 1.65 down to a memorised set whose batches span 1e-4..0.15 (log-noise ~2.4 per sigma), then
+    a batch of wrong labels lands at 14, 8.5x where training started: 3 sigmas in log units, but a spike."""
+    loss = np.r_[np.linspace(1.65, 0.01, 100), np.exp(rng(7).uniform(np.log(1e-4), np.log(0.15), 200))]
+    loss[250:252] = [14.1, 12.1]
+    return make_view(loss, new_loss_from=245)
+
+
 LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
+    ("memorised set, then a batch of wrong labels far above the start", _memorised_then_wrong_labels, 250, True),
     ("single 3x outlier among new steps", lambda: _spiked(300, 3.0, new_loss_from=290), 300, True),
     ("level shift not recovered", lambda: _spiked(300, 1.5, length=200, new_loss_from=480), 300, False),
     ("late small-loss spike", lambda: _spiked(480, 1.3, length=20, new_loss_from=490), 480, False),

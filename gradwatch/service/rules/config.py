@@ -104,9 +104,10 @@ class ExplodingGradientConfig(_RuleConfig):
         gt=0.0,
         le=1.0,
         description=(
-            "Weight growth and loss divergence count only when no single stats row (weights) or step (loss) "
-            "makes more than this share of the whole rise in log units: one jump is a level shift (a batch "
-            "of bad data, a changed bias), not a divergence that feeds on itself."
+            "Weight growth and loss divergence do not count when one stats row (weights) or step (loss) makes "
+            "more than this share of the whole rise in log units, unless it is the newest, taken from a value "
+            "already above everything before the rise (an accelerating blow-up): one jump is a level shift (a batch of "
+            "bad data, a changed bias), not a divergence that feeds on itself."
         ),
     )
 
@@ -174,6 +175,16 @@ class LossSpikeConfig(_RuleConfig):
         default=0.01,
         ge=0.0,
         description="Jumps smaller than this fraction of the run's initial loss are never spikes (losses near 0).",
+    )
+    above_initial: float = Field(
+        default=2.0,
+        gt=0.0,
+        description=(
+            "A run that had learned (baseline under 1/this of its initial loss) and whose loss lands above this "
+            "multiple of its initial loss is spiking, whatever the log test says: near a memorised set the "
+            "batches span orders of magnitude (1e-4..0.1) and the log-noise with them, but no healthy batch "
+            "lands far above where training started."
+        ),
     )
     min_rel_jump: float = Field(
         default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."

@@ -115,12 +115,24 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     )
 
 
-def _largest_jump_share(log_values: np.ndarray, log_baseline: float) -> float:
-    """Largest one-step increase of ``log_values`` as a share of their total rise above ``log_baseline``."""
+def _is_level_shift(log_values: np.ndarray, log_baseline: float, log_ceiling: float, max_share: float) -> bool:
+    """One step of ``log_values`` makes more than ``max_share`` of their rise above ``log_baseline``.
+
+    A divergence that feeds on itself spreads its rise over several steps, or
+    accelerates: its largest step is the newest, taken from a value already
+    above everything before the rise (``log_ceiling``), as in 1e5 -> 1e8 -> 7e25
+    on the way to NaN. A level shift (bad data, every ReLU killed by a shifted
+    bias) is one step, then a creep or a noise uptick.
+    """
     total = log_values[-1] - log_baseline
     if log_values.size < 2 or not total > 0:
-        return 1.0
-    return float(np.max(np.diff(log_values)) / total)
+        return False
+    jumps = np.diff(log_values)
+    largest = int(np.argmax(jumps))
+    if jumps[largest] <= max_share * total:
+        return False  # spread over several steps
+    accelerating = largest == jumps.size - 1 and log_values[-2] > log_ceiling
+    return not accelerating
 
 
 def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
@@ -157,7 +169,7 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     # One row's jump (a bias shifted, weights reloaded) is a level change, not a divergence that
     # feeds on itself: the growth since the baseline rows must be spread over several rows.
     k = _baseline_rows(n, cfg.baseline_rows)
-    if _largest_jump_share(lw[k - 1 :], np.log(base)) > cfg.max_jump_share:
+    if _is_level_shift(lw[k - 1 :], np.log(base), np.max(lw[:k]), cfg.max_jump_share):
         return None
     onset = n - 1 - int(runs[-1]) + 1
     return _Hit(
@@ -266,7 +278,7 @@ def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None
         return None
     # A loss that jumped once to a new level (bad data, a broken layer) and crept up after is not
     # a geometric divergence: no one step may make most of the rise.
-    if _largest_jump_share(np.log(loss[start:]), np.log(baseline)) > cfg.max_jump_share:
+    if _is_level_shift(np.log(loss[start:]), np.log(baseline), np.log(np.max(before)), cfg.max_jump_share):
         return None
     steps, _ = finite_loss(view)
     # Onset: the first rising step clearly above the old level (noise upticks
@@ -314,14 +326,16 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
       after rise_rows consecutive rises, or g_t = inf on finite gradients;
     * weight_growth: ||W||_t >= weight_growth_factor * ||W||_first, rising over
       the last rise_rows rows, log-rate not decelerating, loss not improving,
-      and no single row making more than max_jump_share of the log-growth;
+      and not a level shift (see loss_divergence);
     * depth_profile: median_{low quarter}(grad_norm/sqrt(numel)) >=
       depth_ratio * median_{top quarter}(...) for depth_rows rows, with the
       gradient growing (>= 2x) or the loss rising;
     * update_ratio: sqrt(sum u_l^2 w_l^2) / sqrt(sum w_l^2) >= max_update_ratio;
     * loss_divergence: loss_t >= divergence_factor * (median loss before the
-      rise) after divergence_rises consecutive every-step rises, no single
-      step making more than max_jump_share of the rise in log units;
+      rise) after divergence_rises consecutive every-step rises, and not a
+      level shift: one step making more than max_jump_share of the rise in
+      log units, unless it is the newest step, taken from a loss already above
+      everything before the rise (an accelerating blow-up);
     * gradient_scale: ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows
       rows, or once at 10x that.
     """

@@ -94,7 +94,11 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles).
     For a positive loss the same z test must also hold on log(loss), with the
     noise floor rel_noise_floor in log units: multiplicative heavy-tailed noise
-    (lognormal) is then Gaussian and its outliers are not spikes.
+    (lognormal) is then Gaussian and its outliers are not spikes, unless the
+    run had learned (b_t < initial / above_initial) and x_t lands above
+    above_initial times the initial loss: near a memorised set the log-noise
+    spans orders of magnitude, and a healthy batch does not land far above
+    where training started.
 
     Present if a spike is among the new steps, or the newest loss is still
     above b_s + recovery_fraction * z_threshold * sigma_s for a spike s in the
@@ -126,7 +130,12 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         lf = np.log(f)
         lbase, lsigma = _baselines(view, steps, lf, config.baseline_steps, config.rel_noise_floor, log=True)
         log_z = (lf - lbase) / lsigma
-        spike &= log_z > config.log_z_threshold
+        # Near a memorised set the batches span orders of magnitude and the log test's sigma with them
+        # (a jump of 1660x read as 3 sigmas); a run that had learned (baseline under 1/k of where it
+        # started) and lands above k times its start is spiking anyway.
+        start = view.initial_loss
+        above_start = (start > 0) & (f > config.above_initial * start) & (base < start / config.above_initial)
+        spike &= (log_z > config.log_z_threshold) | above_start
     unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
     active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
     if active.size == 0:
