@@ -42,7 +42,16 @@ def _memorised_then_wrong_labels() -> RunView:
     return make_view(loss, new_loss_from=245)
 
 
+def _recovered_spike_then_level_shift() -> RunView:
+    """A spike at 100 that recovered at once, then a level shift at 400 that did not: the finding is the shift."""
+    loss = decaying_loss(500, noise=0.01)
+    loss[100] *= 5.0
+    loss[400:] *= 3.0
+    return make_view(loss, new_loss_from=450)
+
+
 LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
+    ("a recovered old spike is not revived by a later shift", _recovered_spike_then_level_shift, 400, False),
     ("memorised set, then a batch of wrong labels far above the start", _memorised_then_wrong_labels, 250, True),
     ("single 3x outlier among new steps", lambda: _spiked(300, 3.0, new_loss_from=290), 300, True),
     ("level shift not recovered", lambda: _spiked(300, 1.5, length=200, new_loss_from=480), 300, False),
@@ -190,7 +199,16 @@ def _stats(rows: int = 60) -> np.ndarray:
     return noisy_grads(rows, 4)
 
 
+def _optimizer_holds_only_the_head() -> RunView:
+    """Every layer gets a gradient, but only the small head is in the optimizer: the body's sampled update
+    ratio is exactly 0, the head's lifts the global one to 6e-4, and the loss stays at chance."""
+    u = np.full((60, 4), np.nan)
+    u[::4] = [0.0, 0.0, 0.0, 6e-4]
+    return make_view(_flat(level=1.386), grad=_stats(), update=u, numel=[5000, 5000, 5000, 260])
+
+
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
+    ("optimizer holds only the head", _optimizer_holds_only_the_head, "frozen_parameters"),
     ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=sampled(1e-7, 60)), "tiny_updates"),
     ("dead network", lambda: make_view(_flat(), grad=np.zeros((60, 4))), "dead_gradients"),
     (

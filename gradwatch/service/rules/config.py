@@ -150,8 +150,8 @@ class VanishingGradientConfig(_RuleConfig):
         ge=0.0,
         lt=1.0,
         description=(
-            "The collapse trigger is silent once the recent loss is at most this fraction of the run's initial loss: a run that has "
-            "learned its task has little gradient left, and its updates shrink with it (0 turns this off)."
+            "The collapse trigger is silent once the recent loss is at most this fraction of the run's "
+            "initial loss: a run that has learned its task has little gradient left (0 turns this off)."
         ),
     )
 

@@ -100,8 +100,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     spans orders of magnitude, and a healthy batch does not land far above
     where training started.
 
-    Present if a spike is among the new steps, or the newest loss is still
-    above b_s + recovery_fraction * z_threshold * sigma_s for a spike s in the
+    Present if a spike is among the new steps, or the loss has stayed above
+    b_s + recovery_fraction * z_threshold * sigma_s ever since a spike s in the
     window; the step is the first such spike.
     """
     loss = np.asarray(view.loss, dtype=float)
@@ -136,7 +136,11 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         start = view.initial_loss
         above_start = (start > 0) & (f > config.above_initial * start) & (base < start / config.above_initial)
         spike &= (log_z > config.log_z_threshold) | above_start
-    unrecovered = f[-1] > base + config.recovery_fraction * config.z_threshold * sigma
+    # Unrecovered: the loss has stayed above the spike's recovery line ever since (the suffix minimum
+    # from the spike on). Judging only the newest loss would revive every recovered spike in the
+    # window once the loss rises for another reason, and name the oldest as the onset.
+    since = np.minimum.accumulate(f[::-1])[::-1]
+    unrecovered = since > base + config.recovery_fraction * config.z_threshold * sigma
     active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
     if active.size == 0:
         return None

@@ -52,8 +52,21 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
     rel = safe_ratio(g, w)
     dead = measured & ((g == 0) | (np.nan_to_num(rel, nan=np.inf) <= cfg.dead_grad_ratio))
     dead_share = float(numel[dead].sum() / numel[measured].sum()) if measured.any() and numel[measured].sum() else 0.0
-    frozen_share = float(numel[~measured].sum() / numel.sum()) if numel.sum() else 0.0
+    # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
+    # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
+    # as training goes.
+    frozen = ~measured | (_unmoved(view) & measured & ~dead)
+    frozen_share = float(numel[frozen].sum() / numel.sum()) if numel.sum() else 0.0
     return dead_share, frozen_share
+
+
+def _unmoved(view: RunView) -> np.ndarray:
+    """Per layer: the newest row that sampled the update ratio shows exactly 0 (all False when none did)."""
+    u = np.asarray(view.update_ratio, dtype=float)
+    rows = np.flatnonzero(np.isfinite(u).any(axis=1)) if u.size else np.zeros(0, dtype=int)
+    if rows.size == 0:
+        return np.zeros(view.layer_numel.size, dtype=bool)
+    return u[rows[-1]] == 0
 
 
 def _has_nonfinite(view: RunView, window: int) -> bool:
@@ -90,7 +103,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     Barely moving (first that holds): at least inactive_fraction of the
     measured parameters (by count) have a gradient that is zero or <=
     dead_grad_ratio * weight norm (dead_gradients); at least inactive_fraction
-    of all parameters are frozen or dead and the loss is still within
+    of all parameters are frozen (no gradient, or a gradient but an update
+    ratio of exactly 0 at the newest sampled row: not in the optimizer) or
+    dead, and the loss is still within
     no_progress_rel of the run's initial loss (frozen_parameters: a frozen
     backbone whose head has learned is not stalled); >= skipped_fraction of
     the window's steps were skipped (all_steps_skipped); the latest sampled
