@@ -158,10 +158,13 @@ def warmup_cosine_lr(
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
-def mlp(widths: list[int], activation: type[nn.Module] = nn.ReLU, init_std: float | None = None) -> nn.Sequential:
+def mlp(
+    widths: list[int], activation: type[nn.Module] = nn.ReLU, init_std: float | None = None, norm: bool = False
+) -> nn.Sequential:
     """Linear layers of the given widths with ``activation`` between them (none after the last).
 
-    ``init_std`` (if given) draws every weight from N(0, init_std^2) and zeroes the biases.
+    ``init_std`` (if given) draws every weight from N(0, init_std^2) and zeroes the biases;
+    ``norm`` puts a LayerNorm before each activation.
     """
     layers: list[nn.Module] = []
     for i in range(len(widths) - 1):
@@ -171,6 +174,8 @@ def mlp(widths: list[int], activation: type[nn.Module] = nn.ReLU, init_std: floa
             nn.init.zeros_(linear.bias)
         layers.append(linear)
         if i < len(widths) - 2:
+            if norm:
+                layers.append(nn.LayerNorm(widths[i + 1]))
             layers.append(activation())
     return nn.Sequential(*layers)
 
@@ -242,21 +247,43 @@ def fit(
     autocast_dtype: torch.dtype | None = None,
     before_step: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
     corrupt_loss: Callable[[int, torch.Tensor], torch.Tensor] | None = None,
+    accumulate: int = 1,
+    plateau_scheduler: Any = None,
     **watch_options: Any,
 ) -> None:
     """The training loop every scenario shares: the way a user instruments one.
 
     ``before_step(step, model, optimizer)`` may change things mid-run (raise the
     learning rate, freeze a layer); ``corrupt_loss(step, loss)`` may poison it.
-    Validation uses fixed held-out batches ``val_at(i)``, averaged over 4.
+    Validation uses fixed held-out batches ``val_at(i)``, averaged over 4. With
+    ``accumulate`` > 1 the gradients of that many micro-batches
+    (``batch_at(step * accumulate + k)``) are summed before each optimizer step,
+    and mon.step() still runs once per optimizer step. ``plateau_scheduler``
+    (ReduceLROnPlateau) steps once per 20-step "epoch" on its mean train loss.
     """
     mon = watch(model, optimizer, **watch_options)
+    epoch_losses: list[float] = []
     for step in range(steps):
         grad_norm = None
         if before_step is not None:
             before_step(step, model, optimizer)
-        x, y = batch_at(step)
         model.train()
+        if accumulate > 1:
+            if scaler is not None or clip is not None or corrupt_loss is not None:
+                raise ValueError("fit(): accumulate > 1 takes no scaler, clip or corrupt_loss")
+            optimizer.zero_grad(set_to_none=True)
+            loss = torch.zeros(())
+            for k in range(accumulate):
+                x, y = batch_at(step * accumulate + k)
+                micro = loss_fn(model(x), y) / accumulate
+                micro.backward()
+                loss = loss + micro.detach()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            mon.step(loss)
+            continue
+        x, y = batch_at(step)
         if autocast_dtype is not None:
             with torch.autocast("cpu", dtype=autocast_dtype):
                 out = model(x)
@@ -280,6 +307,11 @@ def fit(
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if plateau_scheduler is not None:
+            epoch_losses.append(float(loss.detach()))
+            if len(epoch_losses) == 20:
+                plateau_scheduler.step(sum(epoch_losses) / 20)
+                epoch_losses.clear()
         val_loss = None
         if val_at is not None and val_every and step % val_every == val_every - 1:
             model.eval()

@@ -6,11 +6,12 @@ converging to float precision read as stagnation and vanishing gradients; a
 one-step bias shift read as exploding weights and a diverging loss). They stay
 here as regression cases.
 
-Self-contained (no _common import): its own data generators (stripe-orientation
-images, temporal-pattern sequences, Gaussian-mixture classes, low-rank vectors),
-its own models (a small BN ResNet, a 1D-conv net, a GRU, an autoencoder) and its
-own loop (with gradient accumulation). Every generator draws from private
-torch.Generator objects, so a run depends on its seed alone.
+Its own data generators (stripe-orientation images, temporal-pattern sequences,
+Gaussian-mixture classes, low-rank vectors) and models (a small BN ResNet, a
+1D-conv net, a GRU, an autoencoder); the loop and the MLP builder are _common's
+(written apart, the set had its own; merged when it joined the suite). Every
+generator draws from private torch.Generator objects, so a run depends on its
+seed alone.
 
 Onsets are known from construction (the step at which the fault is injected);
 overfitting uses each run's own held-out minimum.
@@ -20,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
 
 import torch
+from _common import fit, mlp
 from torch import nn
 from torch.nn import functional as F
 
@@ -189,61 +190,7 @@ class GRUNet(nn.Module):
         return self.head(h[:, -1])
 
 
-def relu_mlp(widths: list[int], act: type[nn.Module] = nn.ReLU, norm: bool = False) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            if norm:
-                layers.append(nn.LayerNorm(widths[i + 1]))
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
 # --------------------------------------------------------------------------- loop
-
-
-def train_loop(
-    watch: Any,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    steps: int,
-    batch_at: Callable[[int], Batch],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    scheduler: Any = None,
-    accumulate: int = 1,
-    val_at: Callable[[int], Batch] | None = None,
-    val_every: int = 0,
-    val_batches: int = 4,
-    before_step: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
-    mon: Any = None,
-) -> None:
-    """One optimizer step per ``step``; with ``accumulate`` > 1 the gradient of that many micro-batches
-    (batch_at(step * accumulate + k)) is summed before ``optimizer.step()``. mon.step once per optimizer step."""
-    if mon is None:
-        mon = watch(model, optimizer)
-    for step in range(steps):
-        if before_step is not None:
-            before_step(step, model, optimizer)
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for k in range(accumulate):
-            x, y = batch_at(step * accumulate + k)
-            loss = loss_fn(model(x), y) / accumulate
-            loss.backward()
-            total = total + loss.detach()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        val_loss = None
-        if val_at is not None and val_every and step % val_every == val_every - 1:
-            model.eval()
-            with torch.no_grad():
-                val_loss = sum(float(loss_fn(model(vx), vy)) for vx, vy in (val_at(i) for i in range(val_batches)))
-                val_loss /= val_batches
-        mon.step(total, val_loss=val_loss)
 
 
 def held_out(batch_at: Callable[[int], Batch]) -> Callable[[int], Batch]:
@@ -258,7 +205,7 @@ def train_resnet_step_decay(watch, seed: int) -> None:
     model = TinyResNet()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[150, 250], gamma=0.1)
-    train_loop(
+    fit(
         watch,
         model,
         opt,
@@ -281,9 +228,7 @@ def train_conv1d_warmup_linear_decay(watch, seed: int) -> None:
         return max(0.0, (steps - s) / (steps - warm))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    train_loop(
-        watch, model, opt, steps=steps, batch_at=motif_sequences(seed=seed), loss_fn=F.cross_entropy, scheduler=sched
-    )
+    fit(watch, model, opt, steps=steps, batch_at=motif_sequences(seed=seed), loss_fn=F.cross_entropy, scheduler=sched)
 
 
 def train_autoencoder_near_zero(watch, seed: int) -> None:
@@ -291,15 +236,15 @@ def train_autoencoder_near_zero(watch, seed: int) -> None:
     # a linear (PCA-like) autoencoder 32-16-4-16-32: exactly realises rank-4 data, so the MSE has no floor
     model = nn.Sequential(nn.Linear(32, 16), nn.Linear(16, 4), nn.Linear(4, 16), nn.Linear(16, 32))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    train_loop(watch, model, opt, steps=400, batch_at=low_rank_vectors(seed=seed), loss_fn=F.mse_loss)
+    fit(watch, model, opt, steps=400, batch_at=low_rank_vectors(seed=seed), loss_fn=F.mse_loss)
 
 
 def train_label_smoothing_rmsprop_bigbatch(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = relu_mlp([20, 128, 128, 5])
+    model = mlp([20, 128, 128, 5])
     opt = torch.optim.RMSprop(model.parameters(), lr=5e-4)
     data = gaussian_mixture(batch=512, seed=seed)
-    train_loop(
+    fit(
         watch,
         model,
         opt,
@@ -312,7 +257,7 @@ def train_label_smoothing_rmsprop_bigbatch(watch, seed: int) -> None:
 def train_frozen_pretrained_backbone(watch, seed: int) -> None:
     torch.manual_seed(seed)
     data = gaussian_mixture(batch=64, dim=20, classes=5, spread=1.5, seed=seed)
-    backbone = relu_mlp([20, 256, 256], act=nn.GELU)
+    backbone = mlp([20, 256, 256], activation=nn.GELU)
     backbone.append(nn.GELU())
     # "Pretrain" the backbone (unmonitored) on a related 10-way proxy task, then freeze it.
     proxy_head = nn.Linear(256, 10)
@@ -328,22 +273,22 @@ def train_frozen_pretrained_backbone(watch, seed: int) -> None:
     backbone.requires_grad_(False)
     model = nn.Sequential(backbone, nn.Linear(256, 5))  # a fresh linear probe
     opt = torch.optim.SGD(model[1].parameters(), lr=0.01, momentum=0.9)
-    train_loop(watch, model, opt, steps=300, batch_at=data, loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=300, batch_at=data, loss_fn=F.cross_entropy)
 
 
 def train_grad_accum_adagrad(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = relu_mlp([20, 64, 64, 64, 5], act=nn.GELU, norm=True)
+    model = mlp([20, 64, 64, 64, 5], activation=nn.GELU, norm=True)
     opt = torch.optim.Adagrad(model.parameters(), lr=0.03)
     data = gaussian_mixture(batch=16, spread=1.5, seed=seed)
-    train_loop(watch, model, opt, steps=250, batch_at=data, loss_fn=F.cross_entropy, accumulate=4)
+    fit(watch, model, opt, steps=250, batch_at=data, loss_fn=F.cross_entropy, accumulate=4)
 
 
 def train_gru_heavy_wd_adamw(watch, seed: int) -> None:
     torch.manual_seed(seed)
     model = GRUNet()
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.5)
-    train_loop(watch, model, opt, steps=300, batch_at=pattern_sequences(seed=seed), loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=300, batch_at=pattern_sequences(seed=seed), loss_fn=F.cross_entropy)
 
 
 # ------------------------------------------------------------------ pathologies
@@ -369,18 +314,18 @@ def train_gru_lr_jump_adam(watch, seed: int) -> None:
             for group in optimizer.param_groups:
                 group["lr"] = 1.0
 
-    train_loop(watch, model, opt, steps=300, batch_at=batch_at, loss_fn=F.mse_loss, before_step=jump)
+    fit(watch, model, opt, steps=300, batch_at=batch_at, loss_fn=F.mse_loss, before_step=jump)
 
 
 def train_deep_tanh_small_init_rmsprop(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = relu_mlp([16] + [48] * 11 + [1], act=nn.Tanh)  # 12 linear layers
+    model = mlp([16] + [48] * 11 + [1], activation=nn.Tanh)  # 12 linear layers
     for m in model:
         if isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, std=0.03)
             nn.init.zeros_(m.bias)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-4)
-    train_loop(watch, model, opt, steps=250, batch_at=sine_regression(dim=16, seed=seed), loss_fn=F.mse_loss)
+    fit(watch, model, opt, steps=250, batch_at=sine_regression(dim=16, seed=seed), loss_fn=F.mse_loss)
 
 
 POISON_STEP = 130
@@ -399,7 +344,7 @@ def train_conv1d_inf_input(watch, seed: int) -> None:
             x[3, 7, 2] = float("inf")
         return x, y
 
-    train_loop(watch, model, opt, steps=220, batch_at=batch_at, loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=220, batch_at=batch_at, loss_fn=F.cross_entropy)
 
 
 SHUFFLE_STEP = 200
@@ -407,7 +352,7 @@ SHUFFLE_STEP = 200
 
 def train_mlp_shuffled_labels_momentum(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = relu_mlp([20, 64, 64, 5])
+    model = mlp([20, 64, 64, 5])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     clean = gaussian_mixture(batch=64, seed=seed)
 
@@ -417,7 +362,7 @@ def train_mlp_shuffled_labels_momentum(watch, seed: int) -> None:
             y = y[torch.randperm(len(y), generator=_gen(seed + 1, step))]
         return x, y
 
-    train_loop(watch, model, opt, steps=320, batch_at=batch_at, loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=320, batch_at=batch_at, loss_fn=F.cross_entropy)
 
 
 def train_cnn_random_labels_64(watch, seed: int) -> None:
@@ -438,7 +383,7 @@ def train_cnn_random_labels_64(watch, seed: int) -> None:
         nn.Linear(32 * 25, 4),
     )
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train_loop(
+    fit(
         watch,
         model,
         opt,
@@ -454,7 +399,7 @@ def train_gru_lr_1e8(watch, seed: int) -> None:
     torch.manual_seed(seed)
     model = GRUNet()
     opt = torch.optim.SGD(model.parameters(), lr=1e-8, momentum=0.9, nesterov=True)
-    train_loop(watch, model, opt, steps=250, batch_at=pattern_sequences(seed=seed), loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=250, batch_at=pattern_sequences(seed=seed), loss_fn=F.cross_entropy)
 
 
 DEAD_STEP = 100
@@ -462,7 +407,7 @@ DEAD_STEP = 100
 
 def train_dead_relu_bias_shift(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = relu_mlp([20, 64, 64, 64, 5])
+    model = mlp([20, 64, 64, 64, 5])
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
     def kill(step: int, m: nn.Module, _o: torch.optim.Optimizer) -> None:
@@ -472,9 +417,7 @@ def train_dead_relu_bias_shift(watch, seed: int) -> None:
                     if isinstance(layer, nn.Linear):
                         layer.bias.sub_(50.0)
 
-    train_loop(
-        watch, model, opt, steps=300, batch_at=gaussian_mixture(seed=seed), loss_fn=F.cross_entropy, before_step=kill
-    )
+    fit(watch, model, opt, steps=300, batch_at=gaussian_mixture(seed=seed), loss_fn=F.cross_entropy, before_step=kill)
 
 
 H = frozenset({"healthy", "broader"})

@@ -7,10 +7,11 @@ whose gradient vanishes through time (not through depth: every layer still gets 
 last steps) and heavy-tailed (Student-t, 2 degrees of freedom) regression targets whose outlier
 batches read as loss spikes (docs/rules.md, known misses).
 
-Self-contained: its own data (a Markov token grammar, heavy-tailed regression, colour-dominance images,
-logistic data, bag-of-words documents, low-rank targets, first-input sequences), models (a tied-weight
-causal transformer LM, an EmbeddingBag classifier, a sigmoid RNN cell, a norm-free residual MLP, a deep
-linear net) and loop. Every generator draws from private torch.Generator objects.
+Its own data (a Markov token grammar, heavy-tailed regression, colour-dominance images, logistic
+data, bag-of-words documents, low-rank targets, first-input sequences) and models (a tied-weight
+causal transformer LM, an EmbeddingBag classifier, a sigmoid RNN cell, a norm-free residual MLP, a
+deep linear net); the loop and the MLP builder are _common's. Every generator draws from private
+torch.Generator objects.
 
 Onsets are known from construction (the step at which the fault is injected); overfitting uses each
 run's own held-out minimum.
@@ -19,10 +20,9 @@ run's own held-out minimum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
 
 import torch
+from _common import fit, mlp
 from torch import nn
 from torch.nn import functional as F
 
@@ -272,65 +272,7 @@ def small_cnn(classes: int = 3) -> nn.Sequential:
     )
 
 
-def mlp(widths: list[int], act: type[nn.Module] = nn.ReLU) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i in range(len(widths) - 1):
-        layers.append(nn.Linear(widths[i], widths[i + 1]))
-        if i < len(widths) - 2:
-            layers.append(act())
-    return nn.Sequential(*layers)
-
-
 # --------------------------------------------------------------------------- loop
-
-
-def run_loop(
-    watch: Any,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    *,
-    steps: int,
-    batch_at: Callable[[int], Batch],
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    scheduler: Any = None,
-    plateau_scheduler: Any = None,
-    bf16: bool = False,
-    val_at: Callable[[int], Batch] | None = None,
-    val_every: int = 0,
-    val_batches: int = 4,
-    before_step: Callable[[int, nn.Module, torch.optim.Optimizer], None] | None = None,
-    watch_model: nn.Module | None = None,
-) -> None:
-    mon = watch(watch_model if watch_model is not None else model, optimizer)
-    epoch_losses: list[float] = []
-    for step in range(steps):
-        if before_step is not None:
-            before_step(step, model, optimizer)
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        x, y = batch_at(step)
-        if bf16:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = model(x)
-            loss = loss_fn(out.float(), y)
-        else:
-            loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        if plateau_scheduler is not None:  # stepped once per 20-step "epoch" on the epoch's mean train loss
-            epoch_losses.append(float(loss.detach()))
-            if len(epoch_losses) == 20:
-                plateau_scheduler.step(sum(epoch_losses) / 20)
-                epoch_losses.clear()
-        val_loss = None
-        if val_at is not None and val_every and step % val_every == val_every - 1:
-            model.eval()
-            with torch.no_grad():
-                val_loss = sum(float(loss_fn(model(vx), vy)) for vx, vy in (val_at(i) for i in range(val_batches)))
-                val_loss /= val_batches
-        mon.step(loss.detach(), val_loss=val_loss)
 
 
 def lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -356,17 +298,24 @@ def train_causal_lm_tied_bf16(watch, seed: int) -> None:
             (s + 1) / warm if s < warm else 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warm) / (steps - warm)))
         ),
     )
-    run_loop(
-        watch, model, opt, steps=steps, batch_at=markov_tokens(seed=seed), loss_fn=lm_loss, scheduler=sched, bf16=True
+    fit(
+        watch,
+        model,
+        opt,
+        steps=steps,
+        batch_at=markov_tokens(seed=seed),
+        loss_fn=lm_loss,
+        scheduler=sched,
+        autocast_dtype=torch.bfloat16,
     )
 
 
 def train_huber_cyclic_triangular(watch, seed: int) -> None:
     torch.manual_seed(seed)
-    model = mlp([10, 64, 64, 1], act=nn.SiLU)
+    model = mlp([10, 64, 64, 1], activation=nn.SiLU)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.002, max_lr=0.05, step_size_up=40, mode="triangular")
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -383,14 +332,14 @@ def train_focal_cnn_onecycle(watch, seed: int) -> None:
     model = small_cnn()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps)
-    run_loop(watch, model, opt, steps=steps, batch_at=colour_images(seed=seed), loss_fn=focal_loss, scheduler=sched)
+    fit(watch, model, opt, steps=steps, batch_at=colour_images(seed=seed), loss_fn=focal_loss, scheduler=sched)
 
 
 def train_logreg_batch1_sgd(watch, seed: int) -> None:
     torch.manual_seed(seed)
     model = nn.Linear(10, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -405,7 +354,7 @@ def train_sgdr_warm_restarts(watch, seed: int) -> None:
     model = mlp([12, 64, 64, 4])
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=70, eta_min=1e-5)
-    run_loop(watch, model, opt, steps=300, batch_at=blob_classes(seed=seed), loss_fn=F.cross_entropy, scheduler=sched)
+    fit(watch, model, opt, steps=300, batch_at=blob_classes(seed=seed), loss_fn=F.cross_entropy, scheduler=sched)
 
 
 def train_embbag_reduce_on_plateau(watch, seed: int) -> None:
@@ -413,7 +362,7 @@ def train_embbag_reduce_on_plateau(watch, seed: int) -> None:
     model = BagClassifier()
     opt = torch.optim.Adam(model.parameters(), lr=3e-2)
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.3, patience=1, min_lr=1e-4)
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -430,7 +379,7 @@ def train_deep_linear_saddle(watch, seed: int) -> None:
     for m in model:
         nn.init.normal_(m.weight, std=0.05)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
-    run_loop(watch, model, opt, steps=300, batch_at=low_rank_regression(seed=seed), loss_fn=F.mse_loss)
+    fit(watch, model, opt, steps=300, batch_at=low_rank_regression(seed=seed), loss_fn=F.mse_loss)
 
 
 # ------------------------------------------------------------------ pathologies
@@ -450,7 +399,7 @@ def train_nonorm_resnet_lr_raise(watch, seed: int) -> None:
             for group in o.param_groups:
                 group["lr"] = 0.25
 
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -465,7 +414,7 @@ def train_sigmoid_rnn_long(watch, seed: int) -> None:
     torch.manual_seed(seed)
     model = SigmoidRNN()
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    run_loop(watch, model, opt, steps=200, batch_at=first_input_sequences(seed=seed), loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=200, batch_at=first_input_sequences(seed=seed), loss_fn=F.cross_entropy)
 
 
 LOGNEG_STEP = 170
@@ -484,7 +433,7 @@ def train_log_negative_rate(watch, seed: int) -> None:
         return x, y
 
     # the rate is predicted as 1 + output (assumed to stay positive), compared on the log scale
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -510,7 +459,7 @@ def train_div_batch_std_constant_batch(watch, seed: int) -> None:
             y = y[:1].expand_as(y).contiguous()
         return x, y
 
-    run_loop(watch, model, opt, steps=220, batch_at=batch_at, loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=220, batch_at=batch_at, loss_fn=F.cross_entropy)
 
 
 SCALE_STEP = 180
@@ -528,7 +477,7 @@ def train_cnn_scaled_batch_100x(watch, seed: int) -> None:
             x = 100.0 * x
         return x, y
 
-    run_loop(watch, model, opt, steps=300, batch_at=batch_at, loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=300, batch_at=batch_at, loss_fn=F.cross_entropy)
 
 
 def train_transformer_tiny_dataset_overfit(watch, seed: int) -> None:
@@ -547,7 +496,7 @@ def train_transformer_tiny_dataset_overfit(watch, seed: int) -> None:
     val = [make(64, _gen(seed, 10**6 + i)) for i in range(4)]
     model = SeqClassifierTransformer()
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    run_loop(
+    fit(
         watch,
         model,
         opt,
@@ -564,7 +513,7 @@ def train_optimizer_only_last_layer(watch, seed: int) -> None:
     model = mlp([12, 64, 64, 64, 64, 64, 4])
     # the bug: the optimizer is given only the head's parameters; the body stays at its random init
     opt = torch.optim.Adam(model[-1].parameters(), lr=1e-3)
-    run_loop(watch, model, opt, steps=250, batch_at=blob_classes(seed=seed), loss_fn=F.cross_entropy)
+    fit(watch, model, opt, steps=250, batch_at=blob_classes(seed=seed), loss_fn=F.cross_entropy)
 
 
 SCHED_BUG_STEP = 120
@@ -576,7 +525,7 @@ def train_buggy_scheduler_collapse_adam(watch, seed: int) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     # meant as a step decay at 120 (x0.5), written with the exponent in the wrong place: x1e-6
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 if s < SCHED_BUG_STEP else 1e-6)
-    run_loop(
+    fit(
         watch,
         model,
         opt,
