@@ -210,6 +210,24 @@ def build() -> Any:
     )
     grid.add(
         _series(
+            "Aggregator load",
+            "Share of each aggregator shard's time that evaluating every report as it arrives would take "
+            "(ingest plus one rule evaluation per statistics row, held-out loss and NaN, at the measured cost "
+            "of one). From paced_above_load (0.5) the shard paces evaluations: diagnoses arrive later and the "
+            "onsets of stagnation and overfitting can move (docs/operations.md). Add shards before it stays "
+            "there; above 1 it could not evaluate everything even with all its time.",
+            "percentunit",
+        ).with_target(
+            query(
+                f"max by (instance, shard) (gradwatch_aggregator_load{{{SCOPE}}})",
+                "shard {{shard}} {{instance}}",
+            )
+        ),
+        w=12,
+        h=8,
+    )
+    grid.add(
+        _series(
             "Runs held",
             "Runs the aggregator holds right now, per instance; bounded by limits.max_runs, after which new "
             "runs are refused with HTTP 429.",

@@ -80,6 +80,23 @@ def operational_rules(runbook_base: str = "docs/runbook.md") -> list[dict[str, A
                 "runbook_url": f"{runbook_base}#aggregator-down",
             },
         },
+        {
+            # Pacing itself is a designed response to bursts; only a shard that stays paced
+            # delays every run's diagnoses and can move onsets, which is worth a person's time.
+            "alert": "GradwatchAggregatorPaced",
+            "expr": "gradwatch_aggregator_load >= 0.5",
+            "for": "10m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": "gradwatch aggregator shard {{ $labels.shard }} is pacing rule evaluations",
+                "description": (
+                    "Evaluating every report would take {{ $value | humanizePercentage }} of shard "
+                    "{{ $labels.shard }}'s time, so it evaluates each run at most every evaluate_min_interval: "
+                    "diagnoses arrive later and some onsets move."
+                ),
+                "runbook_url": f"{runbook_base}#aggregator-paced",
+            },
+        },
     ]
 
 
