@@ -277,22 +277,28 @@ class Aggregator:
         # fast job sends hundreds per request); evaluating only at its end
         # would make detection depend on how fast the job trains.
         changes: list[Change] = []
+        # pending: steps no evaluation has seen; since_checkpoint: steps since the last point where
+        # evaluating every report would evaluate (the same count unless paced), for the load model.
         pending = since_checkpoint = 0
         for record, row in zip(report.steps, rows, strict=True):
             restarts = state.restarts
             added = state.add_step(record, report.rank, report.session, report.shard, row)
             pending += added
             since_checkpoint += added
-            if since_checkpoint and self._is_checkpoint(record, row, since_checkpoint):
+            checkpoint = bool(since_checkpoint) and self._is_checkpoint(record, row, since_checkpoint)
+            if checkpoint:
                 self._checkpoints += 1
                 since_checkpoint = 0
             if state.restarts != restarts:
                 entry.tracker.reset_clock(state.latest.step)
-            # Under load (batched) a run waits for evaluate_min_interval, but never so long that a
-            # window turns over: a run training faster than its windows hold in that interval would
-            # push rows out before any rule saw them, and miss what happened in them.
-            due = self._is_urgent(record) or state.unseen_fills_half_a_window
-            if pending and (due if batched else self._is_checkpoint(record, row, pending)):
+            if batched:
+                # Paced, a run waits for evaluate_min_interval, but never so long that a window
+                # turns over: a run training faster than its windows hold in that interval would
+                # push rows out before any rule saw them, and miss what happened in them.
+                due = bool(pending) and (self._is_urgent(record) or state.unseen_fills_half_a_window)
+            else:
+                due = checkpoint
+            if due:
                 changes += self._evaluate(entry, now)
                 pending = 0
         self._checkpoints += since_checkpoint > 0  # the end of a report is one too

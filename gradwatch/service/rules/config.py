@@ -104,10 +104,10 @@ class ExplodingGradientConfig(_RuleConfig):
         gt=0.0,
         le=1.0,
         description=(
-            "Weight growth and loss divergence do not count when one stats row (weights) or step (loss) makes "
-            "more than this share of the whole rise in log units, unless it is the newest, taken from a value "
-            "already above everything before the rise (an accelerating blow-up): one jump is a level shift (a batch of "
-            "bad data, a changed bias), not a divergence that feeds on itself."
+            "Weight growth and loss divergence do not count when one stats row (weights) or step (loss) "
+            "makes more than this share of the whole rise in log units, unless it is the newest, taken from "
+            "a value already above everything before the rise (an accelerating blow-up): one jump is a "
+            "level shift (a batch of bad data, a changed bias), not a divergence that feeds on itself."
         ),
     )
 
