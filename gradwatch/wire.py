@@ -146,6 +146,13 @@ class StepRecord(BaseModel):
     #: reduction (seen by a DDP communication hook); None where not checked.
     #: After the reduction every rank has the NaN; this says where it began.
     local_grad_nonfinite: bool | None = None
+    #: How much gradient reaches the first time step of the model's worst
+    #: recurrence: RMS gradient at the first step / at the last (the input
+    #: sequence of an RNN/LSTM/GRU, or the outputs of a module a loop calls
+    #: repeatedly). Only on statistics steps of models that have one.
+    recurrent_grad_ratio: MaybeFloat = None
+    #: The module ``recurrent_grad_ratio`` was measured on.
+    recurrent_module: str | None = Field(default=None, min_length=1, max_length=MAX_LAYER_NAME)
     scalars: dict[str, MaybeFloat] = Field(default_factory=dict, max_length=MAX_SCALARS_PER_STEP)
     layers: LayerStats | None = None
 

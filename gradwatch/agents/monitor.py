@@ -32,6 +32,7 @@ from gradwatch.agents.gather import DeviceGather, HostValues, PinnedPool, Slot
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.ranks import detect_rank
+from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
 from gradwatch.wire import is_valid_run_name
 
@@ -60,6 +61,8 @@ class _StepPending:
     scalars: dict[str, Pending]
     skipped: bool
     layers: _LayerPending | None
+    #: What the recurrence probe's module index refers to, on steps it measured.
+    recurrent_names: list[str] | None = None
 
 
 class _PendingReport:
@@ -98,6 +101,10 @@ class _PendingReport:
                 record[name] = resolve(item)
             if "local_grad_nonfinite" in record:
                 record["local_grad_nonfinite"] = record["local_grad_nonfinite"] != 0.0
+            if "recurrent_module" in record:
+                index, names = record.pop("recurrent_module"), pending.recurrent_names or []
+                if index is not None and 0 <= index < len(names):
+                    record["recurrent_module"] = names[int(index)]
             if pending.scalars:
                 record["scalars"] = {name: resolve(item) for name, item in pending.scalars.items()}
             if pending.layers is not None:
@@ -168,6 +175,10 @@ class Monitor:
         single = self._nan_origin is None and rank.world_size == 1 and len(self._layout.groups) == 1
         self._sentinels = stats.sentinel_params(self._layout.groups[0]) if single and optimizer is not None else []
         self._sentinel_flag: torch.Tensor | float | None = None
+        # Hooks that torch.compile would have to recompile around are not worth it on a compiled model.
+        compiled = getattr(model, "_orig_mod", None) is not None  # what torch.compile returns
+        self._recurrence = None if compiled else RecurrenceProbe(unwrap_data_parallel(model))
+        self._recurrent: tuple[torch.Tensor, torch.Tensor] | None = None
         envelope: dict[str, Any] = {
             "run": run,
             "rank": rank.rank,
@@ -207,6 +218,7 @@ class Monitor:
                 optimizer.register_step_pre_hook(self._before_optimizer_step),
                 optimizer.register_step_post_hook(self._after_optimizer_step),
             ]
+        self._arm_recurrence()
 
     # --- public API --------------------------------------------------------
     @property
@@ -253,6 +265,8 @@ class Monitor:
         try:
             for hook in self._hooks:
                 hook.remove()
+            if self._recurrence is not None:
+                self._recurrence.take()
             self._submit()
             self._sender.close(self._options.close_timeout if timeout is None else timeout)
         except Exception:  # noqa: BLE001
@@ -300,6 +314,8 @@ class Monitor:
         return every > 0 and self._stats_taken % every == 0
 
     def _take_gradient_stats(self) -> None:
+        if self._recurrence is not None:
+            self._recurrent = self._recurrence.take()
         layers = _LayerPending()
         for group in self._layout.groups:
             values, present = stats.gradient_stats(group, self._layout.num_layers)
@@ -332,12 +348,17 @@ class Monitor:
             "grad_norm": self._value(grad_norm, "grad_norm"),
             "local_grad_nonfinite": self._local_grad_flag(),
         }
+        recurrent, self._recurrent = self._recurrent, None
+        if recurrent is not None and self._recurrence is not None:
+            values["recurrent_grad_ratio"] = self._gather.add(recurrent[0])
+            values["recurrent_module"] = self._gather.add(recurrent[1])
         record = _StepPending(
             step=self._step,
             values={k: v for k, v in values.items() if v is not None},
             scalars={k: self._value(v, k) for k, v in scalars.items()},
             skipped=self._optimizer is not None and not self._optimizer_stepped,
             layers=self._layers,
+            recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
         )
         if self._layers is not None and self._layers.weights:
             self._stats_taken += 1
@@ -347,6 +368,7 @@ class Monitor:
         self._optimizer_stepped = False
         self._last_time = now
         self._step += 1
+        self._arm_recurrence()
         if record.layers is not None or len(self._steps) >= self._options.stats_every:
             self._submit()
 
@@ -356,6 +378,11 @@ class Monitor:
         steps, gather = self._steps, self._gather
         self._steps, self._gather = [], DeviceGather(self._pinned)
         self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
+
+    def _arm_recurrence(self) -> None:
+        """Hook the coming forward when its step takes statistics (the probe is measured with them)."""
+        if self._recurrence is not None and self._is_stats_step():
+            self._recurrence.arm()
 
     def _local_grad_flag(self) -> Pending:
         """This rank's own gradients held NaN/Inf on this step, as a pending device value (nonzero: yes).
@@ -399,7 +426,10 @@ class Monitor:
         self._weights_before = None
         self._steps.clear()
         self._gather = DeviceGather(self._pinned)
+        self._recurrent = None
         if self._failures >= _MAX_FAILURES:
+            if self._recurrence is not None:
+                self._recurrence.take()  # no hook stays in a model nobody watches
             logger.exception("gradwatch: %s failed %d times; monitoring is off for this run", where, self._failures)
         else:
             logger.exception("gradwatch: %s failed; this step is not recorded", where)

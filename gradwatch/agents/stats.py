@@ -126,9 +126,9 @@ SENTINEL_MAX_NUMEL = 8192
 SENTINEL_MAX_TOTAL = 1 << 20
 
 
-def sentinel_params(group: DeviceGroup) -> list[torch.nn.Parameter]:
+def sentinel_params(group: DeviceGroup) -> list[torch.Tensor]:
     """The small trainable tensors of ``group`` whose gradients are checked every step."""
-    picked: list[torch.nn.Parameter] = []
+    picked: list[torch.Tensor] = []
     total = 0
     for param in group.params:
         size = param.numel()

@@ -65,6 +65,8 @@ class Latest:
     layer_nonfinite: np.ndarray | None = None
     #: From the newest row that sampled it.
     layer_update_ratio: np.ndarray | None = None
+    #: The module of the newest through-time gradient ratio (StepRecord.recurrent_module).
+    recurrent_module: str | None = None
 
 
 class RunState:
@@ -221,8 +223,10 @@ class RunState:
         for name, value in record.scalars.items():
             if name in latest.scalars or len(latest.scalars) < 32:
                 latest.scalars[name] = _f(value)
+        if record.recurrent_module is not None:
+            latest.recurrent_module = record.recurrent_module
         if layers is not None:
-            self._ingest_layers(record.step, layers, record.skipped)
+            self._ingest_layers(record.step, layers, record.skipped, record.recurrent_grad_ratio)
         return 1
 
     def _append_step(self, record: StepRecord, rank: int, has_layers: bool) -> None:
@@ -235,10 +239,12 @@ class RunState:
             rank=rank,
         )
 
-    def _ingest_layers(self, step: int, layers: LayerColumns, skipped: bool) -> None:
+    def _ingest_layers(
+        self, step: int, layers: LayerColumns, skipped: bool, recurrent_ratio: float | None = None
+    ) -> None:
         names = layers.names
-        if names != self.layer_names or self.stats is None or self.stats.column("summary").shape[1] != SUMMARY_WIDTH:
-            # (A summary of another width: restored from an older version's snapshot.)
+        if names != self.layer_names or self.stats is None or not self._stats_current(self.stats):
+            # (Not current: restored from an older version's snapshot.)
             self.layer_names = names
             self.layer_numel = layers.numel
             width = (len(names),)
@@ -252,6 +258,7 @@ class RunState:
                     "grad_nonfinite": (np.bool_, width),
                     "weight_nonfinite": (np.bool_, width),
                     "summary": (np.float64, (SUMMARY_WIDTH,)),
+                    "recurrent_ratio": (np.float64, ()),
                 },
             )
             self.latest.layer_update_ratio = None
@@ -274,6 +281,7 @@ class RunState:
             summary=row_summaries(
                 grad_norm, weight_norm, self.layer_numel, None if layers.update_ratio is None else update
             )[0],
+            recurrent_ratio=_f(recurrent_ratio),
         )
         latest = self.latest
         latest.layer_grad_norm = grad_norm
@@ -284,6 +292,11 @@ class RunState:
         if layers.update_ratio is not None:
             latest.layer_update_ratio = update
 
+    @staticmethod
+    def _stats_current(stats: Window) -> bool:
+        """The statistics window has this version's columns (an older snapshot's may not)."""
+        return stats.has_column("recurrent_ratio") and stats.column("summary").shape[1] == SUMMARY_WIDTH
+
     def view(self) -> RunView:
         """A snapshot for the rules: read-only views of the windows, valid until the next append.
 
@@ -291,6 +304,8 @@ class RunState:
         windows are not copied (a 64 x 1,000 window is 0.5 MB per column).
         """
         steps, val, stats = self.steps, self.val, self.stats
+        if stats is not None and not self._stats_current(stats):
+            stats = None  # an older snapshot's rows: the next statistics row starts a current window
         width = len(self.layer_names)
         empty2d = np.zeros((0, width))
         return RunView(
@@ -311,6 +326,8 @@ class RunState:
             grad_nonfinite=_frozen(stats.column("grad_nonfinite")) if stats else empty2d.astype(bool),
             weight_nonfinite=_frozen(stats.column("weight_nonfinite")) if stats else empty2d.astype(bool),
             row_summaries=_frozen(stats.column("summary")) if stats else None,
+            recurrent_ratio=_frozen(stats.column("recurrent_ratio")) if stats else np.zeros(0),
+            recurrent_module=self.latest.recurrent_module,
             new_loss_from=steps.new_from(),
             new_stat_from=stats.new_from() if stats else 0,
             new_val_from=val.new_from(),

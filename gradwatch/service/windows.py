@@ -39,6 +39,10 @@ class Window:
         self._end += 1
         self.unseen += 1
 
+    def has_column(self, name: str) -> bool:
+        """Whether this window keeps ``name`` (one restored from an older snapshot may not)."""
+        return name in self._columns
+
     def column(self, name: str) -> np.ndarray:
         """The newest rows of one column, oldest first (a view; do not modify)."""
         return self._columns[name][max(self._end - self.capacity, 0) : self._end]

@@ -184,6 +184,20 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("spike lasting two rows", lambda: make_view(grad=_two_row_spike())),
     ("healthy run, deep profile ratio 10", lambda: make_view(grad=noisy_grads(64) * np.logspace(1, 0, 8))),
     ("empty view", lambda: make_view()),
+    ("through time: an LSTM's ratio 0.3, loss at chance", lambda: _through_time(0.3)),
+    (
+        "through time: 1e-9 but the loss improves (it learns from recent steps)",
+        lambda: _through_time(1e-9, decaying_loss(320)),
+    ),
+    (
+        "through time: 1e-9, then rising 10x per row (forget gates opening)",
+        lambda: _through_time(np.r_[np.full(61, 1e-9), 1e-8, 1e-7, 1e-6]),
+    ),
+    ("through time: no ratio measured (nan)", lambda: _through_time(np.nan)),
+    (
+        "through time: 1e-9 on a run solved to 1e-5 of its start",
+        lambda: _through_time(1e-9, np.r_[np.logspace(0, -5, 200), np.full(120, 1e-5)]),
+    ),
 ]
 
 
@@ -218,11 +232,37 @@ def _collapse() -> RunView:
     return make_view(loss, grad=g)
 
 
+def _stuck_loss(t: int = 320) -> np.ndarray:
+    """A classifier at chance: log(2) with noise, never improving."""
+    return np.log(2) * np.exp(0.03 * rng(7).standard_normal(t))
+
+
+def _through_time(ratio: np.ndarray | float, loss: np.ndarray | None = None) -> RunView:
+    """A 3-layer RNN-like model whose layers look healthy; only the through-time ratio says otherwise."""
+    ratios = np.broadcast_to(np.asarray(ratio, dtype=float), (64,))
+    return make_view(_stuck_loss() if loss is None else loss, grad=noisy_grads(64, 3), recurrent=ratios)
+
+
 VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
     ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
     ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
     ("lower layers frozen by tiny gradients", _frozen_lower_layers, 60 * STRIDE, "frozen", "layer0"),
     ("all-layer collapse with a stuck loss", _collapse, 30 * STRIDE, "collapse", "layer0"),
+    (
+        "through time: 3e-14 reaches the first step, loss at chance",
+        lambda: _through_time(3e-14),
+        0,
+        "through_time",
+        "rnn",
+    ),
+    ("through time: the ratio underflowed to 0", lambda: _through_time(0.0), 0, "through_time", "rnn"),
+    (
+        "through time from row 40 (after learning stopped)",
+        lambda: _through_time(np.r_[np.full(40, 0.5), np.full(24, 1e-9)]),
+        40 * STRIDE,
+        "through_time",
+        "rnn",
+    ),
 ]
 
 

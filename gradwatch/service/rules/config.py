@@ -154,6 +154,23 @@ class VanishingGradientConfig(_RuleConfig):
             "initial loss: a run that has learned its task has little gradient left (0 turns this off)."
         ),
     )
+    through_time_ratio: float = Field(
+        default=1e-4,
+        gt=0.0,
+        lt=1.0,
+        description=(
+            "RMS gradient reaching a recurrence's first time step / at its last step, below which the gradient "
+            "has vanished through time (judged while the loss does not improve)."
+        ),
+    )
+    through_time_recovery: float = Field(
+        default=10.0,
+        gt=1.0,
+        description=(
+            "Rise of that ratio across the judged rows that counts as the network learning to carry gradient "
+            "back (an LSTM opening its forget gates): no finding while it rises this much."
+        ),
+    )
 
 
 class LossSpikeConfig(_RuleConfig):

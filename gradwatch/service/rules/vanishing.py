@@ -23,6 +23,11 @@ DEPTH_ADVICE = (
     "Lower layers receive almost no gradient: add residual connections or normalisation (LayerNorm/BatchNorm), "
     "prefer ReLU/GELU over sigmoid/tanh, and check the initialisation (He/Xavier)."
 )
+THROUGH_TIME_ADVICE = (
+    "The gradient vanishes through time: almost none reaches the first steps of the sequence, so the network "
+    "cannot learn from them. Use an LSTM/GRU instead of a plain (sigmoid/tanh) RNN, initialise recurrent "
+    "weights orthogonally, shorten the sequences or add attention/skip connections across time."
+)
 COLLAPSE_ADVICE = (
     "Gradients collapsed in every layer while the loss is stuck (dead ReLUs or saturated activations): "
     "restart from an earlier checkpoint with a lower learning rate, or use LeakyReLU/GELU and normalisation."
@@ -101,6 +106,36 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
     return int(view.stat_steps[row]), view.layers[int(cols[0])], evidence
 
 
+def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """median recurrent ratio of the last patience_rows rows < through_time_ratio, not rising, loss not improving."""
+    ratio_all = np.asarray(view.recurrent_ratio, dtype=float)
+    rows = np.flatnonzero(np.isfinite(ratio_all))
+    if rows.size < cfg.patience_rows:
+        return None
+    ratio = ratio_all[rows]
+    recent = ratio[-cfg.patience_rows :]
+    med = nanmedian(recent)
+    if not med < cfg.through_time_ratio:
+        return None
+    # An underflowed (exactly 0) ratio is the deepest vanishing, not a missing value.
+    floor = np.maximum(recent, np.finfo(float).tiny)
+    if floor[-1] >= cfg.through_time_recovery * floor[0]:
+        return None  # the network is learning to carry gradient back through time
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
+        return None  # it learns from the recent steps; an attenuated past is not (yet) a symptom
+    if has_converged(view, cfg.converged_fraction):
+        return None
+    run = trailing_run(ratio < cfg.through_time_ratio)
+    onset = rows[rows.size - run] if run else rows[-cfg.patience_rows]
+    evidence = {
+        "through_time_ratio": as_float(med),
+        "recent_through_time_ratios": as_floats(recent),
+        "recurrent_module": view.recurrent_module,
+    }
+    return int(view.stat_steps[onset]), view.recurrent_module, evidence
+
+
 def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """Global gradient norm fell >= collapse_factor from the window's first rows while the loss is stuck."""
     g_all = clean_grad_norm(view)
@@ -149,6 +184,13 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
       improving (first-third vs last-third median over loss_window_steps),
       unless the loss is at most converged_fraction of the initial loss (a
       solved task has little gradient left).
+    * through_time: for a model with a recurrence (an RNN/LSTM/GRU, or a
+      module a loop calls repeatedly), the median over the last patience_rows
+      rows of RMS gradient at its first time step / at its last <
+      through_time_ratio, the ratio did not rise by through_time_recovery
+      across those rows, and the loss is not improving (as for collapse).
+      Per-layer norms cannot see this: the shared weights still get gradient
+      from the last steps.
 
     Uniform shrinkage (a converging run) leaves the depth ratio near 1 and
     the loss improving, so it stays silent.
@@ -159,6 +201,7 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
             ("depth", _depth(view, config)),
             ("frozen", _frozen(view, config)),
             ("collapse", _collapse(view, config)),
+            ("through_time", _through_time(view, config)),
         )
         if hit is not None
     }
@@ -168,7 +211,12 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
     evidence: dict[str, Any] = {"triggers": list(hits)}
     for _, _, ev in hits.values():
         evidence.update(ev)
-    advice = COLLAPSE_ADVICE if list(hits) == ["collapse"] else DEPTH_ADVICE
+    if list(hits) == ["collapse"]:
+        advice = COLLAPSE_ADVICE
+    elif list(hits) == ["through_time"]:
+        advice = THROUGH_TIME_ADVICE
+    else:
+        advice = DEPTH_ADVICE
     return Finding(
         symptom="vanishing_gradient",
         step=min(h[0] for h in hits.values()),

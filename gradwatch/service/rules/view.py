@@ -85,6 +85,12 @@ class RunView:
     #: and the low-quarter median, top-quarter median and count of the
     #: layers' RMS gradients -- all of the raw row, before any row is blanked.
     row_summaries: np.ndarray | None = None
+    #: Per stats row, shape (S,): RMS gradient reaching the first time step of
+    #: the model's worst recurrence over that at the last (see
+    #: ``StepRecord.recurrent_grad_ratio``); nan where not measured.
+    recurrent_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: The module the newest ratio was measured on.
+    recurrent_module: str | None = None
     #: Derived arrays several rules read (see :func:`series.memo`), computed
     #: once per view instead of once per rule. Not part of the data.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
