@@ -138,7 +138,7 @@ def sentinel_params(group: DeviceGroup) -> list[torch.Tensor]:
     return picked
 
 
-def nonfinite_sentinel(params: list[torch.nn.Parameter]) -> torch.Tensor | float | None:
+def nonfinite_sentinel(params: list[torch.Tensor]) -> torch.Tensor | float | None:
     """0 when the gradients of ``params`` are finite, NaN when one holds NaN/Inf; None without gradients.
 
     On an accelerator a 0-dim device tensor, enqueued and not read: one fused

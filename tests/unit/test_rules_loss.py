@@ -50,7 +50,29 @@ def _recovered_spike_then_level_shift() -> RunView:
     return make_view(loss, new_loss_from=450)
 
 
+def _heavy_tailed(spike_length: int, new_loss_from: int = 0, near_misses: bool = True) -> RunView:
+    """Log-noise 0.03 where one batch in 25 lands 3.5 sigmas up (the data's own outliers), and 12 sigmas up at 300."""
+    loss = decaying_loss(400, noise=0.03, start=2.1)
+    if near_misses:
+        loss[np.arange(40, 400, 25)] *= np.exp(0.03 * 3.5)
+    loss[300 : 300 + spike_length] *= np.exp(0.03 * 12)
+    return make_view(loss, new_loss_from=new_loss_from)
+
+
 LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
+    ("heavy-tailed noise, a spike that holds for 5 steps", lambda: _heavy_tailed(5), 300, True),
+    (
+        "heavy-tailed noise: a spike confirmed by steps that are new now",
+        lambda: _heavy_tailed(5, new_loss_from=302),
+        300,
+        True,
+    ),
+    (
+        "the same one-batch outlier without near misses before it",
+        lambda: _heavy_tailed(1, near_misses=False),
+        300,
+        True,
+    ),
     ("a recovered old spike is not revived by a later shift", _recovered_spike_then_level_shift, 400, False),
     ("memorised set, then a batch of wrong labels far above the start", _memorised_then_wrong_labels, 250, True),
     ("single 3x outlier among new steps", lambda: _spiked(300, 3.0, new_loss_from=290), 300, True),
@@ -97,6 +119,8 @@ LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("old spike, recovered and already seen", lambda: _spiked(200, 3.0, length=5, new_loss_from=400)),
     ("too little history", lambda: make_view(np.r_[np.ones(5), 100.0])),
     ("smooth loss without noise", lambda: make_view(np.linspace(3.0, 2.0, 300))),
+    ("heavy-tailed noise: a one-batch outlier, back at once", lambda: _heavy_tailed(1)),
+    ("heavy-tailed noise: a spike confirmed and seen long ago", lambda: _heavy_tailed(5, new_loss_from=350)),
 ]
 
 

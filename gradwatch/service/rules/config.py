@@ -203,6 +203,26 @@ class LossSpikeConfig(_RuleConfig):
             "lands far above where training started."
         ),
     )
+    heavy_tail_excess: float = Field(
+        default=2.0,
+        gt=0.0,
+        description=(
+            "Log-noise counts as heavy-tailed once its near misses (log z above 2.5) so far are at least 3 and at "
+            "least this many times what Gaussian noise would give (0.62% of the steps). There outlier batches are "
+            "the data's own (heavy-tailed targets), so a spike must also hold the loss up afterwards (confirm_z)."
+        ),
+    )
+    confirm_steps: int = Field(
+        default=3, ge=1, le=20, description="Steps after a spike judged for its after-effect in heavy-tailed noise."
+    )
+    confirm_z: float = Field(
+        default=3.0,
+        gt=0.0,
+        description=(
+            "In heavy-tailed noise, the median of the confirm_steps losses after a spike must stay this many log "
+            "sigmas above the spike's baseline (a one-batch outlier of the data returns at once)."
+        ),
+    )
     min_rel_jump: float = Field(
         default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
     )

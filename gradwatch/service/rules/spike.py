@@ -16,6 +16,12 @@ ADVICE = (
 #: Grad-norm spikes lead loss spikes by a few steps (BLOOM: ~6 iterations), so
 #: the evidence looks this many steps before the loss spike for the grad norm.
 GRAD_LEAD_STEPS = 10
+#: A near miss: a loss this many log sigmas above its baseline, short of a spike.
+NEAR_MISS_Z = 2.5
+#: How often Gaussian noise gives a near miss (upper tail of N(0, 1) at 2.5).
+NEAR_MISS_GAUSSIAN_RATE = 0.0062
+#: Near misses needed before any rate counts as heavy-tailed.
+MIN_NEAR_MISSES = 3
 
 
 def _baselines(
@@ -68,6 +74,29 @@ def _window_baselines(win: np.ndarray, rel_floor: float, log: bool) -> tuple[np.
     return base, sigma
 
 
+def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndarray:
+    """Per index: the near misses before it are too many for Gaussian log-noise (outliers are the data's own)."""
+    near = np.nan_to_num(log_z, nan=0.0) > NEAR_MISS_Z
+    near[:min_history] = False
+    before = np.r_[0, np.cumsum(near)[:-1]]
+    judged = np.maximum(np.arange(log_z.size) - min_history, 0)
+    return (before >= MIN_NEAR_MISSES) & (before >= excess * NEAR_MISS_GAUSSIAN_RATE * judged)
+
+
+def _after_effect(lf: np.ndarray, lbase: np.ndarray, lsigma: np.ndarray, steps: int) -> np.ndarray:
+    """Per index t: median of the next ``steps`` log-losses in units of t's log sigma above t's baseline.
+
+    NaN while fewer than ``steps`` losses have followed (not known yet).
+    """
+    n = lf.size
+    out = np.full(n, np.nan)
+    if n > steps:
+        after = np.lib.stride_tricks.sliding_window_view(lf[1:], steps)  # row t = lf[t+1 : t+1+steps]
+        t = np.arange(after.shape[0])
+        out[t] = (np.median(after, axis=1) - lbase[t]) / lsigma[t]
+    return out
+
+
 def _grad_evidence(view: RunView, spike_step: int) -> dict[str, float]:
     g = clean_grad_norm(view)
     ok = ~np.isnan(g)
@@ -98,7 +127,11 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     run had learned (b_t < initial / above_initial) and x_t lands above
     above_initial times the initial loss: near a memorised set the log-noise
     spans orders of magnitude, and a healthy batch does not land far above
-    where training started.
+    where training started. Where the log-noise is heavy-tailed (near misses,
+    log z > 2.5, at least 3 and at least heavy_tail_excess times the Gaussian
+    rate so far), a spike must also be followed by confirm_steps losses whose
+    median stays confirm_z log sigmas above its baseline: there one-batch
+    outliers are the data's own.
 
     Present if a spike is among the new steps, or the loss has stayed above
     b_s + recovery_fraction * z_threshold * sigma_s ever since a spike s in the
@@ -123,6 +156,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         & ~(jump < config.initial_floor * np.abs(view.initial_loss))
     )
     log_z = np.full(f.size, np.nan)
+    # Where in the loss array each step's verdict became known (later for a spike that needs confirming).
+    decided = idx
     if np.all(f > 0):
         # Small-batch noise on a positive loss is closer to multiplicative
         # (lognormal) than additive: its upper tail is long in linear units but
@@ -136,12 +171,21 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         start = view.initial_loss
         above_start = (start > 0) & (f > config.above_initial * start) & (base < start / config.above_initial)
         spike &= (log_z > config.log_z_threshold) | above_start
+        # Heavy-tailed data (Student-t targets, say) makes one-batch outliers far beyond any Gaussian
+        # sigma, and the robust sigma ignores them by design. Where the run's own near misses show such a
+        # tail, a spike must also disturb training: the losses after it stay up.
+        heavy = _heavy_tailed(log_z, config.min_history, config.heavy_tail_excess)
+        if heavy.any():
+            after = _after_effect(lf, lbase, lsigma, config.confirm_steps)
+            spike &= ~heavy | (after > config.confirm_z)
+            confirmed_at = idx[np.minimum(np.arange(f.size) + config.confirm_steps, f.size - 1)]
+            decided = np.where(heavy, confirmed_at, idx)
     # Unrecovered: the loss has stayed above the spike's recovery line ever since (the suffix minimum
     # from the spike on). Judging only the newest loss would revive every recovered spike in the
     # window once the loss rises for another reason, and name the oldest as the onset.
     since = np.minimum.accumulate(f[::-1])[::-1]
     unrecovered = since > base + config.recovery_fraction * config.z_threshold * sigma
-    active = np.flatnonzero(spike & ((idx >= view.new_loss_from) | unrecovered))
+    active = np.flatnonzero(spike & ((decided >= view.new_loss_from) | unrecovered))
     if active.size == 0:
         return None
     s = int(active[0])
