@@ -31,6 +31,8 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from gradwatch.agents.layout import ROOT_LAYER
+
 logger = logging.getLogger("gradwatch.agent")
 
 #: Fewer time steps (or calls) than this are not a recurrence worth judging.
@@ -41,7 +43,7 @@ class _Probe:
     """Per-call (or per-time-step) gradient mean squares of one module's measured forward."""
 
     def __init__(self, name: str, module: nn.Module) -> None:
-        self.name = name
+        self.name = name or ROOT_LAYER  # named as the layer list names it
         self.module = module
         self.calls = 0
         #: call index -> mean square of the gradient, a device scalar

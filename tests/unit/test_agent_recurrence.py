@@ -122,6 +122,15 @@ def test_a_model_without_recurrence_keeps_no_hook_after_the_first_forward():
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
+def test_a_bare_rnn_as_the_model_is_named_as_the_layer_list_names_the_root():
+    model = nn.GRU(3, 8, batch_first=True)
+    probe = RecurrenceProbe(model)
+    probe.arm()
+    model(torch.randn(4, 20, 3))[0][:, -1].pow(2).mean().backward()
+    assert probe.take() is not None
+    assert probe.names == ["(root)"]
+
+
 def test_a_short_sequence_is_not_judged():
     model = _FusedRNN(nn.RNN)
     assert _measure(model, RecurrenceProbe(model), length=recurrence.MIN_STEPS - 1) is None
