@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import atexit
 import logging
-import math
 import numbers
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,9 +26,10 @@ import torch
 from gradwatch import __version__
 from gradwatch.agents import ray_transport, stats
 from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
-from gradwatch.agents.gather import DeviceGather, HostValues, PinnedPool, Slot
+from gradwatch.agents.gather import DeviceGather, PinnedPool
 from gradwatch.agents.layout import LayerLayout
 from gradwatch.agents.options import AgentOptions, default_endpoint
+from gradwatch.agents.pending import LayerPending, Pending, PendingReport, StepPending
 from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
@@ -38,107 +37,7 @@ from gradwatch.wire import is_valid_run_name
 
 logger = logging.getLogger("gradwatch.agent")
 
-#: Value of one field of a step record before the report is read on the host.
-Pending = float | Slot | None
-
 _MAX_FAILURES = 3
-
-
-@dataclass
-class _LayerPending:
-    """Device results of one statistics step (one entry per device group)."""
-
-    grads: list[Slot] = field(default_factory=list)
-    weights: list[Slot] = field(default_factory=list)
-    updates: list[Slot] = field(default_factory=list)
-    grad_layers: set[int] = field(default_factory=set)
-
-
-@dataclass
-class _StepPending:
-    step: int
-    values: dict[str, Pending]
-    scalars: dict[str, Pending]
-    skipped: bool
-    layers: _LayerPending | None
-    #: What the recurrence probe's module index refers to, on steps it measured.
-    recurrent_names: list[str] | None = None
-
-
-class _PendingReport:
-    """Step records of one report, decoded on the sender thread."""
-
-    def __init__(self, steps: list[_StepPending], host: HostValues, layout: LayerLayout) -> None:
-        self._steps = steps
-        self._host = host
-        self._layout = layout
-        self.num_steps = len(steps)
-
-    def records(self) -> list[dict]:
-        values = self._host.read()
-        num_layers = self._layout.num_layers
-
-        def resolve(item: Pending) -> float | None:
-            if isinstance(item, tuple):
-                key, offset, _ = item
-                return values[key][offset]
-            return item
-
-        def combined(slots: list[Slot], row: int) -> list[float]:
-            """Row 0 (sum of squares) adds over devices; row 1 (max-abs) takes the max."""
-            parts = [
-                values[key][offset + row * num_layers : offset + (row + 1) * num_layers] for key, offset, _ in slots
-            ]
-            if len(parts) == 1:
-                return parts[0]
-            reduce = max if row == 1 else sum
-            return [reduce(column) for column in zip(*parts, strict=True)]
-
-        out = []
-        for pending in self._steps:
-            record: dict[str, Any] = {"step": pending.step, "skipped": pending.skipped}
-            for name, item in pending.values.items():
-                record[name] = resolve(item)
-            if "local_grad_nonfinite" in record:
-                record["local_grad_nonfinite"] = record["local_grad_nonfinite"] != 0.0
-            if "recurrent_module" in record:
-                index, names = record.pop("recurrent_module"), pending.recurrent_names or []
-                if index is not None and 0 <= index < len(names):
-                    record["recurrent_module"] = names[int(index)]
-            if pending.scalars:
-                record["scalars"] = {name: resolve(item) for name, item in pending.scalars.items()}
-            if pending.layers is not None:
-                layers = pending.layers
-                grad_sumsq = combined(layers.grads, 0)
-                # The caller's norm (typically clip_grad_norm_'s, before clipping) wins
-                # over ours, which is measured after any clipping.
-                if layers.grad_layers and record.get("grad_norm") is None:
-                    record["grad_norm"] = math.sqrt(math.fsum(grad_sumsq[i] for i in layers.grad_layers))
-                record["layers"] = self._layer_record(layers, grad_sumsq, combined)
-            out.append(record)
-        return out
-
-    def _layer_record(self, layers: _LayerPending, grad_sumsq: list[float], combined: Any) -> dict:
-        present = layers.grad_layers
-        record: dict[str, Any] = {
-            "names": list(self._layout.names),
-            "numel": list(self._layout.numel),
-            "grad_norm": [math.sqrt(v) if i in present else None for i, v in enumerate(grad_sumsq)],
-            "grad_max_abs": [v if i in present else None for i, v in enumerate(combined(layers.grads, 1))],
-            "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
-            "weight_max_abs": combined(layers.weights, 1),
-        }
-        if layers.updates:
-            deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)
-            record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores, strict=True)]
-        return record
-
-
-def _ratio(delta_sumsq: float, before_sumsq: float) -> float:
-    if before_sumsq > 0:
-        return math.sqrt(delta_sumsq / before_sumsq)
-    # A zero tensor that stayed zero did not change; one that moved changed without bound.
-    return 0.0 if delta_sumsq == 0 else math.inf
 
 
 def _transport_for(endpoint: str, options: AgentOptions) -> Transport:
@@ -199,11 +98,11 @@ class Monitor:
         self._step = 0
         self._stats_taken = 0
         self._last_time: float | None = None
-        self._steps: list[_StepPending] = []
+        self._steps: list[StepPending] = []
         # Page-locked host buffers for the device→host copies, reused report after report.
         self._pinned = PinnedPool()
         self._gather = DeviceGather(self._pinned)
-        self._layers: _LayerPending | None = None
+        self._layers: LayerPending | None = None
         self._weights_before: list[list[torch.Tensor]] | None = None
         self._optimizer_stepped = False
         self._failures = 0
@@ -316,7 +215,9 @@ class Monitor:
     def _take_gradient_stats(self) -> None:
         if self._recurrence is not None:
             self._recurrent = self._recurrence.take()
-        layers = _LayerPending()
+            if not self._recurrence.active:
+                self._recurrence = None  # no recurrence in this model: nothing to arm on later steps
+        layers = LayerPending()
         for group in self._layout.groups:
             values, present = stats.gradient_stats(group, self._layout.num_layers)
             layers.grads.append(self._gather.add(values))
@@ -352,7 +253,7 @@ class Monitor:
         if recurrent is not None and self._recurrence is not None:
             values["recurrent_grad_ratio"] = self._gather.add(recurrent[0])
             values["recurrent_module"] = self._gather.add(recurrent[1])
-        record = _StepPending(
+        record = StepPending(
             step=self._step,
             values={k: v for k, v in values.items() if v is not None},
             scalars={k: self._value(v, k) for k, v in scalars.items()},
@@ -377,7 +278,7 @@ class Monitor:
             return
         steps, gather = self._steps, self._gather
         self._steps, self._gather = [], DeviceGather(self._pinned)
-        self._sender.submit(_PendingReport(steps, gather.start_copy(), self._layout))
+        self._sender.submit(PendingReport(steps, gather.start_copy(), self._layout))
 
     def _arm_recurrence(self) -> None:
         """Hook the coming forward when its step takes statistics (the probe is measured with them)."""

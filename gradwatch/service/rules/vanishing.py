@@ -106,6 +106,14 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
     return int(view.stat_steps[row]), view.layers[int(cols[0])], evidence
 
 
+def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
+    """The loss does not improve over loss_window_steps and the run has not solved its task."""
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
+        return False
+    return not has_converged(view, cfg.converged_fraction)
+
+
 def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """median recurrent ratio of the last patience_rows rows < through_time_ratio, not rising, loss not improving."""
     ratio_all = np.asarray(view.recurrent_ratio, dtype=float)
@@ -121,11 +129,8 @@ def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str
     floor = np.maximum(recent, np.finfo(float).tiny)
     if floor[-1] >= cfg.through_time_recovery * floor[0]:
         return None  # the network is learning to carry gradient back through time
-    _, loss = finite_loss(view, cfg.loss_window_steps)
-    if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
+    if not _loss_stuck(view, cfg):
         return None  # it learns from the recent steps; an attenuated past is not (yet) a symptom
-    if has_converged(view, cfg.converged_fraction):
-        return None
     run = trailing_run(ratio < cfg.through_time_ratio)
     onset = rows[rows.size - run] if run else rows[-cfg.patience_rows]
     evidence = {
@@ -147,11 +152,8 @@ def _collapse(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | N
     now = nanmedian(g[-cfg.patience_rows :])
     if not (np.isfinite(base) and base > 0 and now * cfg.collapse_factor <= base):
         return None
-    _, loss = finite_loss(view, cfg.loss_window_steps)
-    if loss.size < 6 or trend(loss).improving(cfg.min_improvement):
-        return None
-    if has_converged(view, cfg.converged_fraction):
-        return None  # gradients fell because the loss did: nothing is left to learn, nothing vanished
+    if not _loss_stuck(view, cfg):
+        return None  # still learning, or gradients fell because the loss did: nothing vanished
     run = trailing_run(g * cfg.collapse_factor <= base)
     onset = rows[g.size - run] if run else rows[-cfg.patience_rows]
     cols = np.flatnonzero(np.isfinite(np.asarray(view.grad_norm, dtype=float)[rows[-1]]))
