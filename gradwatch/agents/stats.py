@@ -1,7 +1,9 @@
 """Per-layer gradient and weight statistics with fused multi-tensor kernels.
 
 Every function here only *enqueues* device work and returns device tensors;
-nothing calls ``.item()``, ``.cpu()`` or synchronises. The monitor gathers the
+nothing calls ``.item()``, ``.cpu()`` or synchronises. On a GPU with Triton a
+layer's sum of squares and max-abs come from one pass (:mod:`.fused`), else
+from two fused multi-tensor norms. The monitor gathers the
 results of a whole report into one tensor and copies it to the host once.
 
 Per layer we keep the sum of squares (not the norm) until the end, so that a
@@ -16,6 +18,7 @@ import math
 
 import torch
 
+from gradwatch.agents import fused
 from gradwatch.agents.distributed import local_tensor
 from gradwatch.agents.layout import DeviceGroup
 
@@ -49,6 +52,10 @@ def _per_layer(
         tensors, param_layers = [t for t, _ in kept], [layer for _, layer in kept]
     if not tensors:
         return torch.zeros(2, num_layers, device=device)
+    if device.type != "cpu":
+        one_pass = fused.per_layer_stats(tensors, param_layers, num_layers)
+        if one_pass is not None:
+            return one_pass
     norms, max_abs = _norms_and_max_abs(_as_real(tensors))
     if len(tensors) == len(group.params):
         index = group.layer_index
@@ -179,11 +186,16 @@ def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
 def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:
     """Shape (2, L): per-layer sum of squares of (before - after), and of before.
 
-    ``before`` is consumed (overwritten in place) to avoid a second copy.
+    On a GPU with Triton, one pass reads each of the two once; else ``before`` is consumed
+    (overwritten in place) to avoid a second copy.
     """
     device = group.device
     layers = list(group.layer_of_param)
     after = [local_tensor(p.detach()) for p in group.params]
+    if device.type != "cpu":
+        one_pass = fused.update_sumsq(before, after, layers, num_layers)
+        if one_pass is not None:
+            return one_pass
     before_norms = _fused_norms(_as_real(before), 2)
     torch._foreach_sub_(before, after)
     delta_norms = _fused_norms(_as_real(before), 2)
