@@ -72,6 +72,10 @@ TARGET_GPU_FLOOR = 1.3
 FLOOR_VARIANT = "gradwatch stats every step, no update ratio"
 #: Steps each block runs before its timed steps (see run_block).
 UNTIMED_STEPS = 2
+#: The default options' schedule repeats every stats_every x update_ratio_every = 5 x 4 steps. A fresh
+#: monitor samples both on its step 0 (untimed); timed steps 2..21 then hold 4 statistics steps and 1
+#: update ratio, the true rates. A 10-step block would hold no update ratio at all.
+SCHEDULE_PERIOD = 20
 
 
 class NoopTransport:
@@ -217,6 +221,28 @@ def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def read_floor(w: Workload, reps: int = 10) -> tuple[float, float]:
+    """(seconds, bytes/s): the time to read every gradient and weight once at this GPU's read bandwidth.
+
+    The bandwidth is that of one reduction (``sum``) over a contiguous 2 GiB buffer, the best case
+    for reading memory; ``torch._foreach_norm`` over hundreds of tensors runs well below it.
+    """
+    params = list(w.model.parameters())
+    total = 2 * sum(p.numel() * p.element_size() for p in params)  # weights + gradients of the same dtype
+    buffer = torch.ones(2**29, dtype=torch.float32, device="cuda")
+    times = []
+    for _ in range(reps + 2):
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        buffer.sum()
+        stop.record()
+        stop.synchronize()
+        times.append(start.elapsed_time(stop) / 1e3)
+    bandwidth = buffer.numel() * buffer.element_size() / statistics.median(times[2:])
+    del buffer
+    return total / bandwidth, bandwidth
+
+
 def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
     """CPU seconds per step spent inside the agent's own code (hooks, step records, sender), by thread clock.
 
@@ -286,22 +312,78 @@ def rss_mb_self() -> float:
 
 
 def sync_check(w: Workload, steps: int = 6) -> str:
-    """Run bare and then monitored (every step) CUDA steps under set_sync_debug_mode('error')."""
+    """Count host synchronisations in bare and in monitored (every step) CUDA steps.
+
+    Under ``set_sync_debug_mode("warn")`` every synchronising call warns; the model itself may
+    synchronise (an embedding's backward, say), so what the agent adds is the difference.
+    """
+    import warnings
+
+    counts: dict[str, int] = {}
+    where: list[str] = []
     torch.cuda.synchronize()
     for name, variant in (("bare", Variant("bare", w)), ("gradwatch every step", make_every_step(w))):
         variant.begin()
+        train_step(w, variant)  # a fresh monitor's first step builds its layout and buffers
         torch.cuda.synchronize()
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            for _ in range(steps):
-                train_step(w, variant)
-        except RuntimeError as exc:
-            return f"{name}: a step synchronised with the host ({str(exc).splitlines()[0][:120]})"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                for _ in range(steps):
+                    train_step(w, variant)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        syncs = [c for c in caught if "called a synchronizing CUDA operation" in str(c.message)]
+        counts[name] = len(syncs)
+        if name != "bare":
+            where += sorted({f"{Path(c.filename).name}:{c.lineno}" for c in syncs})
         variant.end()
         variant.close()
-    return f"none: {steps} bare and {steps} every-step monitored steps ran under set_sync_debug_mode('error')"
+    added = counts["gradwatch every step"] - counts["bare"]
+    summary = (
+        f"{added} per {steps} steps (synchronising calls under set_sync_debug_mode('warn'): "
+        f"bare {counts['bare']}, every-step monitored {counts['gradwatch every step']})"
+    )
+    return summary + (f"; monitored steps synchronised at {', '.join(where[:6])}" if added else "")
+
+
+def stats_pass_time(w: Workload, reps: int = 20) -> dict[str, float]:
+    """CUDA seconds of one statistics step's reductions (gradients and weights), one-pass kernel vs two norms.
+
+    Timed with CUDA events around the two calls the monitor makes on a statistics step, after a
+    forward and backward each (untimed), so each reading starts from the state training leaves.
+    """
+    from gradwatch.agents import fused
+    from gradwatch.agents.layout import LayerLayout
+
+    layout = LayerLayout.from_model(w.model)
+    group = layout.groups[0]
+    results: dict[str, float] = {}
+    was_disabled = fused._state["disabled"]
+    paths = [("two foreach norms", True)] if was_disabled else [("one pass", False), ("two foreach norms", True)]
+    for label, disabled in paths:
+        fused._state["disabled"] = disabled
+        times = []
+        for _ in range(reps):
+            w.forward_backward()
+            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            agent_stats.gradient_stats(group, layout.num_layers)
+            agent_stats.weight_stats(group, layout.num_layers)
+            stop.record()
+            stop.synchronize()
+            times.append(start.elapsed_time(stop) / 1e3)
+            w.optimizer.zero_grad(set_to_none=True)
+        results[label] = statistics.median(times)
+    fused._state["disabled"] = was_disabled
+    return results
+
+
+def fused_status() -> str:
+    from gradwatch.agents import fused
+
+    return fused.describe()
 
 
 def make_every_step(w: Workload) -> Gradwatch:
@@ -312,7 +394,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default=None, help="mlp (CPU default), gpt-124m, gpt-1.3b (CUDA default), gpt-tiny")
-    parser.add_argument("--block", type=int, default=10, help="steps per block (default: %(default)s)")
+    parser.add_argument(
+        "--block",
+        type=int,
+        default=SCHEDULE_PERIOD,
+        help="timed steps per block; a multiple of %(default)s keeps the default's sampled statistics and update "
+        "ratio at their true rates inside the timed steps (default: %(default)s)",
+    )
     parser.add_argument("--reps", type=int, default=24, help="rounds over all variants (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (default: %(default)s)")
     parser.add_argument(
@@ -320,6 +408,12 @@ def main() -> int:
     )
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
+    if args.block % SCHEDULE_PERIOD:
+        print(
+            f"note: --block {args.block} is not a multiple of {SCHEDULE_PERIOD}: the default's timed steps "
+            "hold its sampled work at other than its true rates",
+            file=sys.stderr,
+        )
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device")
     torch.set_num_threads(args.threads)
@@ -360,6 +454,9 @@ def main() -> int:
         )
 
     floor = bandwidth_floor(w, args.device)
+    # On a GPU the target's floor is reading the bytes at the device's bandwidth (the fused foreach
+    # norm is shown beside it); on a CPU the foreach norm right after a backward is the floor.
+    foreach_time, (floor, bandwidth) = floor, (read_floor(w) if args.device == "cuda" else (floor, float("nan")))
     work_variants: dict[str, Callable[[], Gradwatch]] = {
         "default": lambda: Gradwatch("gradwatch default", w),
         "statistics every step": lambda: Gradwatch(FLOOR_VARIANT, w, stats_every=1, update_ratio_every=0),
@@ -367,6 +464,7 @@ def main() -> int:
     rss_default = extra_rss(w, args.device, 2 * args.block, lambda: Gradwatch("gradwatch default", w))
     rss_every = extra_rss(w, args.device, 2 * args.block, lambda: make_every_step(w))
     syncs = sync_check(w) if args.device == "cuda" else "not applicable on CPU"
+    passes = stats_pass_time(w) if args.device == "cuda" else {}
 
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu_med = {k: statistics.median(v) for k, v in cpu_times.items()}
@@ -420,13 +518,18 @@ def main() -> int:
         gw = statistics.median(peaks["gradwatch every step"]) - statistics.median(peaks["bare"])
         gd = statistics.median(peaks["gradwatch default"]) - statistics.median(peaks["bare"])
         lines += [
-            f"- Bandwidth floor (one fused `torch._foreach_norm` over all weights and gradients): "
-            f"{floor * 1e3:.2f} ms; statistics every step add {(med[FLOOR_VARIANT] - base) * 1e3:.2f} ms "
+            f"- Bandwidth floor: reading all weights and gradients ({floor * bandwidth / 1e9:.1f} GB) once at "
+            f"{bandwidth / 1e12:.2f} TB/s (one `sum` over a contiguous 2 GiB buffer) takes {floor * 1e3:.2f} ms; one "
+            f"fused `torch._foreach_norm` over them takes {foreach_time * 1e3:.2f} ms. Statistics every step add {(med[FLOOR_VARIANT] - base) * 1e3:.2f} ms "
             f"= {(med[FLOOR_VARIANT] - base) / floor:.2f}× the floor (with the update ratio every step too: "
             f"{(med['gradwatch every step'] - base) * 1e3:.2f} ms).",
             f"- Extra peak CUDA memory over bare: default {gd / 2**20:,.0f} MiB, every step (update ratio every "
             f"step, a temporary weight copy across `optimizer.step()`) {gw / 2**20:,.0f} MiB.",
             f"- Host synchronisations added: {syncs}.",
+            f"- Statistics kernel: {fused_status()}. One statistics step's reductions alone (gradients and "
+            "weights, CUDA events, median of 20): "
+            + ", ".join(f"{k} {v * 1e3:.2f} ms = {v / floor:.2f}× the floor" for k, v in passes.items())
+            + ".",
         ]
     if args.device == "cpu":
         extra = cpu_med[FLOOR_VARIANT] - cpu_med["bare"]
