@@ -119,7 +119,7 @@ POLL_FIRST_S = 0.0002
 POLL_MAX_S = 0.005
 
 
-def _wait(event: torch.cuda.Event) -> None:
+def _wait(event: torch.cuda.Event, sleep: Callable[[float], None] = time.sleep) -> None:
     """Wait for ``event`` by polling with growing sleeps rather than ``event.synchronize()``.
 
     The copy is queued behind the rest of the training step, so it can be a whole step away.
@@ -129,5 +129,5 @@ def _wait(event: torch.cuda.Event) -> None:
     """
     pause = POLL_FIRST_S
     while not event.query():
-        time.sleep(pause)
+        sleep(pause)
         pause = min(2 * pause, POLL_MAX_S)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 import gradwatch
+from gradwatch.agents import gather
 from gradwatch.agents.gather import PinnedPool
 from gradwatch.agents.monitor import Monitor
 from gradwatch.agents.options import AgentOptions
@@ -204,6 +205,25 @@ def test_actor_endpoint_is_checked_at_watch_time_and_a_missing_actor_is_only_unr
         gradwatch.watch(torch.nn.Linear(2, 2), run="r", endpoint="actor://")
     transport = RayActorTransport("actor://nobody")
     assert transport(b"{not json", 1.0)[0] == 400  # validated here, before any Ray call
+
+
+def test_copy_is_awaited_by_polling_with_growing_sleeps_not_by_synchronize():
+    # event.synchronize() spin-waits a CPU core for up to a whole training step; polling must not.
+    class Event:
+        checks = 0
+
+        def query(self):
+            Event.checks += 1
+            return Event.checks > 12
+
+        def synchronize(self):
+            raise AssertionError("spin-waits")
+
+    sleeps: list[float] = []
+    gather._wait(Event(), sleep=sleeps.append)
+    assert Event.checks == 13 and len(sleeps) == 12
+    assert sleeps[0] == gather.POLL_FIRST_S and max(sleeps) == gather.POLL_MAX_S
+    assert sleeps == sorted(sleeps)
 
 
 def test_pinned_pool_reuses_buffers_by_size_and_keeps_a_few():
