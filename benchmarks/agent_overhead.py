@@ -30,12 +30,14 @@ as the median over rounds of each block's time over bare's in the same round
 work the agent adds, while wall time on a shared machine mostly measures the
 neighbours (the wall spread column shows how much). On
 CUDA, blocks start and end with a synchronise (outside the measured steps'
-own work), and the bandwidth floor is the time of one fused
-``torch._foreach_norm`` over all gradients and weights (reading each once).
+own work), and the bandwidth floor is the bytes of all gradients and weights
+over the GPU's read bandwidth (one ``sum`` over a contiguous buffer); one fused
+``torch._foreach_norm`` over them is timed beside it. Blocks are 20 steps by
+default (see SCHEDULE_PERIOD).
 
     python benchmarks/agent_overhead.py --write-docs                       # CPU, residual MLP
     python benchmarks/agent_overhead.py --device cuda --model gpt-1.3b --write-docs
-    python benchmarks/agent_overhead.py --model gpt-tiny --reps 2 --block 5   # a quick check
+    python benchmarks/agent_overhead.py --model gpt-tiny --reps 2 --block 4   # a quick check
 """
 
 from __future__ import annotations
