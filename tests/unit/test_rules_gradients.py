@@ -81,6 +81,18 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
     ),
     ("step up that stays up", lambda: make_view(grad=_step_up_then_noise()), 50 * STRIDE, "growth"),
     ("exponential weight growth", _weight_explosion, 34 * STRIDE, "weight_growth"),
+    (
+        # After an lr bug the weights sit at 1e12-1e21, finite, but a layer's float32 norm overflowed;
+        # the gradients are dead (0) and the loss is flat at chance: still the explosion, not a new symptom.
+        "weight norm overflowed on finite weights, gradients dead",
+        lambda: make_view(
+            np.full(300, 1.386),
+            grad=np.r_[noisy_grads(40), np.zeros((20, 8))],
+            weight=np.r_[np.full((40, 8), 10.0), np.c_[np.full((20, 1), np.inf), np.full((20, 7), 1e15)]],
+        ),
+        40 * STRIDE,
+        "weight_growth",
+    ),
     ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
     ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
     ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
@@ -160,8 +172,19 @@ def _biases_shifted_once() -> RunView:
     return make_view(loss, grad=noisy_grads(64), weight=w)
 
 
+def _momentum_carried_burst() -> RunView:
+    """One step at a huge lr (step 165) that SGD's momentum carries on: the weight norm grows 12 -> 38 -> 52 ->
+    70 -> 82 -> 89 -> 94, slowing row by row, while the dead network's loss sits a level higher (the loss
+    window still straddles the jump, so the loss reads as rising)."""
+    w = np.full((40, 8), 12.4 / 8**0.5)
+    w[33:] *= (np.array([38.4, 51.6, 69.5, 81.8, 89.4, 93.9, 96.7]) / 12.4)[:, None]
+    loss = np.r_[decaying_loss(165, start=1.4, end=0.6), np.full(35, 1.2) * np.exp(0.05 * rng(3).standard_normal(35))]
+    return make_view(loss, grad=noisy_grads(40, 8), weight=w)
+
+
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("a one-row level shift of weights and loss (biases shifted)", _biases_shifted_once),
+    ("a burst carried on by momentum, slowing row by row", _momentum_carried_burst),
     *[(f"warmup bump 8x then falling (seed {s})", lambda s=s: make_view(grad=_warmup_bump(s))) for s in range(3)],
     *[
         (f"small-batch lognormal noise sigma 0.5 (seed {s})", lambda s=s: make_view(grad=noisy_grads(64, 8, s, 0.5)))

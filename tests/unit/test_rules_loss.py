@@ -255,6 +255,13 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
     ("frozen loss, no update ratio sampled", lambda: make_view(np.full(300, 2.3)), "loss_frozen"),
     ("every step skipped by GradScaler", lambda: make_view(_flat(), skipped=True), "all_steps_skipped"),
     (
+        # A scheduler stepped per batch instead of per epoch: lr / 10 every 30 steps. Each drop is a
+        # decay, not a collapse; the lr reaches its tail (5% of max) at step 60 and stays there.
+        "StepLR stepped per batch: tail reached early and outstayed",
+        lambda: make_view(_flat(), lr=3e-3 * 0.1 ** (np.arange(300) // 30), grad=_stats(), update=sampled(5e-7, 60)),
+        "tiny_updates",
+    ),
+    (
         "lr set to ~0 by mistake (no schedule)",
         lambda: make_view(_flat(), lr=1e-12, grad=_stats(), update=sampled(1e-9, 60)),
         "tiny_updates",
@@ -295,6 +302,16 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         for s in range(3)
     ],
     ("cosine decay to 0 at the end", _cosine_to_zero),
+    (
+        # x0.1 at 50% and 75% of the run: the final quarter sits in the tail, a third of the steps before it.
+        "step decay, final quarter in the tail",
+        lambda: make_view(
+            _flat(),
+            lr=np.r_[np.full(150, 1e-3), np.full(75, 1e-4), np.full(75, 1e-5)],
+            grad=_stats(),
+            update=sampled(1e-8, 60),
+        ),
+    ),
     ("warmup from lr=0", _warmup_from_zero),
     (
         "improving with tiny updates",

@@ -344,6 +344,15 @@ class StagnationConfig(_RuleConfig):
             "exemption does not apply."
         ),
     )
+    tail_max_share: float = Field(
+        default=0.5,
+        gt=0.0,
+        description=(
+            "The decay-tail exemption lasts while the lr has been in its tail for at most this share of the "
+            "steps it took to get there: a schedule's tail is its last part, and an lr that reached it early "
+            "and stays there ended the schedule too early (a scheduler stepped per batch instead of per epoch)."
+        ),
+    )
     inactive_fraction: float = Field(
         default=0.9,
         gt=0.0,
@@ -351,6 +360,15 @@ class StagnationConfig(_RuleConfig):
         description=(
             "Share of parameters (by count) whose gradient is zero, or that are frozen, above which the network "
             "is effectively not training."
+        ),
+    )
+    dead_rows: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "Statistics rows in a row with at least inactive_fraction of the parameters' gradients dead that "
+            "make a dead network whatever the loss does (a live output bias can still pull the loss down to "
+            "the class prior for a while)."
         ),
     )
     no_progress_rel: float = Field(

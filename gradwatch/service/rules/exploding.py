@@ -141,10 +141,27 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     The global norm (not per layer) so that zero-initialised layers growing from
     0 do not count. Healthy growth under Adam is roughly linear in time, so its
     log-growth rate falls; divergence keeps or raises it. The loss must also not
-    be improving: weights that grow while the loss falls are learning.
+    be improving: weights that grow while the loss falls are learning. A norm
+    that overflowed to inf on finite weights always counts, for as long as it does.
     """
     bad = np.asarray(view.weight_nonfinite, dtype=bool).any(axis=1)
     w_all = np.where(bad, np.nan, global_weight_norm(view))
+    overflowed = trailing_run(np.isposinf(w_all))
+    if overflowed:
+        # Finite weights whose norm overflows float32 (each sum of squares beyond 3.4e38): grown past
+        # anything training reaches, however the loss looks. Dropping such rows as unmeasured would
+        # clear the explosion and leave its wreck (zero gradients) to read as vanishing or stagnant.
+        first = view.stat_steps[w_all.size - overflowed]
+        finite = w_all[np.isfinite(w_all) & (w_all > 0)]
+        base = nanmedian(finite[: _baseline_rows(finite.size, cfg.baseline_rows)]) if finite.size else np.nan
+        return _Hit(
+            onset=int(first),
+            evidence={
+                "weight_norm_now": as_float(np.inf),
+                "weight_norm_baseline": as_float(base),
+                "overflowed_at_step": int(first),
+            },
+        )
     rows = np.flatnonzero(np.isfinite(w_all) & (w_all > 0))
     w, t = w_all[rows], view.stat_steps[rows].astype(float)
     n = w.size
@@ -160,6 +177,8 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     rate_first = safe_ratio(lw[m] - lw[0], t[m] - t[0])
     rate_last = safe_ratio(lw[-1] - lw[-1 - m], t[-1] - t[-1 - m])
     if not rate_last >= cfg.weight_accel_ratio * rate_first:
+        return None
+    if _decelerating_rise(lw, t, int(runs[-1])):
         return None
     _, loss = finite_loss(view, cfg.loss_window_steps)
     if not (loss.size >= 6 and trend(loss).rising(cfg.loss_noise_k)):
@@ -180,6 +199,23 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
             "weight_growth_factor": as_float(growth),
         },
     )
+
+
+def _decelerating_rise(log_w: np.ndarray, t: np.ndarray, rising: int) -> bool:
+    """Has the trailing rise slowed to under half its fastest row, over its two newest rows?
+
+    One huge step that SGD's momentum carries on (an lr burst: 12 -> 38 -> 52 -> 70 -> 82 -> 89 -> 94)
+    makes its biggest jump first and slows row by row; a divergence keeps or raises its rate, so its
+    newest rows grow about as fast as its fastest. The window's thirds cannot see this when the
+    window starts flat: any late growth then reads as acceleration. Judged from the fastest row on,
+    once two rows follow it.
+    """
+    if rising < 3:
+        return False
+    rate = np.diff(log_w[-rising - 1 :]) / np.maximum(np.diff(t[-rising - 1 :]), 1.0)
+    fastest = int(np.argmax(rate))
+    after = rate[fastest + 1 :]
+    return bool(after.size >= 2 and np.mean(after[-2:]) < 0.5 * rate[fastest])
 
 
 def _grad_growing_or_loss_rising(view: RunView, cfg: ExplodingGradientConfig) -> bool:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .config import StagnationConfig
-from .robust import as_float, nanmedian, safe_ratio, trend
+from .robust import Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
 from .series import global_update_ratio, has_converged
 from .view import Finding, RunView
 
@@ -35,29 +36,69 @@ ADVICE = {
 }
 
 
+def _dead_layers(view: RunView, cfg: StagnationConfig) -> np.ndarray:
+    """(S, L): the layer's gradient was measured and is 0 or at most dead_grad_ratio of its weight norm."""
+    g = np.asarray(view.grad_norm, dtype=float)
+    w = np.asarray(view.weight_norm, dtype=float)
+    return np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
+
+
+def _dead_shares(view: RunView, cfg: StagnationConfig) -> np.ndarray:
+    """Per stats row: the share of measured parameters (by count, not layers) whose gradient is dead.
+
+    By count: one live output bias does not make a network of dead ReLUs a training one.
+    """
+    numel = np.asarray(view.layer_numel, dtype=float)
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)) * numel
+    dead = _dead_layers(view, cfg) * numel
+    total = measured.sum(axis=1)
+    return np.divide(dead.sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
+
+
 def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float]:
     """Latest stats row: (share of measured parameters with a dead gradient, share of parameters frozen).
 
-    Shares count parameters, not layers: one live output bias does not make a
-    network of dead ReLUs a training one. A gradient is dead when it is 0 or at
-    most dead_grad_ratio of its layer's weight norm; a layer is frozen when it
-    has no gradient at all.
+    A layer is frozen when it has no gradient at all, or a live one that the latest sampled step left
+    exactly unchanged.
     """
     if view.stat_steps.size == 0 or view.layer_numel.size == 0:
         return 0.0, 0.0
-    g = np.asarray(view.grad_norm, dtype=float)[-1]
-    w = np.asarray(view.weight_norm, dtype=float)[-1]
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(g)
-    rel = safe_ratio(g, w)
-    dead = measured & ((g == 0) | (np.nan_to_num(rel, nan=np.inf) <= cfg.dead_grad_ratio))
-    dead_share = float(numel[dead].sum() / numel[measured].sum()) if measured.any() and numel[measured].sum() else 0.0
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-1])
+    dead = _dead_layers(view, cfg)[-1]
     # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
     # as training goes.
     frozen = ~measured | (_unmoved(view) & measured & ~dead)
     frozen_share = float(numel[frozen].sum() / numel.sum()) if numel.sum() else 0.0
-    return dead_share, frozen_share
+    return float(_dead_shares(view, cfg)[-1]), frozen_share
+
+
+@dataclass(frozen=True)
+class _Signals:
+    """What the latest rows say about whether the weights move (the reasons' inputs, and the evidence)."""
+
+    skipped: np.ndarray
+    update_ratio: float
+    update_ratio_step: int | None
+    dead_share: float
+    frozen_share: float
+
+    @classmethod
+    def of(cls, view: RunView, config: StagnationConfig) -> _Signals:
+        skipped = np.asarray(view.skipped, dtype=bool)[-config.skipped_window_steps :]
+        if skipped.size < config.skipped_window_steps:
+            skipped = skipped[:0]
+        u_all = global_update_ratio(view)
+        sampled = np.flatnonzero(np.isfinite(u_all))
+        dead_share, frozen_share = _inactive_shares(view, config)
+        return cls(
+            skipped=skipped,
+            update_ratio=float(u_all[sampled[-1]]) if sampled.size else float("nan"),
+            update_ratio_step=int(view.stat_steps[sampled[-1]]) if sampled.size else None,
+            dead_share=dead_share,
+            frozen_share=frozen_share,
+        )
 
 
 def _unmoved(view: RunView) -> np.ndarray:
@@ -91,6 +132,21 @@ def _lr_collapsed(lr: np.ndarray, factor: float, substantial: float) -> bool:
     return bool(np.any((before >= substantial) & (before > 0) & (after < before / factor)))
 
 
+def _tail_outstayed(lr: np.ndarray, lr_steps: np.ndarray, tail: float, max_share: float) -> bool:
+    """Has the lr been below ``tail`` for more than ``max_share`` x the steps it took to get there?
+
+    Steps count from 0, so a resumed run's steps before the tail include the earlier runs'. When
+    the tail began before the oldest step in view, it is taken to begin there: the tail's length
+    is then underestimated, which keeps the exemption rather than lifting it early.
+    """
+    finite = np.isfinite(lr)
+    above = np.flatnonzero(finite & (lr >= tail))
+    if above.size == 0 or above[-1] + 1 >= lr.size:
+        return False
+    entered, now = float(lr_steps[above[-1] + 1]), float(lr_steps[-1])
+    return now - entered > max_share * max(entered, 1.0)
+
+
 # NaN/Inf are the data this service exists to see: arithmetic on them is expected,
 # not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
 @np.errstate(all="ignore")
@@ -117,8 +173,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     Silent during warmup (latest lr > warmup_lr_rise * lr at the window start)
     and in the tail of a decay schedule (latest lr < decay_tail_fraction * max lr
     in view), where small updates are intended -- unless the lr collapsed (fell
-    by more than collapse_factor in one step), which no schedule does. The step
-    is the window's first step.
+    by more than collapse_factor in one step), which no schedule does, or has
+    stayed in the tail for more than tail_max_share of the steps it took to get
+    there (a schedule that ended too early). The step is the window's first step.
 
     Silent too once the median of the newest losses is at most
     converged_fraction of the initial loss: the run has learned its task.
@@ -137,6 +194,11 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if loss.size < config.window_steps:
         return None
     tr = trend(loss)
+    dead_for = trailing_run(_dead_shares(view, config) >= config.inactive_fraction) if view.stat_steps.size else 0
+    if dead_for >= config.dead_rows:
+        # Gradients dead row after row: nothing but a live bias or two can still move the loss (towards
+        # the class prior, after the burst that killed the ReLUs), so its trend proves nothing.
+        return _finding(view, "dead_gradients", steps, loss, tr, _Signals.of(view, config))
     if tr.improving(config.min_improvement, config.rel_tolerance):
         return None
 
@@ -148,48 +210,52 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if lr_now > config.warmup_lr_rise * lr_start:
         return None
     tail = config.decay_tail_fraction * lr_max
-    if lr_now < tail and not _lr_collapsed(lr, config.collapse_factor, tail):
+    lr_steps = view.loss_steps[-lr.size :] if lr.size else view.loss_steps
+    if (
+        lr_now < tail
+        and not _lr_collapsed(lr, config.collapse_factor, tail)
+        and not _tail_outstayed(lr, lr_steps, tail, config.tail_max_share)
+    ):
         return None
 
-    skipped = np.asarray(view.skipped, dtype=bool)[-config.skipped_window_steps :]
-    if skipped.size < config.skipped_window_steps:
-        skipped = skipped[:0]
-    u_all = global_update_ratio(view)
-    sampled = np.flatnonzero(np.isfinite(u_all))
-    u_now = u_all[sampled[-1]] if sampled.size else np.nan
-    median = nanmedian(loss)
-    dead_share, frozen_share = _inactive_shares(view, config)
+    sig = _Signals.of(view, config)
     initial = view.initial_loss
     never_learned = bool(
         np.isfinite(initial) and abs(tr.last - initial) <= max(config.no_progress_rel * abs(initial), 3.0 * tr.sigma)
     )
-    if dead_share >= config.inactive_fraction:
+    if sig.dead_share >= config.inactive_fraction:
         reason = "dead_gradients"
-    elif frozen_share + (1.0 - frozen_share) * dead_share >= config.inactive_fraction and never_learned:
+    elif sig.frozen_share + (1.0 - sig.frozen_share) * sig.dead_share >= config.inactive_fraction and never_learned:
         reason = "frozen_parameters"
-    elif skipped.size and skipped.mean() >= config.skipped_fraction:
+    elif sig.skipped.size and sig.skipped.mean() >= config.skipped_fraction:
         reason = "all_steps_skipped"
-    elif sampled.size and u_now < config.min_update_ratio:
+    elif sig.update_ratio_step is not None and sig.update_ratio < config.min_update_ratio:
         reason = "tiny_updates"
-    elif not sampled.size and np.ptp(loss) <= config.frozen_rel_range * abs(median):
+    elif sig.update_ratio_step is None and np.ptp(loss) <= config.frozen_rel_range * abs(nanmedian(loss)):
         reason = "loss_frozen"
     else:
         return None
 
+    return _finding(view, reason, steps, loss, tr, sig)
+
+
+def _finding(view: RunView, reason: str, steps: np.ndarray, loss: np.ndarray, tr: Trend, sig: _Signals) -> Finding:
+    """The diagnosis with its evidence; its step is the window's first."""
+    lr = np.asarray(view.lr, dtype=float)
     evidence: dict[str, Any] = {
         "reason": reason,
-        "update_ratio": as_float(u_now),
-        "update_ratio_step": int(view.stat_steps[sampled[-1]]) if sampled.size else None,
+        "update_ratio": as_float(sig.update_ratio),
+        "update_ratio_step": sig.update_ratio_step,
         "loss_first_third": as_float(tr.first),
         "loss_last_third": as_float(tr.last),
         "improvement": as_float(-tr.change),
         "loss_sigma": as_float(tr.sigma),
-        "lr_now": as_float(lr_now),
-        "lr_max": as_float(lr_max),
-        "skipped_fraction": as_float(skipped.mean()) if skipped.size else 0.0,
-        "dead_gradient_share": as_float(dead_share),
-        "frozen_share": as_float(frozen_share),
-        "initial_loss": as_float(initial),
+        "lr_now": as_float(lr[-1] if lr.size else np.nan),
+        "lr_max": as_float(np.nanmax(lr) if np.isfinite(lr).any() else np.nan),
+        "skipped_fraction": as_float(sig.skipped.mean()) if sig.skipped.size else 0.0,
+        "dead_gradient_share": as_float(sig.dead_share),
+        "frozen_share": as_float(sig.frozen_share),
+        "initial_loss": as_float(view.initial_loss),
         "window_steps": int(loss.size),
     }
     return Finding(symptom="stagnation", step=int(steps[0]), evidence=evidence, advice=ADVICE[reason])
