@@ -44,24 +44,30 @@ from __future__ import annotations
 
 import argparse
 import gc
-import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
 from benchmarks._common import rss_mb  # noqa: E402
+from benchmarks._cuda_checks import fused_status, read_floor, stats_pass_time, sync_check  # noqa: E402
 from benchmarks._models import Workload, make_workload  # noqa: E402
+from benchmarks._variants import (  # noqa: E402
+    Gradwatch,
+    NaiveHistc,
+    NaiveItem,
+    Variant,
+    make_every_step,
+    sync,
+    train_step,
+)
 from gradwatch.agents import stats as agent_stats  # noqa: E402
-
-if TYPE_CHECKING:
-    from gradwatch.agents.monitor import Monitor
 
 #: "Every-step full statistics" is judged on gradient and weight statistics every step: the issue's GPU
 #: target for it is the floor of reading gradients and weights once, which the update ratio (a weight copy
@@ -78,106 +84,6 @@ UNTIMED_STEPS = 2
 #: monitor samples both on its step 0 (untimed); timed steps 2..21 then hold 4 statistics steps and 1
 #: update ratio, the true rates. A 10-step block would hold no update ratio at all.
 SCHEDULE_PERIOD = 20
-
-
-class NoopTransport:
-    """The agent's transport seam, answering like the service without a network."""
-
-    #: Bodies are encoded as for the HTTP transport: packed.
-    accepts_packed = True
-
-    def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
-        return 202, '{"accepted": 0}'
-
-
-noop_transport = NoopTransport()
-
-
-class Variant:
-    """One way of training; ``begin``/``end`` wrap a block, ``after_backward``/``after_step`` wrap each step."""
-
-    def __init__(self, name: str, workload: Workload) -> None:
-        self.name = name
-        self.workload = workload
-
-    def begin(self) -> None: ...
-
-    def after_backward(self) -> None: ...
-
-    def after_step(self, loss: torch.Tensor) -> None: ...
-
-    def end(self) -> None: ...
-
-    def close(self) -> None:
-        """After the timed block: release what ``begin`` set up."""
-
-
-class Gradwatch(Variant):
-    def __init__(self, name: str, workload: Workload, **options: Any) -> None:
-        super().__init__(name, workload)
-        self.options = options
-        self.monitor: Monitor | None = None
-
-    def begin(self) -> None:
-        from gradwatch.agents.monitor import Monitor
-        from gradwatch.agents.options import AgentOptions
-
-        w = self.workload
-        self.monitor = Monitor(
-            w.model,
-            w.optimizer,
-            # A run name the wire schema accepts (a rejected report would be logged, not sent, and
-            # the variant would measure logging instead of delivery).
-            run="bench-" + re.sub(r"[^A-Za-z0-9._-]+", "-", self.name),
-            endpoint="http://127.0.0.1:1",
-            options=AgentOptions.model_validate(self.options),
-            transport=noop_transport,
-        )
-
-    def after_step(self, loss: torch.Tensor) -> None:
-        assert self.monitor is not None
-        self.monitor.step(loss)
-
-    def end(self) -> None:
-        assert self.monitor is not None
-        self.monitor.flush(60)
-
-    def close(self) -> None:
-        """Outside the timed block: detach the hooks and stop the sender thread."""
-        if self.monitor is not None:
-            self.monitor.close(5)
-            self.monitor = None
-
-
-class NaiveItem(Variant):
-    """What many training scripts do: one host read per parameter tensor, every step."""
-
-    def after_backward(self) -> None:
-        self.log = {n: p.grad.norm().item() for n, p in self.workload.model.named_parameters() if p.grad is not None}
-
-
-class NaiveHistc(Variant):
-    """wandb.watch-style histograms: 64 bins per gradient tensor, copied to the host every step."""
-
-    def after_backward(self) -> None:
-        self.log = {
-            n: torch.histc(p.grad.float(), bins=64).cpu()
-            for n, p in self.workload.model.named_parameters()
-            if p.grad is not None
-        }
-
-
-def train_step(w: Workload, variant: Variant) -> None:
-    loss = w.forward_backward()
-    variant.after_backward()
-    w.optimizer.step()
-    w.optimizer.zero_grad(set_to_none=True)
-    variant.after_step(loss)
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def run_block(w: Workload, variant: Variant, steps: int, device: str) -> tuple[float, float, float]:
@@ -221,28 +127,6 @@ def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
         times.append(time.perf_counter() - t0)
         w.optimizer.zero_grad(set_to_none=True)
     return statistics.median(times)
-
-
-def read_floor(w: Workload, reps: int = 10) -> tuple[float, float]:
-    """(seconds, bytes/s): the time to read every gradient and weight once at this GPU's read bandwidth.
-
-    The bandwidth is that of one reduction (``sum``) over a contiguous 2 GiB buffer, the best case
-    for reading memory; ``torch._foreach_norm`` over hundreds of tensors runs well below it.
-    """
-    params = list(w.model.parameters())
-    total = 2 * sum(p.numel() * p.element_size() for p in params)  # weights + gradients of the same dtype
-    buffer = torch.ones(2**29, dtype=torch.float32, device="cuda")
-    times = []
-    for _ in range(reps + 2):
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        buffer.sum()
-        stop.record()
-        stop.synchronize()
-        times.append(start.elapsed_time(stop) / 1e3)
-    bandwidth = buffer.numel() * buffer.element_size() / statistics.median(times[2:])
-    del buffer
-    return total / bandwidth, bandwidth
 
 
 def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
@@ -311,85 +195,6 @@ def rss_mb_self() -> float:
     import os
 
     return rss_mb(os.getpid())
-
-
-def sync_check(w: Workload, steps: int = 6) -> str:
-    """Count host synchronisations in bare and in monitored (every step) CUDA steps.
-
-    Under ``set_sync_debug_mode("warn")`` every synchronising call warns; the model itself may
-    synchronise (an embedding's backward, say), so what the agent adds is the difference.
-    """
-    import warnings
-
-    counts: dict[str, int] = {}
-    where: list[str] = []
-    torch.cuda.synchronize()
-    for name, variant in (("bare", Variant("bare", w)), ("gradwatch every step", make_every_step(w))):
-        variant.begin()
-        train_step(w, variant)  # a fresh monitor's first step builds its layout and buffers
-        torch.cuda.synchronize()
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                for _ in range(steps):
-                    train_step(w, variant)
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        syncs = [c for c in caught if "called a synchronizing CUDA operation" in str(c.message)]
-        counts[name] = len(syncs)
-        if name != "bare":
-            where += sorted({f"{Path(c.filename).name}:{c.lineno}" for c in syncs})
-        variant.end()
-        variant.close()
-    added = counts["gradwatch every step"] - counts["bare"]
-    summary = (
-        f"{added} per {steps} steps (synchronising calls under set_sync_debug_mode('warn'): "
-        f"bare {counts['bare']}, every-step monitored {counts['gradwatch every step']})"
-    )
-    return summary + (f"; monitored steps synchronised at {', '.join(where[:6])}" if added else "")
-
-
-def stats_pass_time(w: Workload, reps: int = 20) -> dict[str, float]:
-    """CUDA seconds of one statistics step's reductions (gradients and weights), one-pass kernel vs two norms.
-
-    Timed with CUDA events around the two calls the monitor makes on a statistics step, after a
-    forward and backward each (untimed), so each reading starts from the state training leaves.
-    """
-    from gradwatch.agents import fused
-    from gradwatch.agents.layout import LayerLayout
-
-    layout = LayerLayout.from_model(w.model)
-    group = layout.groups[0]
-    results: dict[str, float] = {}
-    was_disabled = fused._state["disabled"]
-    paths = [("two foreach norms", True)] if was_disabled else [("one pass", False), ("two foreach norms", True)]
-    for label, disabled in paths:
-        fused._state["disabled"] = disabled
-        times = []
-        for _ in range(reps):
-            w.forward_backward()
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            agent_stats.gradient_stats(group, layout.num_layers)
-            agent_stats.weight_stats(group, layout.num_layers)
-            stop.record()
-            stop.synchronize()
-            times.append(start.elapsed_time(stop) / 1e3)
-            w.optimizer.zero_grad(set_to_none=True)
-        results[label] = statistics.median(times)
-    fused._state["disabled"] = was_disabled
-    return results
-
-
-def fused_status() -> str:
-    from gradwatch.agents import fused
-
-    return fused.describe()
-
-
-def make_every_step(w: Workload) -> Gradwatch:
-    return Gradwatch("gradwatch every step", w, stats_every=1, update_ratio_every=1)
 
 
 def main() -> int:
