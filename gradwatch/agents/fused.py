@@ -39,7 +39,7 @@ CHUNK = BLOCK * ITERS
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 #: Chunk tables kept (gradients and weights of a few device groups).
 _CACHE_SIZE = 8
-_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+_cache: OrderedDict[tuple, tuple[torch.Tensor, bool]] = OrderedDict()
 _state: dict[str, Any] = {"kernel": None, "disabled": os.environ.get("GRADWATCH_FUSED", "1") == "0"}
 
 
@@ -119,8 +119,9 @@ def _disable(why: str) -> None:
     log.info("gradwatch: one-pass statistics kernel off, using two torch._foreach_norm passes: %s", why)
 
 
-def _chunk_table(tensors: list[torch.Tensor], layers: list[int], device: torch.device) -> torch.Tensor:
-    """(3, chunks) int64 on ``device``: each chunk's address, element count and layer (built without a Python loop per chunk)."""
+def _chunk_table(tensors: list[torch.Tensor], layers: list[int], device: torch.device) -> tuple[torch.Tensor, bool]:
+    """(3, chunks) int64 on ``device``: each chunk's address, element count and layer (built without a
+    Python loop per chunk); and whether every tensor starts on 16 bytes (so every chunk does)."""
     key = (
         device,
         tensors[0].dtype,
@@ -128,10 +129,10 @@ def _chunk_table(tensors: list[torch.Tensor], layers: list[int], device: torch.d
         tuple(t.numel() for t in tensors),
         tuple(layers),
     )
-    table = _cache.get(key)
-    if table is not None:
+    cached = _cache.get(key)
+    if cached is not None:
         _cache.move_to_end(key)
-        return table
+        return cached
     address = torch.tensor(key[2], dtype=torch.int64)
     numel = torch.tensor(key[3], dtype=torch.int64)
     chunks = (numel + CHUNK - 1) // CHUNK
@@ -148,10 +149,10 @@ def _chunk_table(tensors: list[torch.Tensor], layers: list[int], device: torch.d
     if device.type == "cuda":
         # From page-locked memory, so the copy is asynchronous (a pageable source may make the driver wait).
         table = table.pin_memory().to(device, non_blocking=True)
-    _cache[key] = table
+    _cache[key] = table, all(address % 16 == 0 for address in key[2])
     while len(_cache) > _CACHE_SIZE:
         _cache.popitem(last=False)
-    return table
+    return _cache[key]
 
 
 def _launch(
@@ -177,7 +178,7 @@ def _run(
     """Per chunk (first, second) and the chunks' layers; None (and the kernel off for good) on failure."""
     device = inputs[0][0].device
     try:
-        tables = [_chunk_table(tensors, layers, device) for tensors in inputs]
+        tables, aligned_inputs = zip(*(_chunk_table(tensors, layers, device) for tensors in inputs), strict=True)
         n_chunks = tables[0].shape[1]
         outputs = (
             torch.empty(n_chunks, dtype=torch.float32, device=device),
@@ -186,7 +187,7 @@ def _run(
         if n_chunks == 0:  # only empty tensors
             return outputs[0], outputs[1], tables[0][2]
         pair = (tables[0], tables[-1])
-        aligned = _state.get("aligned", True) and all(t.data_ptr() % 16 == 0 for tensors in inputs for t in tensors)
+        aligned = _state.get("aligned", True) and all(aligned_inputs)
         try:
             _launch(pair, inputs[0][0], outputs, aligned, delta)
         except Exception as exc:  # noqa: BLE001 - the alignment hint is the riskier part: once more without it

@@ -4,8 +4,8 @@ Written apart from the rules and first run as a held-out set (2026-11-27): it fo
 batch going unseen (stagnation's decay-tail exemption), a momentum-carried lr burst holding a weight-growth
 explosion open for 30 steps, and an explosion whose finite weights overflowed their float32 norm turning
 into vanishing and stagnation diagnoses; docs/rules.md says what changed. The dead-ReLU run stays late
-against its label (the lr burst's step): its network dies over the following 15-20 steps, and stagnation
-fires 3 dead statistics rows after that.
+against its label (the lr burst's step): its network dies some steps later (in seed 2 much later), and
+stagnation fires 3 dead statistics rows after that.
 
 Onsets follow the suite's conventions: the step at which the fault is injected (or 0 when it is there
 from initialisation); overfitting uses each run's own held-out minimum.

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .config import StagnationConfig
-from .robust import Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
+from .robust import Trend, as_float, nanmedian, safe_ratio, trend
 from .series import global_update_ratio, has_converged
 from .view import Finding, RunView
 
@@ -36,21 +36,22 @@ ADVICE = {
 }
 
 
-def _dead_layers(view: RunView, cfg: StagnationConfig) -> np.ndarray:
-    """(S, L): the layer's gradient was measured and is 0 or at most dead_grad_ratio of its weight norm."""
-    g = np.asarray(view.grad_norm, dtype=float)
-    w = np.asarray(view.weight_norm, dtype=float)
+def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
+    """(rows, L) for the newest ``rows`` stats rows: the layer's gradient was measured and is 0 or at
+    most dead_grad_ratio of its weight norm."""
+    g = np.asarray(view.grad_norm, dtype=float)[-rows:]
+    w = np.asarray(view.weight_norm, dtype=float)[-rows:]
     return np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
 
 
-def _dead_shares(view: RunView, cfg: StagnationConfig) -> np.ndarray:
-    """Per stats row: the share of measured parameters (by count, not layers) whose gradient is dead.
+def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
+    """For the newest ``rows`` stats rows: the share of measured parameters whose gradient is dead.
 
-    By count: one live output bias does not make a network of dead ReLUs a training one.
+    By count, not by layer: one live output bias does not make a network of dead ReLUs a training one.
     """
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)) * numel
-    dead = _dead_layers(view, cfg) * numel
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-rows:]) * numel
+    dead = _dead_layers(view, cfg, rows) * numel
     total = measured.sum(axis=1)
     return np.divide(dead.sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
 
@@ -65,13 +66,13 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
         return 0.0, 0.0
     numel = np.asarray(view.layer_numel, dtype=float)
     measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-1])
-    dead = _dead_layers(view, cfg)[-1]
+    dead = _dead_layers(view, cfg, 1)[0]
     # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
     # as training goes.
     frozen = ~measured | (_unmoved(view) & measured & ~dead)
     frozen_share = float(numel[frozen].sum() / numel.sum()) if numel.sum() else 0.0
-    return float(_dead_shares(view, cfg)[-1]), frozen_share
+    return float(_dead_shares(view, cfg, 1)[0]), frozen_share
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if loss.size < config.window_steps:
         return None
     tr = trend(loss)
-    dead_for = trailing_run(_dead_shares(view, config) >= config.inactive_fraction) if view.stat_steps.size else 0
-    if dead_for >= config.dead_rows:
+    if view.stat_steps.size >= config.dead_rows and np.all(
+        _dead_shares(view, config, config.dead_rows) >= config.inactive_fraction
+    ):
         # Gradients dead row after row: nothing but a live bias or two can still move the loss (towards
         # the class prior, after the burst that killed the ReLUs), so its trend proves nothing.
         return _finding(view, "dead_gradients", steps, loss, tr, _Signals.of(view, config))
