@@ -100,13 +100,15 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
     """Per-layer gradient (sum of squares, max-abs), and the layers that had a gradient.
 
     Sparse gradients are densified on their values only (their norm is the norm
-    of the stored values).
+    of the stored values). A parameter frozen with ``requires_grad_(False)`` has
+    no gradient this step even when its ``.grad`` still holds one from before it
+    was frozen (a model trained, then frozen for a linear probe, in one process).
     """
     grads: list[torch.Tensor] = []
     layers: list[int] = []
     for param, layer in zip(group.params, group.layer_of_param, strict=True):
         grad = param.grad
-        if grad is None:
+        if grad is None or not param.requires_grad:
             continue
         grad = local_tensor(grad)
         if grad.is_sparse:

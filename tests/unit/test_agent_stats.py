@@ -157,6 +157,24 @@ def test_optimizer_free_mode_reads_gradients_at_step_time():
     assert all(g is not None and g > 0 for g in record["layers"]["grad_norm"])
 
 
+def test_a_frozen_parameters_stale_gradient_is_not_reported():
+    """Trained, then frozen for a linear probe in the same process: .grad still holds the last gradient."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    model(torch.randn(2, 4)).sum().backward()
+    model[0].requires_grad_(False)
+    assert model[0].weight.grad is not None
+    optimizer = torch.optim.SGD(model[1].parameters(), lr=0.01)
+    mon, recorder = _monitor(model, optimizer, stats_every=1)
+    optimizer.zero_grad()
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    mon.step(1.0)
+    mon.close()
+    (record,) = recorder.steps
+    frozen, head = record["layers"]["grad_norm"]
+    assert frozen is None and head is not None and head > 0
+
+
 def test_callers_grad_norm_reaches_the_aggregator_and_flags_a_gradient_only_inf_at_once():
     """clip_grad_norm_'s result, passed to step(), shows an Inf in one parameter's gradient on that very step."""
     from gradwatch.service.aggregator import Aggregator
