@@ -12,7 +12,7 @@ from gradwatch.service.columns import ColumnarReport, LayerColumns
 from gradwatch.service.config import WindowConfig
 from gradwatch.service.rank_state import RankTable
 from gradwatch.service.rules.series import SUMMARY_COLUMNS, row_summaries
-from gradwatch.service.rules.view import RunView
+from gradwatch.service.rules.view import INITIAL_LOSSES, RunView
 from gradwatch.service.shards import ShardCombiner
 from gradwatch.service.windows import Window
 from gradwatch.wire import Report, ShardInfo, StepRecord
@@ -20,8 +20,6 @@ from gradwatch.wire import Report, ShardInfo, StepRecord
 SUMMARY_WIDTH = len(SUMMARY_COLUMNS)
 
 _NAN = math.nan
-#: How many of a run's first finite losses define its initial loss.
-INITIAL_LOSSES = 5
 
 
 def _f(value: float | None) -> float:

@@ -231,6 +231,27 @@ def _optimizer_holds_only_the_head() -> RunView:
     return make_view(_flat(level=1.386), grad=_stats(), update=u, numel=[5000, 5000, 5000, 260])
 
 
+def _frozen_without_gradient(loss: np.ndarray) -> RunView:
+    """97% of the parameters have no gradient (requires_grad=False); the head's updates are healthy."""
+    return make_view(
+        loss, grad=np.c_[np.full((60, 3), np.nan), np.ones(60)], numel=[5000, 5000, 5000, 450], update=sampled(5e-3, 60)
+    )
+
+
+def _slow_noisy_probe() -> RunView:
+    """A linear probe on small noisy batches: the loss falls 1.6 -> 1.2 in 20 steps and then creeps down, with a
+    per-step noise of 0.15 that keeps every 16-step window from showing improvement."""
+    level = 1.2 + 0.4 * np.exp(-np.arange(300) / 8.0) - 0.1 * np.arange(300) / 300
+    return _frozen_without_gradient(level + 0.15 * rng(5).standard_normal(300))
+
+
+def _lora_slow_start() -> RunView:
+    """LoRA's zero-initialised B: 24 steps in which the loss barely moves (7.65 -> 7.3 under noise of 0.35 per
+    step) before it falls. A 16-step window reads that as never learned; the verdict waits for 32 steps."""
+    level = np.interp(np.arange(24), [0, 10, 20, 24], [7.65, 7.55, 7.4, 7.3])
+    return _frozen_without_gradient(level + 0.35 * rng(6).standard_normal(24))
+
+
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
     ("optimizer holds only the head", _optimizer_holds_only_the_head, "frozen_parameters"),
     ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=sampled(1e-7, 60)), "tiny_updates"),
@@ -252,6 +273,11 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
         ),
         "tiny_updates",
     ),
+    (
+        "all but a bias frozen, loss where it started, small noisy batches",
+        lambda: _frozen_without_gradient(_flat(level=1.386) * np.exp(0.03 * rng(7).standard_normal(300))),
+        "frozen_parameters",
+    ),
     ("frozen loss, no update ratio sampled", lambda: make_view(np.full(300, 2.3)), "loss_frozen"),
     ("every step skipped by GradScaler", lambda: make_view(_flat(), skipped=True), "all_steps_skipped"),
     (
@@ -269,10 +295,18 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
 ]
 
 
+#: Parameters frozen without a gradient are judged on a longer record (see _frozen_evidence).
+LONGER_RECORD = {
+    "all but a bias frozen, loss where it started",
+    "all but a bias frozen, loss where it started, small noisy batches",
+}
+
+
 @pytest.mark.parametrize(("name", "build", "reason"), STAGNATION_FIRES, ids=lambda x: x)
 def test_stagnation_fires(name: str, build: Callable[[], RunView], reason: str) -> None:
-    window = StagnationConfig().window_steps
-    f = check(detect_stagnation(build(), StagnationConfig()), "stagnation", 300 - window)
+    config = StagnationConfig()
+    window = config.frozen_window_steps if name in LONGER_RECORD else config.window_steps
+    f = check(detect_stagnation(build(), config), "stagnation", 300 - window)
     assert f.evidence["reason"] == reason
     assert f.evidence["window_steps"] == window
 
@@ -327,6 +361,14 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
             numel=[5000, 5000, 5000, 400],
             update=sampled(1e-3, 60),
         ),
+    ),
+    ("linear probe, slow and noisy after a quick first fall", _slow_noisy_probe),
+    ("LoRA, zero-initialised adapters still starting", _lora_slow_start),
+    (
+        # Frozen without a gradient, a flat loss, but per-step noise of 40% of the loss: a drop of a tenth
+        # would not show in 32 steps, so "never learned" cannot be told from "learning slowly".
+        "frozen without gradient, too noisy to judge",
+        lambda: _frozen_without_gradient(1.386 * np.exp(0.4 * rng(8).standard_normal(300))),
     ),
 ]
 

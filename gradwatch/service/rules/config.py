@@ -376,6 +376,24 @@ class StagnationConfig(_RuleConfig):
         ge=0.0,
         description="With mostly frozen parameters: the loss counts as never having learned within this fraction of its initial value.",
     )
+    frozen_window_steps: int = Field(
+        default=32,
+        ge=6,
+        description=(
+            "Latest finite losses judged when the parameters are frozen without a gradient (requires_grad=False): "
+            "what trains of a frozen model may start slowly (LoRA's zero-initialised adapters), so the verdict "
+            "waits for a longer record than window_steps."
+        ),
+    )
+    frozen_noise_rel: float = Field(
+        default=0.1,
+        gt=0.0,
+        description=(
+            "Parameters frozen without a gradient (requires_grad=False: a linear probe, LoRA) are reported as a "
+            "stall only when the loss noise would let a drop of this fraction of the initial loss show; "
+            "noisier runs are not judged frozen (a slow probe and a head that cannot learn look alike)."
+        ),
+    )
     converged_fraction: float = Field(
         default=1e-3,
         ge=0.0,

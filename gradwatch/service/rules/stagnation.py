@@ -10,7 +10,7 @@ import numpy as np
 from .config import StagnationConfig
 from .robust import Trend, as_float, nanmedian, safe_ratio, trend
 from .series import global_update_ratio, has_converged
-from .view import Finding, RunView
+from .view import INITIAL_LOSSES, Finding, RunView
 
 ADVICE = {
     "tiny_updates": (
@@ -56,14 +56,14 @@ def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
     return np.divide(dead.sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
 
 
-def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float]:
-    """Latest stats row: (share of measured parameters with a dead gradient, share of parameters frozen).
+def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float, float]:
+    """Latest stats row: shares (dead gradient among measured parameters; frozen; without a gradient).
 
-    A layer is frozen when it has no gradient at all, or a live one that the latest sampled step left
-    exactly unchanged.
+    A layer is frozen when it has no gradient at all (requires_grad=False, or unused by the loss), or a
+    live one that the latest sampled step left exactly unchanged.
     """
     if view.stat_steps.size == 0 or view.layer_numel.size == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, 0.0
     numel = np.asarray(view.layer_numel, dtype=float)
     measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-1])
     dead = _dead_layers(view, cfg, 1)[0]
@@ -71,8 +71,10 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
     # as training goes.
     frozen = ~measured | (_unmoved(view) & measured & ~dead)
-    frozen_share = float(numel[frozen].sum() / numel.sum()) if numel.sum() else 0.0
-    return float(_dead_shares(view, cfg, 1)[0]), frozen_share
+    total = numel.sum()
+    frozen_share = float(numel[frozen].sum() / total) if total else 0.0
+    no_grad_share = float(numel[~measured].sum() / total) if total else 0.0
+    return float(_dead_shares(view, cfg, 1)[0]), frozen_share, no_grad_share
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class _Signals:
     update_ratio_step: int | None
     dead_share: float
     frozen_share: float
+    no_grad_share: float
 
     @classmethod
     def of(cls, view: RunView, config: StagnationConfig) -> _Signals:
@@ -92,13 +95,14 @@ class _Signals:
             skipped = skipped[:0]
         u_all = global_update_ratio(view)
         sampled = np.flatnonzero(np.isfinite(u_all))
-        dead_share, frozen_share = _inactive_shares(view, config)
+        dead_share, frozen_share, no_grad_share = _inactive_shares(view, config)
         return cls(
             skipped=skipped,
             update_ratio=float(u_all[sampled[-1]]) if sampled.size else float("nan"),
             update_ratio_step=int(view.stat_steps[sampled[-1]]) if sampled.size else None,
             dead_share=dead_share,
             frozen_share=frozen_share,
+            no_grad_share=no_grad_share,
         )
 
 
@@ -109,6 +113,70 @@ def _unmoved(view: RunView) -> np.ndarray:
     if rows.size == 0:
         return np.zeros(view.layer_numel.size, dtype=bool)
     return u[rows[-1]] == 0
+
+
+@dataclass(frozen=True)
+class _FromStart:
+    """How far the window's loss is from where the run began, and how far noise alone could put it."""
+
+    distance: float
+    noise_band: float
+    initial: float
+
+    @classmethod
+    def of(cls, initial: float, loss: np.ndarray, sigma: float) -> _FromStart:
+        """Both levels are medians: of the run's first INITIAL_LOSSES losses and of the window.
+
+        A median of n noisy samples has a standard error of about 1.25 sigma / sqrt(n), so noise alone
+        keeps the two within 3 x 1.25 sigma x sqrt(1/INITIAL_LOSSES + 1/n) (1.9 sigma for a 16-step
+        window). Per-step sigma itself is the wrong yardstick for a difference of medians: with small
+        noisy batches a linear probe whose loss had fallen by 25% still sat within 3 sigma of its start.
+        """
+        noise_band = 3.0 * 1.25 * sigma * np.sqrt(1.0 / INITIAL_LOSSES + 1.0 / loss.size)
+        return cls(distance=abs(nanmedian(loss) - initial), noise_band=float(noise_band), initial=initial)
+
+    def never_learned(self, rel: float) -> bool:
+        """Still where it began, within noise and within ``rel`` x |initial|."""
+        return bool(np.isfinite(self.initial) and self.distance <= max(rel * abs(self.initial), self.noise_band))
+
+    def can_tell(self, rel: float) -> bool:
+        """Would a loss ``rel`` x |initial| below the start stand out of the noise?"""
+        return bool(np.isfinite(self.initial) and self.noise_band <= rel * abs(self.initial))
+
+
+def _frozen_evidence(
+    view: RunView,
+    config: StagnationConfig,
+    sig: _Signals,
+    window: tuple[np.ndarray, np.ndarray, Trend],
+    finite: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, Trend] | None:
+    """(steps, losses, trend) that show a mostly frozen network whose loss never left its start, or None.
+
+    Gradients computed and never applied (parameters left out of the optimizer) are a mistake whatever
+    the noise: the window decides. Parameters without a gradient (requires_grad=False) are frozen on
+    purpose as often as by mistake (a linear probe, LoRA on a frozen base), and what trains may start
+    slowly (LoRA's zero-initialised B): then the judgement takes frozen_window_steps losses, and only
+    a run whose noise would let a drop of frozen_noise_rel x the initial loss show may be called
+    stalled; noisier ones are not judged.
+    """
+    if sig.frozen_share + (1.0 - sig.frozen_share) * sig.dead_share < config.inactive_fraction:
+        return None
+    if sig.no_grad_share < config.inactive_fraction:
+        steps, loss, tr = window
+        return (
+            window if _FromStart.of(view.initial_loss, loss, tr.sigma).never_learned(config.no_progress_rel) else None
+        )
+    steps, loss = (part[-config.frozen_window_steps :] for part in finite)
+    if loss.size < config.frozen_window_steps:
+        return None
+    tr = trend(loss)
+    if tr.improving(config.min_improvement, config.rel_tolerance):
+        return None
+    start = _FromStart.of(view.initial_loss, loss, tr.sigma)
+    if start.never_learned(config.no_progress_rel) and start.can_tell(config.frozen_noise_rel):
+        return steps, loss, tr
+    return None
 
 
 def _has_nonfinite(view: RunView, window: int) -> bool:
@@ -162,9 +230,10 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     dead_grad_ratio * weight norm (dead_gradients); at least inactive_fraction
     of all parameters are frozen (no gradient, or a gradient but an update
     ratio of exactly 0 at the newest sampled row: not in the optimizer) or
-    dead, and the loss is still within
-    no_progress_rel of the run's initial loss (frozen_parameters: a frozen
-    backbone whose head has learned is not stalled); >= skipped_fraction of
+    dead, and the loss is still where it began, within noise and
+    no_progress_rel (frozen_parameters: a frozen backbone whose head has
+    learned is not stalled; parameters frozen without a gradient are judged
+    on frozen_window_steps losses, see _frozen_evidence); >= skipped_fraction of
     the window's steps were skipped (all_steps_skipped); the latest sampled
     global update ratio < min_update_ratio (tiny_updates); or, with no update
     ratio ever sampled, the loss range <= frozen_rel_range * |median|
@@ -190,8 +259,8 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
         # improve and its updates are tiny: that is the task solved, not a stall.
         return None
     ok = np.isfinite(view.loss)
-    steps = view.loss_steps[ok][-config.window_steps :]
-    loss = np.asarray(view.loss, dtype=float)[ok][-config.window_steps :]
+    finite_steps, finite_loss = view.loss_steps[ok], np.asarray(view.loss, dtype=float)[ok]
+    steps, loss = finite_steps[-config.window_steps :], finite_loss[-config.window_steps :]
     if loss.size < config.window_steps:
         return None
     tr = trend(loss)
@@ -221,14 +290,12 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
         return None
 
     sig = _Signals.of(view, config)
-    initial = view.initial_loss
-    never_learned = bool(
-        np.isfinite(initial) and abs(tr.last - initial) <= max(config.no_progress_rel * abs(initial), 3.0 * tr.sigma)
-    )
+    frozen = _frozen_evidence(view, config, sig, (steps, loss, tr), (finite_steps, finite_loss))
     if sig.dead_share >= config.inactive_fraction:
         reason = "dead_gradients"
-    elif sig.frozen_share + (1.0 - sig.frozen_share) * sig.dead_share >= config.inactive_fraction and never_learned:
+    elif frozen is not None:
         reason = "frozen_parameters"
+        steps, loss, tr = frozen
     elif sig.skipped.size and sig.skipped.mean() >= config.skipped_fraction:
         reason = "all_steps_skipped"
     elif sig.update_ratio_step is not None and sig.update_ratio < config.min_update_ratio:

@@ -22,6 +22,10 @@ SYMPTOMS = (
 )
 
 
+#: How many of a run's first finite losses make its ``initial_loss``.
+INITIAL_LOSSES = 5
+
+
 @dataclass(frozen=True)
 class RunView:
     """A window of one run's history, oldest first.
@@ -76,8 +80,8 @@ class RunView:
     incident_ranks: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     new_incident_from: int = 0
     rank_hosts: dict[int, str] = field(default_factory=dict)
-    #: Median of the run's first few finite losses (kept after they leave the
-    #: window): where training started, to tell "never learned" from "converged".
+    #: Median of the run's first INITIAL_LOSSES finite losses (kept after they
+    #: leave the window): where training started, to tell "never learned" from "converged".
     initial_loss: float = float("nan")
     #: Per stats row, computed once when the row arrived (see
     #: :func:`series.row_summaries`); None makes the rules compute them from
