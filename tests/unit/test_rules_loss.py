@@ -365,6 +365,12 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("linear probe, slow and noisy after a quick first fall", _slow_noisy_probe),
     ("LoRA, zero-initialised adapters still starting", _lora_slow_start),
     (
+        # A head on a frozen, randomly initialised encoder: 8% down in 36 steps under per-step noise of 0.06,
+        # several standard errors of the least-squares slope, while the thirds' medians differ by about 2 sigma.
+        "head on frozen random features, a slow steady fall",
+        lambda: _frozen_without_gradient(1.39 - 0.003 * np.arange(36) + 0.06 * rng(10).standard_normal(36)),
+    ),
+    (
         # Frozen without a gradient, a flat loss, but per-step noise of 40% of the loss: a drop of a tenth
         # would not show in 32 steps, so "never learned" cannot be told from "learning slowly".
         "frozen without gradient, too noisy to judge",

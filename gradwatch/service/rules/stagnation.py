@@ -171,12 +171,28 @@ def _frozen_evidence(
     if loss.size < config.frozen_window_steps:
         return None
     tr = trend(loss)
-    if tr.improving(config.min_improvement, config.rel_tolerance):
+    if tr.improving(config.min_improvement, config.rel_tolerance) or _sloping_down(
+        loss, tr.sigma, config.min_improvement
+    ):
         return None
     start = _FromStart.of(view.initial_loss, loss, tr.sigma)
     if start.never_learned(config.no_progress_rel) and start.can_tell(config.frozen_noise_rel):
         return steps, loss, tr
     return None
+
+
+def _sloping_down(loss: np.ndarray, sigma: float, k: float) -> bool:
+    """Is the least-squares slope of ``loss`` more than ``k`` standard errors below 0?
+
+    Uses every loss, where the thirds' medians use two thirds of them: a probe whose loss falls 8% in
+    32 steps under per-step noise of that size shows here (about 2 standard errors) and not there.
+    """
+    x = np.arange(loss.size, dtype=float) - (loss.size - 1) / 2.0
+    spread = float(x @ x)
+    if spread == 0.0 or not np.isfinite(sigma):
+        return False
+    slope = float(x @ (loss - loss.mean())) / spread
+    return slope < -k * sigma / np.sqrt(spread)
 
 
 def _has_nonfinite(view: RunView, window: int) -> bool:
