@@ -5,12 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .config import OverfittingConfig
-from .robust import as_float, diff2_sigma, diff_sigma, median3, nanmedian, trailing_run
+from .robust import MEDIAN_SE, as_float, diff2_sigma, diff_sigma, median3, nanmedian, trailing_run
 from .series import finite_loss
 from .view import Finding, RunView
-
-#: Standard error of a median is about sqrt(pi/2) = 1.2533 times that of a mean.
-MEDIAN_SE = 1.2533
 
 
 def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tuple[float, int]:

@@ -25,6 +25,8 @@ MAD_TO_SIGMA = 1.4826
 #: significant).
 TINY_REL = 1e-12
 TINY_ABS = 1e-30
+#: Standard error of a median is about sqrt(pi/2) = 1.2533 times that of a mean.
+MEDIAN_SE = 1.2533
 
 
 # The mean of the two middle values of huge data (1e308) overflows to inf, which is the

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .config import StagnationConfig
-from .robust import Trend, as_float, nanmedian, safe_ratio, trend
+from .robust import MEDIAN_SE, Trend, as_float, nanmedian, safe_ratio, trend
 from .series import global_update_ratio, has_converged
 from .view import INITIAL_LOSSES, Finding, RunView
 
@@ -132,7 +132,7 @@ class _FromStart:
         window). Per-step sigma itself is the wrong yardstick for a difference of medians: with small
         noisy batches a linear probe whose loss had fallen by 25% still sat within 3 sigma of its start.
         """
-        noise_band = 3.0 * 1.25 * sigma * np.sqrt(1.0 / INITIAL_LOSSES + 1.0 / loss.size)
+        noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(1.0 / INITIAL_LOSSES + 1.0 / loss.size)
         return cls(distance=abs(nanmedian(loss) - initial), noise_band=float(noise_band), initial=initial)
 
     def never_learned(self, rel: float) -> bool:
