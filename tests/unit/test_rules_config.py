@@ -26,7 +26,7 @@ def test_every_symptom_has_a_section_with_documented_fields() -> None:
     [
         ("loss_spike.z_threshold", 10.0),
         ("loss_spike.baseline_steps", 50),
-        ("loss_spike.min_history", 10),
+        ("loss_spike.min_history", 20),
         ("exploding_gradient.growth_factor", 30.0),
         ("exploding_gradient.weight_growth_factor", 3.0),
         ("exploding_gradient.depth_ratio", 1e3),

@@ -111,7 +111,25 @@ def _warmup_cosine() -> RunView:
     return make_view(loss, lr=lr)
 
 
+def _drift_up() -> RunView:
+    """A GAN discriminator's loss: flat at 0.67 (noise 0.006 per step), then up 0.07 over 12 steps in steps of
+    about 0.006 each, 11 sigmas above the baseline at its top, and back down."""
+    level = np.r_[np.full(140, 0.67), np.linspace(0.67, 0.742, 12), np.linspace(0.742, 0.64, 20), np.full(28, 0.64)]
+    return make_view(level + 0.004 * rng(11).standard_normal(200))
+
+
+def _outlier_after_a_calm_start() -> RunView:
+    """A flat loss whose first 15 steps are calmer (noise 0.01) than the rest (0.05), and a batch at +0.19 on step
+    19: against those 15 calm steps it is 15 sigmas, against the run's real noise under 4."""
+    noise = np.r_[0.01 * rng(12).standard_normal(15), 0.05 * rng(13).standard_normal(185)]
+    loss = 1.38 + noise
+    loss[19] = 1.57
+    return make_view(loss)
+
+
 LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("a level that drifts up step by step (a GAN discriminator)", _drift_up),
+    ("a one-batch outlier on step 19, after a calm start", _outlier_after_a_calm_start),
     *[(f"lognormal noise sigma 0.3 (seed {s})", lambda s=s: _lognormal_decay(s)) for s in range(5)],
     *[(f"tiny loss 1e-5 with 50% noise (seed {s})", lambda s=s: _tiny_loss(s)) for s in range(5)],
     ("fast early decrease", lambda: make_view(10 * np.exp(-np.arange(200) / 20) + 0.1 + 0.01 * rng().random(200))),

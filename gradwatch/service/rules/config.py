@@ -226,8 +226,31 @@ class LossSpikeConfig(_RuleConfig):
     min_rel_jump: float = Field(
         default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
     )
+    abrupt_steps: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="A spike must rise within this many steps: see abrupt_share.",
+    )
+    abrupt_share: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "At least this share of a spike's jump over the baseline must be above the median of the abrupt_steps "
+            "losses just before it: a loss that drifted up over many steps (a GAN's discriminator loss, say) is a "
+            "trend, however far above the baseline it ends."
+        ),
+    )
     baseline_steps: int = Field(default=50, ge=3, description="Previous finite losses whose median is the baseline.")
-    min_history: int = Field(default=10, ge=3, description="Finite losses needed before a step is judged.")
+    min_history: int = Field(
+        default=20,
+        ge=3,
+        description=(
+            "Finite losses needed before a step is judged: a noise estimate from fewer first differences is "
+            "unreliable, and the first steps are often calmer than the rest (an output still near-constant)."
+        ),
+    )
     rel_noise_floor: float = Field(
         default=1e-3,
         ge=0.0,

@@ -74,6 +74,13 @@ def _window_baselines(win: np.ndarray, rel_floor: float, log: bool) -> tuple[np.
     return base, sigma
 
 
+def _recent_level(f: np.ndarray, steps: int) -> np.ndarray:
+    """Per index t: median of the ``steps`` values before t (NaN-padded at the start)."""
+    padded = np.concatenate([np.full(steps, np.nan), f])
+    before = np.lib.stride_tricks.sliding_window_view(padded[:-1], steps)  # row t = f[t-steps : t]
+    return nanmedian(before, axis=1)
+
+
 def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndarray:
     """Per index: the near misses before it are too many for Gaussian log-noise (outliers are the data's own)."""
     near = np.nan_to_num(log_z, nan=0.0) > NEAR_MISS_Z
@@ -120,7 +127,9 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     rel_noise_floor * |b_t|, tiny). Differences cancel a falling trend, and
     MAD ignores earlier outliers. x_t is a spike when
     x_t - b_t > z_threshold * sigma_t and x_t - b_t > min_rel_jump * max(|b_t|, sigma_t)
-    (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles).
+    (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles), and the
+    rise is abrupt: x_t - r_t > abrupt_share * (x_t - b_t), with r_t the median of the
+    abrupt_steps losses before t (a level reached by drifting up step by step is a trend).
     For a positive loss the same z test must also hold on log(loss), with the
     noise floor rel_noise_floor in log units: multiplicative heavy-tailed noise
     (lognormal) is then Gaussian and its outliers are not spikes, unless the
@@ -150,6 +159,7 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         (history >= config.min_history)
         & (jump > config.z_threshold * sigma)
         & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
+        & (f - _recent_level(f, config.abrupt_steps) > config.abrupt_share * jump)
         # A run whose loss has fallen to ~0 (a memorised set) has batches at
         # 30x the median that are still nothing: jumps under 1% of where the
         # run started are not spikes, however large relative to the median.
