@@ -121,10 +121,12 @@ Targets: recall ≥ {TARGET_RECALL} on every symptom, zero false alarms on healt
 `nonfinite` detected on the step it first appears (delay 0), every other symptom within
 {TARGET_DELAY} optimizer steps of its labelled onset.
 
-Definitions: *detected* means the run has a diagnosis for the labelled symptom; *delay* is
-`first_detected_step − onset` (the newest step the service had received when the diagnosis first fired, minus
-the labelled onset; negative means it fired before the labelled onset); a *false alarm* is a
-diagnosis for a symptom the scenario neither expects nor allows.
+Definitions: *detected* means the run has a diagnosis for the labelled symptom that first fired at
+or after the labelled onset; *delay* is `first_detected_step − onset` (the newest step the service had
+received when the diagnosis first fired, minus the labelled onset); a *false alarm* is a diagnosis
+for a symptom the scenario neither expects nor allows, or an *early* one: a labelled symptom that
+first fired before its onset fired on something else, so it counts as a false alarm and its onset
+as missed.
 
 ## Per symptom
 

@@ -2,13 +2,17 @@
 
 Definitions (also in docs/evaluation.md):
 
-- A labelled symptom is *detected* when the run has a diagnosis for it.
+- A labelled symptom is *detected* when the run has a diagnosis for it that
+  first fired at or after the labelled onset.
 - Its *detection delay* is ``first_detected_step - onset``: how many optimizer
   steps after the labelled onset the service had received when the diagnosis
   first fired.
-  A negative delay means it fired before the labelled onset.
+- A diagnosis that first fired *before* the labelled onset fired on something
+  else (a fault is injected at its onset; a held-out loss cannot overfit before
+  its minimum): it is an *early* alarm, counted as a false alarm, and the
+  labelled symptom as missed.
 - A *false alarm* is a diagnosis for a symptom the scenario neither expects
-  nor allows.
+  nor allows, or an early one.
 """
 
 from __future__ import annotations
@@ -93,6 +97,15 @@ def delay_target(symptom: str) -> int:
     return TARGET_NONFINITE_DELAY if symptom == "nonfinite" else TARGET_DELAY
 
 
+def _early(outcome: Outcome, symptom: str, label: int | str) -> int | None:
+    """Steps before the labelled onset that ``symptom`` first fired, or None when it did not fire early."""
+    onset = outcome.onset(label)
+    item = outcome.fired.get(symptom)
+    if item is None or onset is None or int(item["first_detected_step"]) >= onset:
+        return None
+    return onset - int(item["first_detected_step"])
+
+
 def verdict(scenario: Scenario, outcome: Outcome) -> str:
     """ "ok", or what went wrong with one run: missed, false alarm, late, error."""
     if outcome.error:
@@ -100,10 +113,11 @@ def verdict(scenario: Scenario, outcome: Outcome) -> str:
     problems = []
     missed = [k for k in scenario.expect if k not in outcome.fired]
     extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
+    early = [f"{k} -{ahead}" for k, label in scenario.expect.items() if (ahead := _early(outcome, k, label))]
     late = []
     for k, label in scenario.expect.items():
         onset = outcome.onset(label)
-        if k in outcome.fired and onset is not None:
+        if k in outcome.fired and onset is not None and not _early(outcome, k, label):
             delay = outcome.fired[k]["first_detected_step"] - onset
             if delay > delay_target(k):
                 late.append(f"{k} +{delay}")
@@ -111,6 +125,8 @@ def verdict(scenario: Scenario, outcome: Outcome) -> str:
         problems.append(f"missed {', '.join(missed)}")
     if extra:
         problems.append(f"false alarm {', '.join(extra)}")
+    if early:
+        problems.append(f"early {', '.join(early)}")
     if late:
         problems.append(f"late {', '.join(late)}")
     return "; ".join(problems) or "ok"
@@ -131,6 +147,10 @@ def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
             item = outcome.fired.get(symptom)
             if item is None:
                 entry.missed.append(label)
+                continue
+            if _early(outcome, symptom, onset_label):
+                entry.missed.append(label)
+                entry.false_alarms.append(label)
                 continue
             entry.detected += 1
             onset = outcome.onset(onset_label)

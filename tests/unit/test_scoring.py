@@ -38,3 +38,13 @@ def test_scores_count_recall_false_alarms_and_delays():
     assert spike.delays == [3] and spike.false_alarms_on_healthy == 1
     assert spike.missed == ["spike (seed 1)"]
     assert not scores.meets_targets
+
+
+def test_a_diagnosis_first_fired_before_the_onset_is_an_early_alarm_and_the_onset_missed():
+    early = Outcome("spike", 0, "a", 1.0, 10, _fired(loss_spike=120))
+    assert verdict(SPIKE, early) == "early loss_spike -80"
+    scores = score([SPIKE], [early, Outcome("spike", 1, "b", 1.0, 10, _fired(loss_spike=200))])
+    spike = scores.by_symptom["loss_spike"]
+    assert (spike.expected, spike.detected, spike.delays) == (2, 1, [0])
+    assert spike.missed == spike.false_alarms == ["spike (seed 0)"]
+    assert spike.false_alarms_on_healthy == 0
