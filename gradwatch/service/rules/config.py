@@ -291,11 +291,13 @@ class OverfittingConfig(_RuleConfig):
     )
     patience: int = Field(default=3, ge=1, description="Latest val points that must all be above the tolerance line.")
     rise_points: int = Field(
-        default=3,
+        default=4,
         ge=2,
         description=(
             "A steady rise also counts: this many consecutive val increases after the minimum, adding up to more "
-            "than min_rel_rise and noise_k val-noise sigmas (catches a smooth rise before it crosses the line)."
+            "than min_rel_rise and noise_k val-noise sigmas (catches a smooth rise before it crosses the line). "
+            "Three also fired on a val loss that rose for three points on a plateau, or while the run was still "
+            "learning, and then fell for good."
         ),
     )
     min_rel_rise: float = Field(
