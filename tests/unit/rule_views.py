@@ -114,3 +114,16 @@ def explode_after(rows: int, start: int, factor: float, n_layers: int = 8, seed:
     g = noisy_grads(rows, n_layers, seed)
     k = np.arange(rows) - start + 1
     return g * np.where(k > 0, factor ** np.maximum(k, 0), 1.0)[:, None]
+
+
+def hinge_with_exact_zeros() -> RunView:
+    """A margin-ranking loss near convergence: on half the statistics steps, and the newest four, every margin
+    is met, so the loss, the gradients and (plain SGD) the update are exactly 0; the other rows are healthy."""
+    loss = 0.01 * np.abs(rng(21).standard_normal(320))
+    zero_rows = (np.arange(64) % 2 == 0) | (np.arange(64) >= 60)
+    loss[np.arange(64)[zero_rows] * STRIDE] = 0.0
+    grad = noisy_grads(64, 4) * ~zero_rows[:, None]
+    update = np.full((64, 4), np.nan)
+    update[::4] = 1e-3
+    update[zero_rows & ~np.isnan(update[:, 0])] = 0.0
+    return make_view(loss, grad=grad, update=update)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from rule_views import STRIDE, check, decaying_loss, explode_after, make_view, noisy_grads, rng
+from rule_views import STRIDE, check, decaying_loss, explode_after, hinge_with_exact_zeros, make_view, noisy_grads, rng
 
 from gradwatch.service.rules import RunView
 from gradwatch.service.rules.config import (
@@ -182,7 +182,14 @@ def _momentum_carried_burst() -> RunView:
     return make_view(loss, grad=noisy_grads(40, 8), weight=w)
 
 
+def _slow_steady_growth() -> RunView:
+    """Gradients 40x larger over 320 steps, steadily, while the loss improves (a mixture density network
+    whose predicted sigmas shrink): 4x over any 120 steps."""
+    return make_view(decaying_loss(320), grad=noisy_grads(64, 8, sigma=0.1) * np.logspace(0, np.log10(40), 64)[:, None])
+
+
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("gradients grow 40x over 320 steps, steadily, while the loss improves", _slow_steady_growth),
     ("a one-row level shift of weights and loss (biases shifted)", _biases_shifted_once),
     ("a burst carried on by momentum, slowing row by row", _momentum_carried_burst),
     *[(f"warmup bump 8x then falling (seed {s})", lambda s=s: make_view(grad=_warmup_bump(s))) for s in range(3)],
@@ -313,6 +320,7 @@ def _embedding_first() -> np.ndarray:
 
 
 VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("a hinge loss with exact zeros: zero gradients on zero-loss steps", hinge_with_exact_zeros),
     (
         "solved to float precision: gradients fell 1e6x with the loss (1e-14 of its start)",
         lambda: make_view(

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rule_views import check, decaying_loss, make_view, noisy_grads, rng, sampled
+from rule_views import check, decaying_loss, hinge_with_exact_zeros, make_view, noisy_grads, rng, sampled
 
 from gradwatch.service.rules import RunView
 from gradwatch.service.rules.config import (
@@ -381,6 +381,7 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("linear probe, slow and noisy after a quick first fall", _slow_noisy_probe),
+    ("a hinge loss with exact zeros: zero gradients and updates on zero-loss steps", hinge_with_exact_zeros),
     ("LoRA, zero-initialised adapters still starting", _lora_slow_start),
     (
         # A head on a frozen, randomly initialised encoder: 8% down in 36 steps under per-step noise of 0.06,

@@ -52,6 +52,15 @@ class ExplodingGradientConfig(_RuleConfig):
         ge=1,
         description="Stats rows whose median is a baseline (the window's first rows, or rows before the rise).",
     )
+    growth_steps: int = Field(
+        default=120,
+        ge=1,
+        description=(
+            "Growth must be fast: the norm must also be growth_factor x its level this many steps before it "
+            "reached the line (where the window reaches that far back). Gradients that grow 30x over hundreds "
+            "of steps while the loss keeps improving (a mixture density network's shrinking sigmas) are training."
+        ),
+    )
     weight_growth_factor: float = Field(
         default=3.0,
         gt=1.0,

@@ -50,7 +50,9 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     starts at step 0 has only the first rows). Sustained: reached by rise_rows
     consecutive rises, or above the line for rise_rows + 1 rows in a row; it
     stays present while the norm stays above the line (a plateau after an
-    explosion is still one). A single spike is not. An infinite norm on finite
+    explosion is still one). A single spike is not. Nor is slow growth: the norm
+    must also be growth_factor x its level growth_steps before it reached the
+    line, when the window reaches that far. An infinite norm on finite
     gradients (overflow) always counts. Only layers measured both in the first
     rows and now enter the sum: unfreezing layers adds terms, not growth.
     """
@@ -89,6 +91,8 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
         if elevated < cfg.rise_rows:
             return None
         i = n - elevated
+        if _grew_slowly(view.stat_steps[rows], g, i, cfg):
+            return None
     # Onset: the first row of the rise clearly above the baseline's own noise
     # (a noisy uptick just before the rise is not its start).
     rise = np.arange(max(i - max(int(runs[i]), 1), 0), i + 1)
@@ -113,6 +117,19 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
         },
         layer_baseline_rows=rows[base_rows],
     )
+
+
+def _grew_slowly(steps: np.ndarray, g: np.ndarray, i: int, cfg: ExplodingGradientConfig) -> bool:
+    """Was row ``i``'s norm already within growth_factor of its level growth_steps before it?
+
+    That level is the median of the baseline_rows rows at or before that step; a window that does
+    not reach so far back cannot tell, and the growth counts.
+    """
+    earlier = np.flatnonzero(steps <= steps[i] - cfg.growth_steps)[-cfg.baseline_rows :]
+    if earlier.size == 0:
+        return False
+    level = nanmedian(g[earlier])
+    return bool(np.isfinite(level) and level > 0 and g[i] < cfg.growth_factor * level)
 
 
 def _is_level_shift(log_values: np.ndarray, log_baseline: float, log_ceiling: float, max_share: float) -> bool:

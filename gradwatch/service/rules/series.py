@@ -44,6 +44,17 @@ def skipped_rows(view: RunView) -> np.ndarray:
     return memo(view, "skipped_rows", lambda: np.isin(view.stat_steps, view.loss_steps[view.skipped.astype(bool)]))
 
 
+def zero_loss_rows(view: RunView) -> np.ndarray:
+    """Per stats row: the loss of that step was exactly 0 (a hinge or ranking loss with every margin met).
+
+    Such a step's gradients are 0 by construction: they say nothing about whether gradients vanish
+    or the network is dead. A row whose step is not in the every-step window counts as informative.
+    """
+    if view.stat_steps.size == 0 or view.loss_steps.size == 0:
+        return np.zeros(view.stat_steps.shape, dtype=bool)
+    return memo(view, "zero_loss_rows", lambda: np.isin(view.stat_steps, view.loss_steps[np.asarray(view.loss) == 0.0]))
+
+
 def global_norm(norms: np.ndarray) -> np.ndarray:
     """Per row sqrt(sum over layers of norm^2), ignoring NaN; NaN if no layer measured.
 
@@ -87,10 +98,11 @@ def row_summaries(
 
 
 def clean_grad_norm(view: RunView) -> np.ndarray:
-    """Global gradient norm per row; NaN on skipped rows and rows with NaN/Inf gradients.
+    """Global gradient norm per row; NaN on skipped rows, rows with NaN/Inf gradients and zero-loss rows.
 
-    Non-finite gradients belong to the ``nonfinite`` rule and skipped steps did
-    not update the weights, so neither says anything about gradient size.
+    Non-finite gradients belong to the ``nonfinite`` rule, skipped steps did
+    not update the weights, and a loss of exactly 0 has a zero gradient by
+    construction, so none of them says anything about gradient size.
     """
     summary = view.row_summaries
     if summary is not None:
@@ -108,7 +120,7 @@ def clean_layer_grads(view: RunView) -> np.ndarray:
 
 
 def _bad_grad_rows(view: RunView) -> np.ndarray:
-    bad = skipped_rows(view)
+    bad = skipped_rows(view) | zero_loss_rows(view)
     if view.grad_nonfinite.size:
         bad = bad | np.any(view.grad_nonfinite, axis=1)
     return bad

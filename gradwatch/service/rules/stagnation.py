@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import StagnationConfig
 from .robust import MEDIAN_SE, Trend, as_float, nanmedian, safe_ratio, trend
-from .series import global_update_ratio, has_converged
+from .series import global_update_ratio, has_converged, memo, zero_loss_rows
 from .view import INITIAL_LOSSES, Finding, RunView
 
 ADVICE = {
@@ -36,21 +36,31 @@ ADVICE = {
 }
 
 
+def _judged_rows(view: RunView, rows: int) -> np.ndarray:
+    """Indices of the newest ``rows`` stats rows whose step's loss was not exactly 0.
+
+    A zero loss (every margin of a hinge met) has zero gradients and, under SGD, an update of exactly
+    0: such a row would read as a dead, or frozen, network.
+    """
+    return memo(view, "stagnation.judged", lambda: np.flatnonzero(~zero_loss_rows(view)))[-rows:]
+
+
 def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
-    """(rows, L) for the newest ``rows`` stats rows: the layer's gradient was measured and is 0 or at
+    """(rows, L) for the newest ``rows`` judged stats rows: the layer's gradient was measured and is 0 or at
     most dead_grad_ratio of its weight norm."""
-    g = np.asarray(view.grad_norm, dtype=float)[-rows:]
-    w = np.asarray(view.weight_norm, dtype=float)[-rows:]
+    picked = _judged_rows(view, rows)
+    g = np.asarray(view.grad_norm, dtype=float)[picked]
+    w = np.asarray(view.weight_norm, dtype=float)[picked]
     return np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
 
 
 def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
-    """For the newest ``rows`` stats rows: the share of measured parameters whose gradient is dead.
+    """For the newest ``rows`` judged stats rows: the share of measured parameters whose gradient is dead.
 
     By count, not by layer: one live output bias does not make a network of dead ReLUs a training one.
     """
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-rows:]) * numel
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[_judged_rows(view, rows)]) * numel
     dead = _dead_layers(view, cfg, rows) * numel
     total = measured.sum(axis=1)
     return np.divide(dead.sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
@@ -62,10 +72,11 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
     A layer is frozen when it has no gradient at all (requires_grad=False, or unused by the loss), or a
     live one that the latest sampled step left exactly unchanged.
     """
-    if view.stat_steps.size == 0 or view.layer_numel.size == 0:
+    latest = _judged_rows(view, 1)
+    if latest.size == 0 or view.layer_numel.size == 0:
         return 0.0, 0.0, 0.0
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[-1])
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[latest[0]])
     dead = _dead_layers(view, cfg, 1)[0]
     # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
@@ -94,7 +105,8 @@ class _Signals:
         if skipped.size < config.skipped_window_steps:
             skipped = skipped[:0]
         u_all = global_update_ratio(view)
-        sampled = np.flatnonzero(np.isfinite(u_all))
+        # A zero-loss step's update is 0 under plain SGD: it says nothing about the learning rate.
+        sampled = np.flatnonzero(np.isfinite(u_all) & ~zero_loss_rows(view))
         dead_share, frozen_share, no_grad_share = _inactive_shares(view, config)
         return cls(
             skipped=skipped,
@@ -107,9 +119,9 @@ class _Signals:
 
 
 def _unmoved(view: RunView) -> np.ndarray:
-    """Per layer: the newest row that sampled the update ratio shows exactly 0 (all False when none did)."""
+    """Per layer: the newest judged row that sampled the update ratio shows exactly 0 (all False when none did)."""
     u = np.asarray(view.update_ratio, dtype=float)
-    rows = np.flatnonzero(np.isfinite(u).any(axis=1)) if u.size else np.zeros(0, dtype=int)
+    rows = np.flatnonzero(np.isfinite(u).any(axis=1) & ~zero_loss_rows(view)) if u.size else np.zeros(0, dtype=int)
     if rows.size == 0:
         return np.zeros(view.layer_numel.size, dtype=bool)
     return u[rows[-1]] == 0
@@ -280,7 +292,7 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if loss.size < config.window_steps:
         return None
     tr = trend(loss)
-    if view.stat_steps.size >= config.dead_rows and np.all(
+    if _judged_rows(view, config.dead_rows).size >= config.dead_rows and np.all(
         _dead_shares(view, config, config.dead_rows) >= config.inactive_fraction
     ):
         # Gradients dead row after row: nothing but a live bias or two can still move the loss (towards
