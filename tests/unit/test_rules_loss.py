@@ -59,6 +59,16 @@ def _heavy_tailed(spike_length: int, new_loss_from: int = 0, near_misses: bool =
     return make_view(loss, new_loss_from=new_loss_from)
 
 
+def _mostly_zero(spike_at: int | None = None) -> RunView:
+    """A margin-ranking loss near convergence (it started at 0.1): 0 on 80% of the steps, 0.001-0.04 on the rest."""
+    g = rng(31)
+    loss = np.where(g.random(300) < 0.8, 0.0, 0.001 + 0.04 * g.random(300))
+    if spike_at is not None:
+        loss[spike_at] = 0.1
+    loss[:5] = 0.1
+    return make_view(loss, new_loss_from=spike_at or 0)
+
+
 LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
     ("heavy-tailed noise, a spike that holds for 5 steps", lambda: _heavy_tailed(5), 300, True),
     (
@@ -79,6 +89,12 @@ LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
     ("level shift not recovered", lambda: _spiked(300, 1.5, length=200, new_loss_from=480), 300, False),
     ("late small-loss spike", lambda: _spiked(480, 1.3, length=20, new_loss_from=490), 480, False),
     ("spike in the newest step", lambda: _spiked(499, 2.0, new_loss_from=499), 499, False),
+    (
+        "a hinge loss mostly at exactly 0, then a batch at its starting level",
+        lambda: _mostly_zero(spike_at=250),
+        250,
+        True,
+    ),
 ]
 
 
@@ -130,6 +146,7 @@ def _outlier_after_a_calm_start() -> RunView:
 LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("a level that drifts up step by step (a GAN discriminator)", _drift_up),
     ("a one-batch outlier on step 19, after a calm start", _outlier_after_a_calm_start),
+    ("a hinge loss mostly at exactly 0, its nonzero batches small", _mostly_zero),
     *[(f"lognormal noise sigma 0.3 (seed {s})", lambda s=s: _lognormal_decay(s)) for s in range(5)],
     *[(f"tiny loss 1e-5 with 50% noise (seed {s})", lambda s=s: _tiny_loss(s)) for s in range(5)],
     ("fast early decrease", lambda: make_view(10 * np.exp(-np.arange(200) / 20) + 0.1 + 0.01 * rng().random(200))),

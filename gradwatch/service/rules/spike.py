@@ -22,6 +22,8 @@ NEAR_MISS_Z = 2.5
 NEAR_MISS_GAUSSIAN_RATE = 0.0062
 #: Near misses needed before any rate counts as heavy-tailed.
 MIN_NEAR_MISSES = 3
+#: Over a baseline of exactly 0, a spike is at least this multiple of the largest loss before it.
+ZERO_BASELINE_MARGIN = 2.0
 
 
 def _baselines(
@@ -81,6 +83,12 @@ def _recent_level(f: np.ndarray, steps: int) -> np.ndarray:
     return nanmedian(before, axis=1)
 
 
+def _previous_max(f: np.ndarray, steps: int) -> np.ndarray:
+    """Per index t: the largest of the ``steps`` values before t (-inf at the start)."""
+    padded = np.concatenate([np.full(steps, -np.inf), f])
+    return np.lib.stride_tricks.sliding_window_view(padded[:-1], steps).max(axis=1)
+
+
 def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndarray:
     """Per index: the near misses before it are too many for Gaussian log-noise (outliers are the data's own)."""
     near = np.nan_to_num(log_z, nan=0.0) > NEAR_MISS_Z
@@ -130,6 +138,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles), and the
     rise is abrupt: x_t - r_t > abrupt_share * (x_t - b_t), with r_t the median of the
     abrupt_steps losses before t (a level reached by drifting up step by step is a trend).
+    Where b_t is exactly 0 (most of a hinge loss's batches meet every margin), x_t must
+    also be twice every loss of its baseline window.
     For a positive loss the same z test must also hold on log(loss), with the
     noise floor rel_noise_floor in log units: multiplicative heavy-tailed noise
     (lognormal) is then Gaussian and its outliers are not spikes, unless the
@@ -160,6 +170,10 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         & (jump > config.z_threshold * sigma)
         & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
         & (f - _recent_level(f, config.abrupt_steps) > config.abrupt_share * jump)
+        # A baseline of exactly 0 (a hinge or ranking loss with most margins met) says nothing about how
+        # large a normal nonzero batch is, and its difference noise is ~0: there a spike must also be
+        # ZERO_BASELINE_MARGIN times every loss before it in the window (a new largest batch is not one).
+        & ((base != 0) | (f > ZERO_BASELINE_MARGIN * _previous_max(f, config.baseline_steps)))
         # A run whose loss has fallen to ~0 (a memorised set) has batches at
         # 30x the median that are still nothing: jumps under 1% of where the
         # run started are not spikes, however large relative to the median.
