@@ -67,6 +67,11 @@ def teacher_regression(
     return batch_at
 
 
+def held_out(batch_at: Callable[[int], Batch], offset: int = 10**6) -> Callable[[int], Batch]:
+    """Validation batches from the same generator, far beyond any training step (``offset`` on)."""
+    return lambda i: batch_at(offset + i)
+
+
 def fixed_dataset(batch_at: Callable[[int], Batch], n_batches: int) -> Callable[[int], Batch]:
     """Cycle through the first ``n_batches`` batches (a small dataset to memorise)."""
     cache = [batch_at(i) for i in range(n_batches)]

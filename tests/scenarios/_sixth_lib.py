@@ -6,10 +6,6 @@ import torch
 from torch import nn
 
 
-def held_out(batch_at):
-    return lambda i: batch_at(10**6 + i)
-
-
 class Seq2SeqGRU(nn.Module):
     """GRU encoder-decoder; input is cat(src, decoder_input) along time (teacher forcing)."""
 

@@ -20,7 +20,6 @@ overfitting uses each run's own held-out minimum.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from _common import fit, mlp
@@ -188,13 +187,6 @@ class GRUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, _ = self.gru(x)
         return self.head(h[:, -1])
-
-
-# --------------------------------------------------------------------------- loop
-
-
-def held_out(batch_at: Callable[[int], Batch]) -> Callable[[int], Batch]:
-    return lambda i: batch_at(10**7 + i)
 
 
 # ------------------------------------------------------------- healthy controls

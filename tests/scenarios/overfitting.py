@@ -19,6 +19,7 @@ from _common import (
     LSTMClassifier,
     fit,
     fixed_dataset,
+    held_out,
     mlp,
     quadrant_images,
     sequence_classification,
@@ -29,11 +30,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradwatch.evaluation.scenario import AT_VAL_MINIMUM, Scenario
-
-
-def held_out(batch_at: Callable[[int], Batch]) -> Callable[[int], Batch]:
-    """Validation batches from the same generator, far beyond any training step."""
-    return lambda i: batch_at(10**6 + i)
 
 
 class SmallCNN(nn.Module):

@@ -12,8 +12,7 @@ only expect one.
 from __future__ import annotations
 
 import torch
-from _common import fit, fixed_dataset, mlp, teacher_classification, teacher_regression
-from _sixth_lib import held_out
+from _common import fit, fixed_dataset, held_out, mlp, teacher_classification, teacher_regression
 from torch.nn import functional as F
 
 from gradwatch.evaluation.scenario import Scenario
