@@ -97,13 +97,11 @@ def delay_target(symptom: str) -> int:
     return TARGET_NONFINITE_DELAY if symptom == "nonfinite" else TARGET_DELAY
 
 
-def _early(outcome: Outcome, symptom: str, label: int | str) -> int | None:
-    """Steps before the labelled onset that ``symptom`` first fired, or None when it did not fire early."""
+def _delay(outcome: Outcome, symptom: str, label: int | str) -> int | None:
+    """``first_detected_step - onset`` (negative: fired early), or None when it did not fire or has no onset."""
     onset = outcome.onset(label)
     item = outcome.fired.get(symptom)
-    if item is None or onset is None or int(item["first_detected_step"]) >= onset:
-        return None
-    return onset - int(item["first_detected_step"])
+    return None if item is None or onset is None else int(item["first_detected_step"]) - onset
 
 
 def verdict(scenario: Scenario, outcome: Outcome) -> str:
@@ -113,14 +111,13 @@ def verdict(scenario: Scenario, outcome: Outcome) -> str:
     problems = []
     missed = [k for k in scenario.expect if k not in outcome.fired]
     extra = [k for k in outcome.fired if k not in scenario.expect and k not in scenario.allow]
-    early = [f"{k} -{ahead}" for k, label in scenario.expect.items() if (ahead := _early(outcome, k, label))]
-    late = []
+    early, late = [], []
     for k, label in scenario.expect.items():
-        onset = outcome.onset(label)
-        if k in outcome.fired and onset is not None and not _early(outcome, k, label):
-            delay = outcome.fired[k]["first_detected_step"] - onset
-            if delay > delay_target(k):
-                late.append(f"{k} +{delay}")
+        delay = _delay(outcome, k, label)
+        if delay is not None and delay < 0:
+            early.append(f"{k} {delay}")
+        elif delay is not None and delay > delay_target(k):
+            late.append(f"{k} +{delay}")
     if missed:
         problems.append(f"missed {', '.join(missed)}")
     if extra:
@@ -148,14 +145,14 @@ def score(scenarios: list[Scenario], outcomes: list[Outcome]) -> Scores:
             if item is None:
                 entry.missed.append(label)
                 continue
-            if _early(outcome, symptom, onset_label):
+            delay = _delay(outcome, symptom, onset_label)
+            if delay is not None and delay < 0:
                 entry.missed.append(label)
                 entry.false_alarms.append(label)
                 continue
             entry.detected += 1
-            onset = outcome.onset(onset_label)
-            if onset is not None:
-                entry.delays.append(int(item["first_detected_step"]) - onset)
+            if delay is not None:
+                entry.delays.append(delay)
         for symptom in outcome.fired:
             if symptom not in scenario.expect and symptom not in scenario.allow:
                 table[symptom].false_alarms.append(label)

@@ -53,9 +53,7 @@ def _baselines(
             base[width:m], sigma[width:m] = p_base[o + width : o + m], p_sigma[o + width : o + m]
             todo = np.r_[np.arange(width), np.arange(m, f.size)]
     if todo.size:
-        padded = np.concatenate([np.full(width, np.nan), f])
-        win = padded[todo[:, None] + np.arange(width)[None, :]]  # row t = f[t-width : t]
-        base[todo], sigma[todo] = _window_baselines(win, rel_floor, log)
+        base[todo], sigma[todo] = _window_baselines(_before(f, todo, width, np.nan), rel_floor, log)
     view.memo[key] = ((width, rel_floor), steps.copy(), f.copy(), base, sigma)
     return base, sigma
 
@@ -76,17 +74,13 @@ def _window_baselines(win: np.ndarray, rel_floor: float, log: bool) -> tuple[np.
     return base, sigma
 
 
-def _recent_level(f: np.ndarray, steps: int) -> np.ndarray:
-    """Per index t: median of the ``steps`` values before t (NaN-padded at the start)."""
-    padded = np.concatenate([np.full(steps, np.nan), f])
-    before = np.lib.stride_tricks.sliding_window_view(padded[:-1], steps)  # row t = f[t-steps : t]
-    return nanmedian(before, axis=1)
+def _before(f: np.ndarray, at: np.ndarray, steps: int, pad: float) -> np.ndarray:
+    """(len(at), steps): row i holds the ``steps`` values of ``f`` just before index at[i], ``pad`` before 0.
 
-
-def _previous_max(f: np.ndarray, steps: int) -> np.ndarray:
-    """Per index t: the largest of the ``steps`` values before t (-inf at the start)."""
-    padded = np.concatenate([np.full(steps, -np.inf), f])
-    return np.lib.stride_tricks.sliding_window_view(padded[:-1], steps).max(axis=1)
+    Only the candidate steps of a rule are gathered, not every step of the window.
+    """
+    padded = np.concatenate([np.full(steps, pad), f])
+    return padded[at[:, None] + np.arange(steps)[None, :]]
 
 
 def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndarray:
@@ -169,16 +163,21 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         (history >= config.min_history)
         & (jump > config.z_threshold * sigma)
         & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
-        & (f - _recent_level(f, config.abrupt_steps) > config.abrupt_share * jump)
-        # A baseline of exactly 0 (a hinge or ranking loss with most margins met) says nothing about how
-        # large a normal nonzero batch is, and its difference noise is ~0: there a spike must also be
-        # ZERO_BASELINE_MARGIN times every loss before it in the window (a new largest batch is not one).
-        & ((base != 0) | (f > ZERO_BASELINE_MARGIN * _previous_max(f, config.baseline_steps)))
         # A run whose loss has fallen to ~0 (a memorised set) has batches at
         # 30x the median that are still nothing: jumps under 1% of where the
         # run started are not spikes, however large relative to the median.
         & ~(jump < config.initial_floor * np.abs(view.initial_loss))
     )
+    # Abrupt: most of the jump happened within the last abrupt_steps (a level reached by drifting up
+    # step by step is a trend).
+    at = np.flatnonzero(spike)
+    recent = nanmedian(_before(f, at, config.abrupt_steps, np.nan), axis=1)
+    spike[at] = f[at] - recent > config.abrupt_share * jump[at]
+    # A baseline of exactly 0 (a hinge or ranking loss with most margins met) says nothing about how
+    # large a normal nonzero batch is, and its difference noise is ~0: there a spike must also be
+    # ZERO_BASELINE_MARGIN times every loss before it in the window (a new largest batch is not one).
+    at = np.flatnonzero(spike & (base == 0))
+    spike[at] = f[at] > ZERO_BASELINE_MARGIN * _before(f, at, config.baseline_steps, -np.inf).max(axis=1)
     log_z = np.full(f.size, np.nan)
     # Where in the loss array each step's verdict became known (later for a spike that needs confirming).
     decided = idx
