@@ -16,6 +16,26 @@ from gradwatch.agents.distributed import local_tensor
 
 ROOT_LAYER = "(root)"
 
+#: Elements of one tensor that the update ratio ||dw||/||w|| reads at most. It
+#: needs the weights from before the optimizer step, so every element it reads is
+#: copied, then read twice more: on the whole of a 1.3B model that was 2x the
+#: statistics step's own cost (on an H200, 4.8 ms). A fixed stride sample of
+#: 65,536 elements a tensor estimates a sum of squares to about 1% (for update
+#: sizes that vary by 3x between elements, as Adam's do), and keeps exact zeros
+#: exact: a frozen tensor still reads 0.
+UPDATE_SAMPLE_NUMEL = 1 << 16
+#: Tensors are sampled only at a stride of at least this many elements: a strided
+#: read touches a whole memory line (32 B on a GPU, 64 B on a CPU) per element, so
+#: a short stride reads as many lines as the whole tensor and copies them element
+#: by element (on a 2-core CPU, stride 2 made the update ratio twice as slow).
+UPDATE_MIN_STRIDE = 64
+
+
+def update_stride(numel: int) -> int:
+    """Every how many elements the update ratio reads a tensor of ``numel`` elements (1: all)."""
+    stride = -(-numel // UPDATE_SAMPLE_NUMEL)
+    return stride if stride >= UPDATE_MIN_STRIDE else 1
+
 
 @dataclass(frozen=True)
 class DeviceGroup:
@@ -27,6 +47,11 @@ class DeviceGroup:
     #: choosing the tensors that have a gradient) and as a device tensor.
     layer_of_param: tuple[int, ...]
     layer_index: torch.Tensor
+    #: The update ratio reads every ``update_stride[i]``-th element of parameter i
+    #: (1: all of it), and weighs its sums by the stride (``update_weight``, on
+    #: the device) to stand for the whole tensor.
+    update_stride: tuple[int, ...]
+    update_weight: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -75,13 +100,17 @@ class LayerLayout:
             params.append(param)
             indices.append(index)
 
-        groups = tuple(
-            DeviceGroup(
-                device=device,
-                params=tuple(params),
-                layer_of_param=tuple(indices),
-                layer_index=torch.tensor(indices, dtype=torch.long, device=device),
-            )
-            for device, (params, indices) in per_device.items()
-        )
+        groups = tuple(_device_group(device, params, indices) for device, (params, indices) in per_device.items())
         return cls(names=tuple(names), numel=tuple(numel), groups=groups)
+
+
+def _device_group(device: torch.device, params: list[torch.Tensor], layers: list[int]) -> DeviceGroup:
+    strides = tuple(update_stride(local_tensor(p).numel()) for p in params)
+    return DeviceGroup(
+        device=device,
+        params=tuple(params),
+        layer_of_param=tuple(layers),
+        layer_index=torch.tensor(layers, dtype=torch.long, device=device),
+        update_stride=strides,
+        update_weight=torch.tensor(strides, dtype=torch.float32, device=device),
+    )

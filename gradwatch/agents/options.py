@@ -41,7 +41,8 @@ class AgentOptions(BaseModel):
         ge=0,
         description=(
             "Sample the update ratio ||dw||/||w|| on every Nth statistics step (0 turns it off). "
-            "A sampled step holds a temporary copy of the weights across optimizer.step()."
+            "A sampled step holds a temporary copy of the weights (of a stride sample of 65,536 elements of "
+            "each tensor past 4M elements) across optimizer.step()."
         ),
     )
     flush_interval: float = Field(default=0.5, gt=0, le=60, description="Seconds between background sends.")

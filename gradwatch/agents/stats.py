@@ -170,39 +170,48 @@ def nonfinite_sentinel(params: list[torch.Tensor]) -> torch.Tensor | float | Non
     return 0.0 if bool(flat.isfinite().all()) else math.nan
 
 
-def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
-    """A temporary copy of the weights, held only across one optimizer step.
+def _update_samples(group: DeviceGroup) -> list[torch.Tensor]:
+    """Each parameter, flat, at its update stride: views, not copies (a non-contiguous one is copied whole)."""
+    flat = [local_tensor(p.detach()).reshape(-1) for p in group.params]
+    return [t if k == 1 else t[::k] for t, k in zip(flat, group.update_stride, strict=True)]
 
-    One flat buffer (``torch.cat``), seen as one view per tensor, when they all
-    share a dtype: one allocation instead of one per tensor. On a CPU each
-    fresh allocation is paid in page faults: 1.0 ms instead of 4.9 ms for the
-    52 tensors (8.8 MB) of the benchmark model.
-    """
-    weights = [local_tensor(p.detach()) for p in group.params]
-    if len({t.dtype for t in weights}) != 1:
-        return list(torch._foreach_mul(weights, 1.0))
-    flat = torch.cat([t.reshape(-1) for t in weights])
-    return [part.view(t.shape) for part, t in zip(flat.split([t.numel() for t in weights]), weights, strict=True)]
+
+def _copies(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Contiguous copies of ``tensors``: one flat buffer (``torch.cat``) seen as one view per tensor when
+    they share a dtype. One allocation instead of one per tensor; on a CPU each fresh allocation is
+    paid in page faults (1.0 ms instead of 4.9 ms for the 52 tensors of the benchmark model)."""
+    if len({t.dtype for t in tensors}) != 1:
+        return [t.clone(memory_format=torch.contiguous_format) for t in tensors]
+    flat = torch.cat(tensors)
+    return list(flat.split([t.numel() for t in tensors]))
+
+
+def snapshot_weights(group: DeviceGroup) -> list[torch.Tensor]:
+    """A temporary copy of the weights the update ratio reads (flat, sampled at each one's update
+    stride), held only across one optimizer step."""
+    return _copies(_update_samples(group))
 
 
 def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int) -> torch.Tensor:
     """Shape (2, L): per-layer sum of squares of (before - after), and of before.
 
-    On a GPU with Triton, one pass reads each of the two once; else ``before`` is consumed
-    (overwritten in place) to avoid a second copy.
+    Each tensor's sums are over its sampled elements, times its stride: an estimate
+    of the whole tensor's. On a GPU with Triton, one pass reads each of the two
+    once; else ``before`` is consumed (overwritten in place) to avoid a second copy.
     """
     device = group.device
-    layers = list(group.layer_of_param)
-    after = [local_tensor(p.detach()) for p in group.params]
+    after = _update_samples(group)
+    per_param: torch.Tensor | None = None
     if device.type != "cpu":
-        one_pass = fused.update_sumsq(before, after, layers, num_layers)
-        if one_pass is not None:
-            return one_pass
-    before_norms = _fused_norms(_as_real(before), 2)
-    torch._foreach_sub_(before, after)
-    delta_norms = _fused_norms(_as_real(before), 2)
-    index = group.layer_index if len(layers) == len(group.params) else torch.tensor(layers, device=device)
-    out = torch.zeros(2, num_layers, device=device)
-    out[0].index_add_(0, index, delta_norms * delta_norms)
-    out[1].index_add_(0, index, before_norms * before_norms)
+        sampled = [i for i, k in enumerate(group.update_stride) if k > 1]
+        for i, copy in zip(sampled, _copies([after[i] for i in sampled]) if sampled else [], strict=True):
+            after[i] = copy  # the kernel reads contiguous tensors
+        per_param = fused.update_sumsq(before, after, list(range(len(after))), len(after))
+    if per_param is None:
+        before_norms = _fused_norms(_as_real(before), 2)
+        torch._foreach_sub_(before, after)
+        delta_norms = _fused_norms(_as_real(before), 2)
+        per_param = torch.stack([delta_norms * delta_norms, before_norms * before_norms])
+    out = torch.zeros(2, num_layers, device=per_param.device)
+    out.index_add_(1, group.layer_index, per_param * group.update_weight)
     return out

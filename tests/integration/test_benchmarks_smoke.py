@@ -82,3 +82,14 @@ def test_evaluation_pacing_benchmark_compares_idle_and_paced_verdicts():
     counts = {o: int(_row(out, o)[1]) for o in ("same", "detected later", "onset moved", "missed when paced")}
     assert sum(counts.values()) >= 2  # both scenarios raised their symptom on the idle aggregator at least
     assert "[2/2] stagnant_tiny_lr_sgd" in out
+
+
+def test_update_ratio_cost_benchmark_times_both_ways():
+    out = _run("update_ratio_cost.py", "--device", "cpu", "--models", "gpt-tiny", "--reps", "2")
+    for way in ("full copy", "stride sample"):
+        cells = next(c for c in (_row_cells(line) for line in out.splitlines()) if c and c[2] == way)
+        assert cells[0] == "gpt-tiny" and int(cells[1]) > 0 and float(cells[3]) > 0
+
+
+def _row_cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| gpt") else []

@@ -103,6 +103,32 @@ def test_cuda_statistics_agree_with_and_without_one_pass_kernel():
     assert torch.allclose(one_pass, two_norms, rtol=1e-5)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampled_update_ratio_agrees_with_and_without_one_pass_kernel():
+    # 4,505,600 weights: read at a stride of 69 (a contiguous copy of the strided view feeds the kernel).
+    model = torch.nn.Sequential(torch.nn.Linear(4096, 1100), torch.nn.Linear(1100, 3)).cuda()
+    layout = LayerLayout.from_model(model)
+    group = layout.groups[0]
+    assert group.update_stride[0] > 1
+    steps = [torch.randn_like(p) * 1e-3 for p in model.parameters()]
+    sums = []
+    for disabled in (False, True):  # the same step twice: the one-pass kernel, then two foreach norms
+        fused._state["disabled"] = disabled
+        try:
+            before = stats.snapshot_weights(group)
+            with torch.no_grad():
+                torch._foreach_add_(list(model.parameters()), steps)
+            sums.append(stats.update_sumsq(group, before, layout.num_layers))
+            with torch.no_grad():
+                torch._foreach_sub_(list(model.parameters()), steps)
+        finally:
+            fused._state["disabled"] = False
+    assert sums[0].isfinite().all() and (sums[0] > 0).all()
+    assert torch.allclose(sums[0], sums[1], rtol=1e-3)
+    exact = sum((s.double() ** 2).sum() for s in steps[:2])  # layer 0's whole update
+    assert sums[0][0, 0].item() == pytest.approx(exact.item(), rel=0.03)
+
+
 def test_a_failing_kernel_switches_itself_off_and_the_caller_falls_back(monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("no compiler here")

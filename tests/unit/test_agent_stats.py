@@ -322,5 +322,36 @@ def test_weight_snapshot_is_a_copy_that_the_step_does_not_touch(dtypes):
         for p in model.parameters():
             p.add_(1.0)
     for copy, value, param in zip(before, expected, group.params, strict=True):
-        assert copy.shape == param.shape and copy.dtype == param.dtype
-        assert torch.equal(copy, value)
+        assert copy.shape == (param.numel(),) and copy.dtype == param.dtype  # small tensors: read whole
+        assert torch.equal(copy, value.reshape(-1))
+
+
+def test_update_ratio_of_a_large_tensor_is_estimated_from_a_stride_sample():
+    """A tensor of more than UPDATE_MIN_STRIDE x UPDATE_SAMPLE_NUMEL elements is read at a stride: the copy is small, the sums are scaled
+    to the whole tensor (also beside a small tensor in the same layer), and zeros stay exact."""
+    from gradwatch.agents import stats
+    from gradwatch.agents.layout import UPDATE_SAMPLE_NUMEL, LayerLayout
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4096, 1100), torch.nn.Linear(1100, 8))  # 4,505,600 + 1,100
+    for p in model.parameters():
+        p.requires_grad_(False)
+    (group,) = LayerLayout.from_model(model).groups
+    assert group.update_stride[0] == 69 and group.update_stride[1:] == (1, 1, 1)
+    before = stats.snapshot_weights(group)
+    assert sum(t.numel() for t in before) < 3 * UPDATE_SAMPLE_NUMEL  # not a copy of the 1M weights
+    exact_before = [p.detach().clone() for p in model.parameters()]
+    # Adam-like steps: every element moves by lr times a factor between 0.5 and 1.5; the second layer's
+    # weight not at all (frozen), its bias by a constant.
+    with torch.no_grad():
+        model[0].weight.add_(torch.empty_like(model[0].weight).uniform_(0.5, 1.5) * 1e-3)
+        model[0].bias.add_(torch.empty_like(model[0].bias).uniform_(-1.5, 1.5) * 1e-3)
+        model[1].bias.add_(0.25)
+    out = stats.update_sumsq(group, before, 2).double()
+    after = [p.detach() for p in model.parameters()]
+    delta = [(a - b).double().pow(2).sum() for a, b in zip(after, exact_before, strict=True)]
+    weight = [b.double().pow(2).sum() for b in exact_before]
+    assert out[0, 0].item() == pytest.approx((delta[0] + delta[1]).item(), rel=0.03)
+    assert out[1, 0].item() == pytest.approx((weight[0] + weight[1]).item(), rel=0.03)
+    assert out[0, 1].item() == pytest.approx(delta[3].item(), rel=1e-5)  # read whole: exact
+    assert out[1, 1].item() == pytest.approx((weight[2] + weight[3]).item(), rel=1e-5)
