@@ -47,6 +47,16 @@ def _update_too_big() -> RunView:
     return make_view(decaying_loss(320), grad=noisy_grads(64), update=u)
 
 
+def _first_update_rewrites_the_weights(then: float, loss: tuple[float, ...] = (0.755, 0.419)) -> RunView:
+    """L-BFGS's first step from a small initialisation moves the weights 3x their norm and lowers the loss
+    0.755 -> 0.419; ``then`` is the next sample, 20 steps later (NaN: none yet)."""
+    u = np.full((8, 1), np.nan)
+    u[0] = 3.0
+    if then == then:
+        u[4] = then
+    return make_view(np.r_[loss, np.full(40 - len(loss), loss[-1])], grad=np.full((8, 1), 1e-5), update=u)
+
+
 def _spiked_loss(height: float, length: int = 1) -> np.ndarray:
     loss = decaying_loss(300)
     loss[250 : 250 + length] *= height ** (np.arange(1, length + 1) / length)
@@ -95,6 +105,19 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
     ),
     ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
     ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
+    (
+        "the first update and the next rewrite the weights",
+        lambda: _first_update_rewrites_the_weights(2.0),
+        0,
+        "update_ratio",
+    ),
+    (
+        # Past the edge of stability the first step raises the loss: no need to wait for a second sample.
+        "the first update rewrites the weights and raises the loss",
+        lambda: _first_update_rewrites_the_weights(np.nan, loss=(0.755, 1.3, 2.4)),
+        0,
+        "update_ratio",
+    ),
     ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
 ]
 
@@ -189,6 +212,25 @@ def _slow_steady_growth() -> RunView:
 
 
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    (
+        # Every ReLU killed by a shifted bias at step 100: the loss jumps 0.0004 -> 1.66 and stays; seven steps
+        # later it creeps up twice (1.614 -> 1.638), 4,000x the median of a window that straddles the jump.
+        "loss jumped to a new level, then two small rises",
+        lambda: make_view(
+            np.r_[
+                4e-4 * np.exp(0.8 * rng(3).standard_normal(100)),
+                [1.657, 1.742, 1.606, 1.666, 1.664, 1.686, 1.656, 1.614, 1.633, 1.638],
+            ]
+        ),
+    ),
+    (
+        "the first update rewrites small initial weights, nothing after it yet",
+        lambda: _first_update_rewrites_the_weights(np.nan),
+    ),
+    (
+        "the first update rewrites small initial weights, the next is small",
+        lambda: _first_update_rewrites_the_weights(1e-9),
+    ),
     ("gradients grow 40x over 320 steps, steadily, while the loss improves", _slow_steady_growth),
     ("a one-row level shift of weights and loss (biases shifted)", _biases_shifted_once),
     ("a burst carried on by momentum, slowing row by row", _momentum_carried_burst),

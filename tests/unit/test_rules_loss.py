@@ -287,6 +287,30 @@ def _lora_slow_start() -> RunView:
     return _frozen_without_gradient(level + 0.35 * rng(6).standard_normal(24))
 
 
+def _full_batch(loss: np.ndarray, grad_norm: float, update: float = 1e-9) -> RunView:
+    """Full-batch training on one layer of weight norm 3: per-step losses without noise, a gradient of
+    ``grad_norm`` in every row, and a tiny update ratio (the weights have stopped moving)."""
+    rows = loss.size // 5
+    weight = np.full((rows, 1), 3.0)
+    return make_view(loss, grad=np.full((rows, 1), grad_norm), weight=weight, update=sampled(update, rows, 1))
+
+
+def _lbfgs_at_the_optimum() -> RunView:
+    """L-BFGS on a logistic regression with noisy labels: 0.755 -> 0.419 in one step, then 0.418 for good, with a
+    gradient of 1e-5 (a typical step would lower the loss by 3e-8, 7e-8 of itself)."""
+    return _full_batch(np.r_[0.755, 0.419, np.full(298, 0.418)], 1e-5)
+
+
+def _gradient_descent_lr_collapsed_after_learning() -> RunView:
+    """The same loss curve, but the gradient is still 0.05 when the weights stop moving: not a minimum."""
+    return _full_batch(np.r_[0.755, 0.419, np.full(298, 0.418)], 0.05)
+
+
+def _regressed_then_stopped() -> RunView:
+    """Learned to 0.42, then jumped to 1.39 (inputs zeroed) and stopped moving there, tiny gradient: not at its best."""
+    return _full_batch(np.r_[np.linspace(0.755, 0.42, 100), np.full(200, 1.39)], 1e-5)
+
+
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
     ("optimizer holds only the head", _optimizer_holds_only_the_head, "frozen_parameters"),
     ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=sampled(1e-7, 60)), "tiny_updates"),
@@ -314,7 +338,17 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
         "frozen_parameters",
     ),
     ("frozen loss, no update ratio sampled", lambda: make_view(np.full(300, 2.3)), "loss_frozen"),
+    ("full-batch descent, lr collapsed after learning", _gradient_descent_lr_collapsed_after_learning, "tiny_updates"),
+    ("full-batch descent, regressed and stopped with a tiny gradient", _regressed_then_stopped, "tiny_updates"),
     ("every step skipped by GradScaler", lambda: make_view(_flat(), skipped=True), "all_steps_skipped"),
+    (
+        # The loss came down while steps were applied; since GradScaler began skipping every one, it has not.
+        "every step skipped by GradScaler since step 150, after learning",
+        lambda: make_view(
+            np.r_[decaying_loss(150, start=4.0, end=2.3), _flat()[150:]], skipped=np.r_[np.zeros(150), np.ones(150)]
+        ),
+        "all_steps_skipped",
+    ),
     (
         # A scheduler stepped per batch instead of per epoch: lr / 10 every 30 steps. Each drop is a
         # decay, not a collapse; the lr reaches its tail (5% of max) at step 60 and stays there.
@@ -362,6 +396,19 @@ def _solved_to_float_precision() -> RunView:
 
 
 STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("full-batch L-BFGS at the optimum of a noisy problem", _lbfgs_at_the_optimum),
+    (
+        # The optimizer passed to watch() never steps (it only zeroes the gradients); a hand-written LARS
+        # update trains the model, so every step reads as skipped while the loss falls.
+        "every step flagged skipped, a hand-written update lowers the loss",
+        lambda: make_view(decaying_loss(300, noise=0.25, start=2.5, end=0.3), skipped=True),
+    ),
+    (
+        # Its line search finds no better point and leaves the weights exactly as they were: an update ratio of
+        # exactly 0 with a gradient present, which otherwise reads as parameters the optimizer does not hold.
+        "full-batch L-BFGS at the optimum, weights left exactly as they were",
+        lambda: _full_batch(np.r_[0.755, 0.419, np.full(298, 0.418)], 1e-5, update=0.0),
+    ),
     ("solved to float precision: loss 1e-14 of its start, tiny updates", _solved_to_float_precision),
     *[
         (

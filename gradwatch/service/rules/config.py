@@ -341,6 +341,15 @@ class StagnationConfig(_RuleConfig):
     min_update_ratio: float = Field(
         default=1e-5, gt=0.0, description="Global update/weight ratio below which updates are tiny."
     )
+    stationary_gain: float = Field(
+        default=1e-6,
+        ge=0.0,
+        description=(
+            "A run whose loss is at its best after falling, and whose gradient is so small that a typical step "
+            "(update ratio 1e-3) would lower the loss, to first order, by at most this fraction of itself, sits at "
+            "a minimum: tiny updates there are convergence (full-batch L-BFGS), not a stall."
+        ),
+    )
     dead_grad_ratio: float = Field(
         default=1e-9, ge=0.0, description="grad_norm/weight_norm at or below which a layer's gradient counts as dead."
     )

@@ -268,18 +268,34 @@ def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
 
 
 def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
-    """Global update/weight ratio >= max_update_ratio at the latest sampled row."""
+    """Global update/weight ratio >= max_update_ratio at the latest sampled row.
+
+    Not on the first sampled row alone when the loss fell across that step: the first update from
+    initialisation may rewrite small initial weights by design, and a full-batch L-BFGS step with a
+    line search jumps most of the way to the optimum of a convex problem (0.76 -> 0.42 in one step).
+    A step past the edge of stability raises the loss instead. Until the next step's loss is known the
+    first row waits; when the loss fell, the next sample decides.
+    """
     u_all = global_update_ratio(view)
     rows = np.flatnonzero(np.isfinite(u_all))
     if rows.size == 0:
         return None
     run = trailing_run(u_all[rows] >= cfg.max_update_ratio)
-    if run == 0:
+    if run == 0 or (rows.size == 1 and _loss_fell_across(view, int(view.stat_steps[rows[0]])) is not False):
         return None
     return _Hit(
         onset=int(view.stat_steps[rows[rows.size - run]]),
         evidence={"update_ratio": as_float(u_all[rows[-1]]), "update_ratio_step": int(view.stat_steps[rows[-1]])},
     )
+
+
+def _loss_fell_across(view: RunView, step: int) -> bool | None:
+    """Is the loss of the step after ``step`` below the loss of ``step``? None until both are known and finite."""
+    steps, loss = view.loss_steps, np.asarray(view.loss, dtype=float)
+    at, after = np.flatnonzero(steps == step), np.flatnonzero(steps == step + 1)
+    if at.size == 0 or after.size == 0 or not np.isfinite(loss[at[0]]) or not np.isfinite(loss[after[0]]):
+        return None
+    return bool(loss[after[0]] < loss[at[0]])
 
 
 def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
@@ -308,6 +324,10 @@ def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     )
 
 
+#: Share of the loss's log-growth over its baseline that the trailing rise must make itself.
+RISE_SHARE = 0.5
+
+
 def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     """The every-step loss multiplied by >= divergence_factor through divergence_rises consecutive rises.
 
@@ -328,6 +348,12 @@ def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None
     before = loss[max(0, start - cfg.loss_window_steps) : start + 1]
     baseline = nanmedian(before)
     if not (baseline > 0 and loss[-1] >= cfg.divergence_factor * baseline):
+        return None
+    # The rise itself must have done most of that growth (half of it, in log units): a loss that
+    # jumped to a new level some steps ago (every ReLU killed by a shifted bias: 0.0004 -> 1.66) and
+    # now creeps up 1.61 -> 1.64 sits 4,000x over the median of a window that straddles the jump,
+    # without multiplying at all.
+    if np.log(loss[-1] / loss[start]) < RISE_SHARE * np.log(loss[-1] / baseline):
         return None
     # A loss that jumped once to a new level (bad data, a broken layer) and crept up after is not
     # a geometric divergence: no one step may make most of the rise.

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 
 from .config import StagnationConfig
-from .robust import MEDIAN_SE, Trend, as_float, nanmedian, safe_ratio, trend
-from .series import global_update_ratio, has_converged, memo, zero_loss_rows
+from .robust import MEDIAN_SE, Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
+from .series import clean_grad_norm, global_update_ratio, global_weight_norm, has_converged, memo, zero_loss_rows
 from .view import INITIAL_LOSSES, Finding, RunView
 
 ADVICE = {
@@ -207,6 +207,57 @@ def _sloping_down(loss: np.ndarray, sigma: float, k: float) -> bool:
     return slope < -k * sigma / np.sqrt(spread)
 
 
+#: The update/weight ratio of a healthy step (the dashboards' band around 1e-3).
+TYPICAL_UPDATE_RATIO = 1e-3
+
+
+def _at_a_minimum(
+    view: RunView, config: StagnationConfig, loss: np.ndarray, sigma: float, finite_loss: np.ndarray
+) -> bool:
+    """Has the run descended to a minimum and stopped there, as it should?
+
+    Tiny, zero or dead updates are a stall when a normal step would still lower the loss; at a
+    minimum the gradient has vanished, and full-batch training (L-BFGS, gradient descent) stops
+    moving by itself (L-BFGS's line search then returns the weights unchanged: an update ratio of
+    exactly 0, as for parameters the optimizer does not hold), at whatever level the problem's optimum has (far from 0 with noisy labels). To first
+    order a step of update ratio r lowers the loss by at most r ||g|| ||w||: at a minimum that is
+    below stationary_gain x the loss for r = TYPICAL_UPDATE_RATIO. It must also have descended (by
+    more than noise and no_progress_rel from where it began) and be at its best: a loss that rose
+    and then stopped moving, or never moved, is not a minimum reached.
+    """
+    grad, weight = clean_grad_norm(view), global_weight_norm(view)
+    rows = np.flatnonzero(np.isfinite(grad) & np.isfinite(weight))
+    level = float(nanmedian(loss))
+    if rows.size == 0 or not np.isfinite(level) or level == 0.0:
+        return False
+    gain = TYPICAL_UPDATE_RATIO * grad[rows[-1]] * weight[rows[-1]]
+    if not gain <= config.stationary_gain * abs(level):
+        return False
+    # Descended: from the run's start, or from the oldest loss in view. The initial loss is a median of
+    # five, and L-BFGS is at its optimum after one step: its second to fifth losses are already there.
+    start = float(np.nanmax([view.initial_loss, finite_loss[0]]))
+    tolerance = max(3.0 * sigma, config.rel_tolerance * abs(level))
+    if not start - level > max(tolerance, config.no_progress_rel * abs(start)):
+        return False
+    return level <= float(np.min(finite_loss)) + tolerance
+
+
+def _learned_while_skipped(view: RunView, window: np.ndarray, sigma: float, config: StagnationConfig) -> bool:
+    """Has the loss come down since the trailing streak of skipped steps began?
+
+    Weights that no step updates cannot lower it: then something else trains them (a hand-written
+    update beside an optimizer that only zeroes the gradients and never steps), and the skipped
+    flags say nothing about training. The streak's first losses are its start, as a run's are.
+    """
+    flags = np.asarray(view.skipped, dtype=bool)
+    loss = np.asarray(view.loss, dtype=float)[-trailing_run(flags) :] if flags.size == view.loss.size else np.zeros(0)
+    loss = loss[np.isfinite(loss)]
+    if loss.size < INITIAL_LOSSES:
+        return False
+    start = float(np.median(loss[:INITIAL_LOSSES]))
+    return not _FromStart.of(start, window, sigma).never_learned(config.no_progress_rel)
+
+
 def _has_nonfinite(view: RunView, window: int) -> bool:
     """NaN/Inf in the latest ``window`` losses or in the newest stats row."""
     recent = np.asarray(view.loss, dtype=float)[-window:]
@@ -277,6 +328,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
 
     Silent too once the median of the newest losses is at most
     converged_fraction of the initial loss: the run has learned its task.
+    And silent at a minimum reached (_at_a_minimum): the loss descended
+    and is at its best, and the gradient is too small for a typical step to
+    lower it (full-batch L-BFGS at the optimum), whatever the reason says.
     """
     if _has_nonfinite(view, config.window_steps):
         # NaN/Inf belongs to the nonfinite rule: NaN gradients would read as
@@ -297,6 +351,8 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     ):
         # Gradients dead row after row: nothing but a live bias or two can still move the loss (towards
         # the class prior, after the burst that killed the ReLUs), so its trend proves nothing.
+        if _at_a_minimum(view, config, loss, tr.sigma, finite_loss):
+            return None
         return _finding(view, "dead_gradients", steps, loss, tr, _Signals.of(view, config))
     if tr.improving(config.min_improvement, config.rel_tolerance):
         return None
@@ -324,13 +380,20 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     elif frozen is not None:
         reason = "frozen_parameters"
         steps, loss, tr = frozen
-    elif sig.skipped.size and sig.skipped.mean() >= config.skipped_fraction:
+    elif (
+        sig.skipped.size
+        and sig.skipped.mean() >= config.skipped_fraction
+        and not _learned_while_skipped(view, loss, tr.sigma, config)
+    ):
         reason = "all_steps_skipped"
     elif sig.update_ratio_step is not None and sig.update_ratio < config.min_update_ratio:
         reason = "tiny_updates"
     elif sig.update_ratio_step is None and np.ptp(loss) <= config.frozen_rel_range * abs(nanmedian(loss)):
         reason = "loss_frozen"
     else:
+        return None
+    # Weights that stopped moving (no update, a zero one, or no gradient left) at a minimum reached.
+    if reason != "all_steps_skipped" and _at_a_minimum(view, config, loss, tr.sigma, finite_loss):
         return None
 
     return _finding(view, reason, steps, loss, tr, sig)
