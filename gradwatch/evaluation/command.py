@@ -31,6 +31,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--output", default=None, metavar="FILE", help="write the Markdown report here (e.g. docs/evaluation.md)"
     )
+    parser.add_argument(
+        "--deliver-every",
+        type=int,
+        default=5,
+        metavar="STEPS",
+        help=(
+            "wait for the agent to deliver its reports every STEPS steps, as in a job whose steps are slower "
+            "than its flush interval: every rule sees the run grow STEPS steps at a time, and a diagnosis is "
+            "dated to within STEPS steps (default: %(default)s, the agent's statistics interval; 0: reports "
+            "leave every 50 ms, so a fast CPU run's steps arrive tens at a time)"
+        ),
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 unless every target is met")
 
 
@@ -84,6 +96,9 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
     if args.seeds < 1:
         print("gradwatch eval: --seeds must be at least 1", file=sys.stderr)
         return 2
+    if args.deliver_every < 0:
+        print("gradwatch eval: --deliver-every must be 0 (off) or a number of steps", file=sys.stderr)
+        return 2
     seeds = list(range(args.seeds))
     import torch
 
@@ -95,7 +110,7 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
     started = time.monotonic()
     service = BackgroundService(Service(config, port=0, name="eval")).start()
     try:
-        outcomes = run_suite(scenarios, seeds, service.url, progress=_progress)
+        outcomes = run_suite(scenarios, seeds, service.url, progress=_progress, deliver_every=args.deliver_every)
     finally:
         service.stop()
     seconds = time.monotonic() - started
@@ -107,6 +122,8 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
         print(plain([["scenario", "seed", "tags", "labelled", "fired", "verdict", "seconds"], *wrong]))
     print(f"\n{len(outcomes)} runs in {seconds:.0f} s; targets {'met' if scores.meets_targets else 'MISSED'}")
     if args.output:
-        Path(args.output).write_text(document(scenarios, scores, command=command, seeds=seeds, seconds=seconds))
+        Path(args.output).write_text(
+            document(scenarios, scores, command=command, seeds=seeds, seconds=seconds, deliver_every=args.deliver_every)
+        )
         print(f"report written to {args.output}")
     return 1 if args.check and not scores.meets_targets else 0

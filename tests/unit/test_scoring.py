@@ -48,3 +48,28 @@ def test_a_diagnosis_first_fired_before_the_onset_is_an_early_alarm_and_the_onse
     assert (spike.expected, spike.detected, spike.delays) == (2, 1, [0])
     assert spike.missed == spike.false_alarms == ["spike (seed 0)"]
     assert spike.false_alarms_on_healthy == 0
+
+
+def test_the_recorder_waits_for_delivery_every_n_steps_and_notes_held_out_losses():
+    from gradwatch.evaluation.runner import _Recorder
+
+    class Monitor:
+        def __init__(self) -> None:
+            self.calls: list[str] = []
+
+        def step(self, loss, *, val_loss=None, **scalars) -> None:
+            self.calls.append("step")
+
+        def flush(self, timeout: float) -> bool:
+            self.calls.append("flush")
+            return True
+
+    for every, flushes in ((5, 2), (0, 0)):
+        monitor, val_losses = Monitor(), []
+        recorder = _Recorder(monitor, val_losses, deliver_every=every)
+        for step in range(12):
+            recorder.step(1.0, val_loss=0.5 if step == 3 else None)
+        assert monitor.calls.count("step") == 12 and monitor.calls.count("flush") == flushes
+        if every:  # after the 5th and the 10th step
+            assert [i for i, c in enumerate(monitor.calls) if c == "flush"] == [5, 11]
+        assert val_losses == [(3, 0.5)]
