@@ -33,6 +33,7 @@ from gradwatch.agents.pending import LayerPending, Pending, PendingReport, StepP
 from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
+from gradwatch.agents.witness import UpdateWitness
 from gradwatch.wire import is_valid_run_name
 
 logger = logging.getLogger("gradwatch.agent")
@@ -74,6 +75,7 @@ class Monitor:
         single = self._nan_origin is None and rank.world_size == 1 and len(self._layout.groups) == 1
         self._sentinels = stats.sentinel_params(self._layout.groups[0]) if single and optimizer is not None else []
         self._sentinel_flag: torch.Tensor | float | None = None
+        self._witness = UpdateWitness(self._sentinels) if self._sentinels else None
         # Hooks that torch.compile would have to recompile around are not worth it on a compiled model.
         compiled = getattr(model, "_orig_mod", None) is not None  # what torch.compile returns
         self._recurrence = None if compiled else RecurrenceProbe(unwrap_data_parallel(model))
@@ -237,8 +239,9 @@ class Monitor:
 
     def _record_step(self, loss: Any, val_loss: Any, scalars: dict[str, Any], grad_norm: Any = None) -> None:
         now = time.perf_counter()
-        if self._optimizer is None and self._is_stats_step():
-            # Without an optimizer there are no hooks: read what is there now.
+        elsewhere = self._stepped_elsewhere()
+        if (self._optimizer is None or elsewhere) and self._is_stats_step():
+            # No hooks (no optimizer, or not the one that steps): read what is there now.
             self._take_gradient_stats()
             self._take_weight_stats()
         values: dict[str, Pending] = {
@@ -257,7 +260,7 @@ class Monitor:
             step=self._step,
             values={k: v for k, v in values.items() if v is not None},
             scalars={k: self._value(v, k) for k, v in scalars.items()},
-            skipped=self._optimizer is not None and not self._optimizer_stepped,
+            skipped=self._optimizer is not None and not self._optimizer_stepped and not elsewhere,
             layers=self._layers,
             recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
         )
@@ -272,6 +275,18 @@ class Monitor:
         self._arm_recurrence()
         if record.layers is not None or len(self._steps) >= self._options.stats_every:
             self._submit()
+
+    def _stepped_elsewhere(self) -> bool:
+        """The watched optimizer did not step, but the weights moved: something else trains the model."""
+        moved = self._witness.moved() if self._witness is not None else None
+        if not moved or self._optimizer_stepped:
+            return False
+        self._warn_once(
+            "elsewhere",
+            "gradwatch: the weights changed on a step where the optimizer given to watch() did not step; "
+            "reading statistics in mon.step() instead (pass watch() the optimizer that trains the model)",
+        )
+        return True
 
     def _submit(self) -> None:
         if not self._steps:

@@ -146,6 +146,29 @@ def test_loss_every_step_layer_stats_every_n_and_skipped_steps():
     assert steps[5]["val_loss"] == 0.5 and steps[5]["scalars"]["tokens"] == 500
 
 
+def test_steps_of_an_optimizer_watch_was_not_given_are_not_skipped_and_carry_statistics():
+    """Phase two of a loop builds a new optimizer and never re-watches: the watched one stops stepping,
+    but the weights keep changing, so those steps were not skipped; statistics are read in mon.step()."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    watched = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, recorder = _monitor(model, watched, stats_every=2)
+    replacement = torch.optim.Adam(model.parameters(), lr=0.1)
+    for step in range(8):
+        watched.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        if step < 3:
+            watched.step()
+        elif step != 6:  # step 6: nothing steps at all (a GradScaler skip)
+            replacement.step()
+        mon.step(1.0)
+    mon.close()
+    steps = recorder.steps
+    assert [s["skipped"] for s in steps] == [False] * 6 + [True, False]
+    assert [s["step"] for s in steps if "layers" in s] == [0, 2, 4]  # 6 was skipped: nothing to read
+    layers = steps[4]["layers"]  # read in mon.step(): the gradients of the step, the weights after it
+    assert all(g > 0 for g in layers["grad_norm"]) and all(w > 0 for w in layers["weight_norm"])
+
+
 def test_optimizer_free_mode_reads_gradients_at_step_time():
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
     mon, recorder = _monitor(model, None, stats_every=1)
@@ -355,3 +378,16 @@ def test_update_ratio_of_a_large_tensor_is_estimated_from_a_stride_sample():
     assert out[1, 0].item() == pytest.approx((weight[0] + weight[1]).item(), rel=0.03)
     assert out[0, 1].item() == pytest.approx(delta[3].item(), rel=1e-5)  # read whole: exact
     assert out[1, 1].item() == pytest.approx((weight[2] + weight[3]).item(), rel=1e-5)
+
+
+def test_the_update_witness_tells_only_on_a_cpu():
+    from gradwatch.agents.witness import UpdateWitness
+
+    weight = nn.Parameter(torch.zeros(3))
+    witness = UpdateWitness([weight])
+    assert witness.moved() is False  # first look
+    assert witness.moved() is False
+    with torch.no_grad():
+        weight.add_(1e-7)
+    assert witness.moved() is True and witness.moved() is False
+    assert UpdateWitness([nn.Parameter(torch.zeros(3, device="meta"))]).moved() is None
