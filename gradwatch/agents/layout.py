@@ -20,9 +20,9 @@ ROOT_LAYER = "(root)"
 #: needs the weights from before the optimizer step, so every element it reads is
 #: copied, then read twice more: on the whole of a 1.3B model that was 2x the
 #: statistics step's own cost (on an H200, 4.8 ms). A fixed stride sample of
-#: 65,536 elements a tensor estimates a sum of squares to about 1% (for update
-#: sizes that vary by 3x between elements, as Adam's do), and keeps exact zeros
-#: exact: a frozen tensor still reads 0.
+#: 65,536 elements a tensor estimates a sum of squares to within a few percent
+#: (tests/unit/test_agent_stats.py: 3% for update sizes that vary by 3x between
+#: elements, as Adam's do), and keeps exact zeros exact: a frozen tensor still reads 0.
 UPDATE_SAMPLE_NUMEL = 1 << 16
 #: Tensors are sampled only at a stride of at least this many elements: a strided
 #: read touches a whole memory line (32 B on a GPU, 64 B on a CPU) per element, so

@@ -204,8 +204,9 @@ def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int
     per_param: torch.Tensor | None = None
     if device.type != "cpu":
         sampled = [i for i, k in enumerate(group.update_stride) if k > 1]
-        for i, copy in zip(sampled, _copies([after[i] for i in sampled]) if sampled else [], strict=True):
-            after[i] = copy  # the kernel reads contiguous tensors
+        if sampled:  # the kernel reads contiguous tensors
+            for i, copy in zip(sampled, _copies([after[i] for i in sampled]), strict=True):
+                after[i] = copy
         per_param = fused.update_sumsq(before, after, list(range(len(after))), len(after))
     if per_param is None:
         before_norms = _fused_norms(_as_real(before), 2)

@@ -350,6 +350,16 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
         "all_steps_skipped",
     ),
     (
+        # As above, but every 20th step is applied, the newest among them: there is no trailing streak, and the
+        # skipping is judged from the skipped-steps window's start, not from the run's.
+        "GradScaler skipping 95% of the steps since step 150, the newest applied, after learning",
+        lambda: make_view(
+            np.r_[decaying_loss(150, start=4.0, end=2.3), _flat()[150:]],
+            skipped=np.r_[np.zeros(150), np.arange(150) % 20 != 149 % 20],
+        ),
+        "all_steps_skipped",
+    ),
+    (
         # A scheduler stepped per batch instead of per epoch: lr / 10 every 30 steps. Each drop is a
         # decay, not a collapse; the lr reaches its tail (5% of max) at step 60 and stays there.
         "StepLR stepped per batch: tail reached early and outstayed",

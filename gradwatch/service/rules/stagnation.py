@@ -219,8 +219,8 @@ def _at_a_minimum(
     Tiny, zero or dead updates are a stall when a normal step would still lower the loss; at a
     minimum the gradient has vanished, and full-batch training (L-BFGS, gradient descent) stops
     moving by itself (L-BFGS's line search then returns the weights unchanged: an update ratio of
-    exactly 0, as for parameters the optimizer does not hold), at whatever level the problem's optimum has (far from 0 with noisy labels). To first
-    order a step of update ratio r lowers the loss by at most r ||g|| ||w||: at a minimum that is
+    exactly 0, as for parameters the optimizer does not hold), at whatever level the problem's
+    optimum has (far from 0 with noisy labels). To first order a step of update ratio r lowers the loss by at most r ||g|| ||w||: at a minimum that is
     below stationary_gain x the loss for r = TYPICAL_UPDATE_RATIO. It must also have descended (by
     more than noise and no_progress_rel from where it began) and be at its best: a loss that rose
     and then stopped moving, or never moved, is not a minimum reached.
@@ -243,14 +243,16 @@ def _at_a_minimum(
 
 
 def _learned_while_skipped(view: RunView, window: np.ndarray, sigma: float, config: StagnationConfig) -> bool:
-    """Has the loss come down since the trailing streak of skipped steps began?
+    """Has the loss come down since the skipping began?
 
     Weights that no step updates cannot lower it: then something else trains them (a hand-written
     update beside an optimizer that only zeroes the gradients and never steps), and the skipped
-    flags say nothing about training. The streak's first losses are its start, as a run's are.
+    flags say nothing about training. The skipping began where the trailing streak of skipped steps
+    did, or at the skipped-steps window's start when the streak is shorter (a step applied now and
+    then); its first losses are its start, as a run's are.
     """
-    flags = np.asarray(view.skipped, dtype=bool)
-    loss = np.asarray(view.loss, dtype=float)[-trailing_run(flags) :] if flags.size == view.loss.size else np.zeros(0)
+    since = max(trailing_run(np.asarray(view.skipped, dtype=bool)), config.skipped_window_steps)
+    loss = np.asarray(view.loss, dtype=float)[-since:]
     loss = loss[np.isfinite(loss)]
     if loss.size < INITIAL_LOSSES:
         return False
