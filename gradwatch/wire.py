@@ -153,6 +153,8 @@ class StepRecord(BaseModel):
     recurrent_grad_ratio: MaybeFloat = None
     #: The module ``recurrent_grad_ratio`` was measured on.
     recurrent_module: str | None = Field(default=None, min_length=1, max_length=MAX_LAYER_NAME)
+    #: That module has gates (an LSTM or GRU, or their cells) that can learn to carry gradient back.
+    recurrent_gated: bool | None = None
     scalars: dict[str, MaybeFloat] = Field(default_factory=dict, max_length=MAX_SCALARS_PER_STEP)
     layers: LayerStats | None = None
 

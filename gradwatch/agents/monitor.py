@@ -263,6 +263,7 @@ class Monitor:
             skipped=self._optimizer is not None and not self._optimizer_stepped and not elsewhere,
             layers=self._layers,
             recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
+            recurrent_gated=self._recurrence.gated if recurrent is not None and self._recurrence else None,
         )
         if self._layers is not None and self._layers.weights:
             self._stats_taken += 1

@@ -37,6 +37,8 @@ class StepPending:
     layers: LayerPending | None
     #: What the recurrence probe's module index refers to, on steps it measured.
     recurrent_names: list[str] | None = None
+    #: Per name: the module is gated (an LSTM or GRU).
+    recurrent_gated: list[bool] | None = None
 
 
 class PendingReport:
@@ -79,6 +81,9 @@ class PendingReport:
                 index, names = record.pop("recurrent_module"), pending.recurrent_names or []
                 if index is not None and 0 <= index < len(names):
                     record["recurrent_module"] = names[int(index)]
+                    gated = pending.recurrent_gated or []
+                    if int(index) < len(gated):
+                        record["recurrent_gated"] = gated[int(index)]
             if pending.scalars:
                 record["scalars"] = {name: resolve(item) for name, item in pending.scalars.items()}
             if pending.layers is not None:

@@ -37,6 +37,9 @@ logger = logging.getLogger("gradwatch.agent")
 
 #: Fewer time steps (or calls) than this are not a recurrence worth judging.
 MIN_STEPS = 8
+#: Recurrences with gates: they start with the gates half shut (the gradient through 100 steps
+#: underflows) and open them as they learn, which a plain RNN cannot.
+GATED = (nn.LSTM, nn.GRU, nn.LSTMCell, nn.GRUCell)
 
 
 class _Probe:
@@ -119,6 +122,11 @@ class RecurrenceProbe:
     def names(self) -> list[str]:
         """Module names, in the order :meth:`take`'s index refers to."""
         return [p.name for p in self._fused + self._looped]
+
+    @property
+    def gated(self) -> list[bool]:
+        """Per module of :attr:`names`: an LSTM or GRU (or their cells), whose gates can learn to carry gradient."""
+        return [isinstance(p.module, GATED) for p in self._fused + self._looped]
 
     def arm(self) -> None:
         """Hook the next forward (and its backward). Idempotent."""

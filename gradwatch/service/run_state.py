@@ -65,6 +65,8 @@ class Latest:
     layer_update_ratio: np.ndarray | None = None
     #: The module of the newest through-time gradient ratio (StepRecord.recurrent_module).
     recurrent_module: str | None = None
+    #: Whether that module is gated (StepRecord.recurrent_gated; None: not said).
+    recurrent_gated: bool | None = None
 
 
 class RunState:
@@ -223,6 +225,7 @@ class RunState:
                 latest.scalars[name] = _f(value)
         if record.recurrent_module is not None:
             latest.recurrent_module = record.recurrent_module
+            latest.recurrent_gated = record.recurrent_gated
         if layers is not None:
             self._ingest_layers(record.step, layers, record.skipped, record.recurrent_grad_ratio)
         return 1
@@ -326,6 +329,7 @@ class RunState:
             row_summaries=_frozen(stats.column("summary")) if stats else None,
             recurrent_ratio=_frozen(stats.column("recurrent_ratio")) if stats else np.zeros(0),
             recurrent_module=self.latest.recurrent_module,
+            recurrent_gated=self.latest.recurrent_gated,
             new_loss_from=steps.new_from(),
             new_stat_from=stats.new_from() if stats else 0,
             new_val_from=val.new_from(),

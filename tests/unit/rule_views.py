@@ -31,6 +31,7 @@ def make_view(
     loss_rank: Any = None,
     norm_bad: Any = False,
     recurrent: Any = None,
+    gated: bool | None = None,
 ) -> RunView:
     """Build a RunView; layer arrays are (S, L) with row s at step s * STRIDE."""
     loss = np.asarray(loss if loss is not None else np.ones(steps or 0), dtype=float)
@@ -60,6 +61,7 @@ def make_view(
         loss_rank=np.zeros(0, np.int64) if loss_rank is None else np.asarray(loss_rank, np.int64),
         recurrent_ratio=np.full(s, np.nan) if recurrent is None else np.asarray(recurrent, dtype=float),
         recurrent_module=None if recurrent is None else "rnn",
+        recurrent_gated=gated,
         # As the service does: the median of the run's first five finite losses.
         initial_loss=float(np.median(loss[np.isfinite(loss)][:5])) if np.isfinite(loss).any() else float("nan"),
     )

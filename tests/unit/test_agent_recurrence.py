@@ -171,5 +171,19 @@ def test_the_monitor_sends_the_ratio_and_module_on_statistics_steps_only(stats_e
     measured = [s for s in recorder.steps if "recurrent_grad_ratio" in s]
     assert [s["step"] for s in measured] == list(range(0, 7, stats_every))
     assert all(s["recurrent_module"] == "rnn" and s["recurrent_grad_ratio"] < 1e-10 for s in measured)
+    assert all(s["recurrent_gated"] is False for s in measured)
     # No hook stays behind a closed monitor.
     assert not model.rnn._forward_pre_hooks and not model._forward_pre_hooks
+
+
+def test_gated_recurrences_are_told_apart_from_plain_ones():
+    # A GRU or LSTM can learn to open its gates and carry gradient back; a plain RNN cannot.
+    for kind, gated in ((nn.GRU, True), (nn.LSTM, True), (nn.RNN, False)):
+        model = _FusedRNN(kind)
+        probe = RecurrenceProbe(model)
+        _measure(model, probe)
+        assert probe.gated == [gated]
+    loop = _LoopRNN(recurrent_gain=1.0)
+    loop_probe = RecurrenceProbe(loop)
+    _measure(loop, loop_probe)
+    assert loop_probe.names == ["rec"] and loop_probe.gated == [False]

@@ -336,3 +336,14 @@ def test_loss_spike_memo_between_evaluations_never_changes_a_finding():
         fired.append(memoised is not None)
         state.mark_seen()
     assert any(fired)
+
+
+def test_the_recurrence_and_whether_it_is_gated_reach_the_rules():
+    agg = Aggregator(ServiceConfig())
+    report = _report(steps=range(3))
+    report.steps[0] = report.steps[0].model_copy(
+        update={"recurrent_grad_ratio": 0.0, "recurrent_module": "gru", "recurrent_gated": True}
+    )
+    agg.ingest(report)
+    view = agg._runs["r"].state.view()
+    assert view.recurrent_module == "gru" and view.recurrent_gated is True

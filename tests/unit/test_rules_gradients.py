@@ -78,7 +78,16 @@ def _blowing_up_loss() -> np.ndarray:
     return loss
 
 
-EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
+def _out_of_a_plateau(loss_after: np.ndarray) -> RunView:
+    """An autoencoder outputting the mean: gradients ~0.03 for 80 steps, then 35x larger (clipped at 1.0) by step 180
+    as it starts to learn; the loss is 0.53 on the plateau and ``loss_after`` (120 steps) from step 80 on."""
+    g = np.r_[np.full(16, 0.03), np.geomspace(0.03, 1.0, 21)[1:]] * np.exp(0.2 * rng(3).standard_normal(36))
+    g = np.r_[np.minimum(g, 1.0), np.ones(4)]  # the last rows pinned at the clipping norm
+    loss = np.r_[np.full(80, 0.53), loss_after] * np.exp(0.08 * rng(4).standard_normal(200))
+    return make_view(loss, grad=g[:, None] * np.ones((1, 3)) / np.sqrt(3))
+
+
+EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
     ("loss blowing up, last step most of the rise", lambda: make_view(_blowing_up_loss()), 200, "loss_divergence"),
     ("uniform growth after a flat stretch", lambda: make_view(grad=explode_after(60, 54, 3.0)), 54 * STRIDE, "growth"),
     ("growth from step 0", lambda: make_view(grad=explode_after(10, 1, 4.0)), STRIDE, "growth"),
@@ -104,6 +113,14 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
         "weight_growth",
     ),
     ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
+    # The same gradients as "gradients grow 35x out of a plateau while the loss falls", with the loss staying put.
+    ("gradients grow 35x out of a plateau, the loss stays put", lambda: _out_of_a_plateau(np.full(120, 0.53)), 150, "growth"),
+    (
+        "gradients grow 35x out of a plateau, the loss rising",
+        lambda: _out_of_a_plateau(np.linspace(0.53, 0.9, 120)),
+        150,
+        "growth",
+    ),
     ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
     (
         "the first update and the next rewrite the weights",
@@ -123,7 +140,7 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int, str]] = [
 
 
 @pytest.mark.parametrize(("name", "build", "step", "trigger"), EXPLODING_FIRES, ids=lambda x: x)
-def test_exploding_fires(name: str, build: Callable[[], RunView], step: int, trigger: str) -> None:
+def test_exploding_fires(name: str, build: Callable[[], RunView], step: int | None, trigger: str) -> None:
     f = check(detect_exploding_gradient(build(), ExplodingGradientConfig()), "exploding_gradient", step)
     assert trigger in f.evidence["triggers"]
 
@@ -246,6 +263,7 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("zero-initialised layer grows from 0", _zero_init_layer),
+    ("gradients grow 35x out of a plateau while the loss falls", lambda: _out_of_a_plateau(np.linspace(0.53, 0.35, 120))),
     ("Adam-like linear weight growth 4x while learning", _adam_linear_weights),
     ("backbone unfrozen mid-window", _unfrozen_backbone),
     ("a one-step 50x loss spike that recovers", lambda: make_view(_spiked_loss(50.0))),
@@ -256,20 +274,6 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("spike lasting two rows", lambda: make_view(grad=_two_row_spike())),
     ("healthy run, deep profile ratio 10", lambda: make_view(grad=noisy_grads(64) * np.logspace(1, 0, 8))),
     ("empty view", lambda: make_view()),
-    ("through time: an LSTM's ratio 0.3, loss at chance", lambda: _through_time(0.3)),
-    (
-        "through time: 1e-9 but the loss improves (it learns from recent steps)",
-        lambda: _through_time(1e-9, decaying_loss(320)),
-    ),
-    (
-        "through time: 1e-9, then rising 10x per row (forget gates opening)",
-        lambda: _through_time(np.r_[np.full(61, 1e-9), 1e-8, 1e-7, 1e-6]),
-    ),
-    ("through time: no ratio measured (nan)", lambda: _through_time(np.nan)),
-    (
-        "through time: 1e-9 on a run solved to 1e-5 of its start",
-        lambda: _through_time(1e-9, np.r_[np.logspace(0, -5, 200), np.full(120, 1e-5)]),
-    ),
 ]
 
 
@@ -315,6 +319,12 @@ def _through_time(ratio: np.ndarray | float, loss: np.ndarray | None = None) -> 
     return make_view(_stuck_loss() if loss is None else loss, grad=noisy_grads(64, 3), recurrent=ratios)
 
 
+def _young_recurrence(ratio: np.ndarray, gated: bool) -> RunView:
+    """A run len(ratio) statistics rows old, its loss at chance, with this through-time ratio per row."""
+    rows = ratio.size
+    return make_view(_stuck_loss(rows * STRIDE), grad=noisy_grads(rows, 3), recurrent=ratio, gated=gated)
+
+
 VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
     ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
     ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
@@ -328,6 +338,9 @@ VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
         "rnn",
     ),
     ("through time: the ratio underflowed to 0", lambda: _through_time(0.0), 0, "through_time", "rnn"),
+    # A plain RNN's gradient cannot learn to reach back: three rows decide, as for any vanishing.
+    ("through time: a young plain RNN, 3 rows underflowed", lambda: _young_recurrence(np.zeros(3), False), 0, "through_time", "rnn"),
+    ("through time: a GRU, 5 rows underflowed", lambda: _young_recurrence(np.zeros(5), True), 0, "through_time", "rnn"),
     (
         "through time from row 40 (after learning stopped)",
         lambda: _through_time(np.r_[np.full(40, 0.5), np.full(24, 1e-9)]),
@@ -387,6 +400,24 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ),
     ("one noisy row below the line", lambda: make_view(grad=np.r_[noisy_grads(63), _depth_vanished(1)])),
     ("empty view", lambda: make_view()),
+    ("through time: an LSTM's ratio 0.3, loss at chance", lambda: _through_time(0.3)),
+    (
+        # Still falling steadily over the newest losses: whatever reaches the first time steps, it learns.
+        "through time: 1e-9 but the loss improves (it learns from recent steps)",
+        lambda: _through_time(1e-9, decaying_loss(320, end=0.0)),
+    ),
+    (
+        "through time: 1e-9, then rising 10x per row (forget gates opening)",
+        lambda: _through_time(np.r_[np.full(61, 1e-9), 1e-8, 1e-7, 1e-6]),
+    ),
+    ("through time: no ratio measured (nan)", lambda: _through_time(np.nan)),
+    (
+        "through time: 1e-9 on a run solved to 1e-5 of its start",
+        lambda: _through_time(1e-9, np.r_[np.logspace(0, -5, 200), np.full(120, 1e-5)]),
+    ),
+    # A GRU on 100-step sequences: its half-shut gates underflow the ratio at first, then it learns to open them.
+    ("through time: a young GRU, 4 rows underflowed", lambda: _young_recurrence(np.zeros(4), gated=True)),
+    ("through time: a GRU's ratio underflowed, then rising", lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True)),
 ]
 
 

@@ -475,3 +475,23 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
 @pytest.mark.parametrize(("name", "build"), STAGNATION_SILENT, ids=lambda x: x)
 def test_stagnation_silent(name: str, build: Callable[[], RunView]) -> None:
     assert detect_stagnation(build(), StagnationConfig()) is None
+
+
+def _optimizer_replaced(steps_since: int) -> RunView:
+    """Trained for 100 steps; then the optimizer passed to watch() was replaced by one that holds none of the
+    trained parameters: no step is applied and the loss stays where it was."""
+    loss = np.r_[decaying_loss(100, start=4.0, end=2.3), _flat(steps_since)]
+    return make_view(loss, skipped=np.r_[np.zeros(100), np.ones(steps_since)])
+
+
+def test_stagnation_fires_once_a_whole_window_of_steps_is_skipped_after_training() -> None:
+    config = StagnationConfig()
+    assert detect_stagnation(_optimizer_replaced(config.window_steps - 1), config) is None
+    f = check(detect_stagnation(_optimizer_replaced(config.window_steps), config), "stagnation", 100)
+    assert f.evidence["reason"] == "all_steps_skipped"
+    assert "optimizer passed to watch()" in f.advice
+
+
+def test_stagnation_silent_while_a_gradscaler_calibrates_from_the_first_step() -> None:
+    # init_scale=2**40: the first ~25 backward passes overflow and every one is skipped, from step 0.
+    assert detect_stagnation(make_view(_flat(25), skipped=True), StagnationConfig()) is None

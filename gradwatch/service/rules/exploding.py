@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from .config import ExplodingGradientConfig
-from .robust import as_float, mad_sigma, nanmedian, run_lengths, safe_ratio, trailing_run, trend
+from .robust import MEDIAN_SE, as_float, mad_sigma, nanmedian, run_lengths, safe_ratio, trailing_run, trend
 from .series import (
     clean_grad_norm,
     clean_layer_grads,
@@ -106,6 +106,8 @@ def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     above = rise[g[rise] > line]
     onset = int(above[0]) if above.size else int(rise[-1])
     steps = view.stat_steps[rows]
+    if not np.isposinf(g[-1]) and _learned_while_growing(view, steps[base_rows], cfg):
+        return None
     return _Hit(
         onset=int(steps[onset]),
         evidence={
@@ -130,6 +132,32 @@ def _grew_slowly(steps: np.ndarray, g: np.ndarray, i: int, cfg: ExplodingGradien
         return False
     level = nanmedian(g[earlier])
     return bool(np.isfinite(level) and level > 0 and g[i] < cfg.growth_factor * level)
+
+
+#: The newest every-step losses compared with those over a growth's baseline rows.
+GROWTH_LOSS_STEPS = 20
+#: A loss that fell by this fraction of itself since the baseline rows has been learning through the growth.
+GROWTH_LEARNED_FRACTION = 0.1
+
+
+def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: ExplodingGradientConfig) -> bool:
+    """Has the loss fallen clearly since the growth's baseline rows, and is it not rising now?
+
+    Gradients that were tiny on a plateau (a network outputting the mean, a saddle) grow tens of times
+    as it starts to learn, while the loss falls: escaping the plateau, not diverging. A divergence
+    leaves the loss where it was or sends it up. Clearly: by GROWTH_LEARNED_FRACTION of itself and
+    by loss_noise_k standard errors of the two medians (the losses over the baseline rows' steps, and
+    the newest GROWTH_LOSS_STEPS).
+    """
+    steps, loss = finite_loss(view)
+    then = loss[(steps >= base_steps.min()) & (steps <= base_steps.max())] if base_steps.size else loss[:0]
+    now = loss[steps > base_steps.max()][-GROWTH_LOSS_STEPS:] if base_steps.size else loss[:0]
+    if then.size < 6 or now.size < 6 or trend(now).rising(cfg.loss_noise_k):
+        return False
+    before, after = nanmedian(then), nanmedian(now)
+    sigma = trend(loss[-cfg.loss_window_steps :]).sigma
+    noise = cfg.loss_noise_k * MEDIAN_SE * sigma * np.sqrt(1.0 / then.size + 1.0 / now.size)
+    return bool(before - after > max(noise, GROWTH_LEARNED_FRACTION * abs(before)))
 
 
 def _is_level_shift(log_values: np.ndarray, log_baseline: float, log_ceiling: float, max_share: float) -> bool:

@@ -22,8 +22,10 @@ ADVICE = {
         "requires_grad=False), and for dead ReLUs or saturated activations."
     ),
     "all_steps_skipped": (
-        "The optimizer skipped almost every step (AMP GradScaler keeps finding inf gradients): train in bf16 or "
-        "fp32, lower the learning rate, or find the overflowing layer."
+        "The optimizer skipped almost every step: if an AMP GradScaler keeps finding inf gradients, train in bf16 "
+        "or fp32, lower the learning rate, or find the overflowing layer; otherwise check that optimizer.step() "
+        "runs and that the optimizer passed to watch() is the one that trains the model (a rebuilt optimizer "
+        "must hold the parameters being trained)."
     ),
     "frozen_parameters": (
         "Almost every parameter is frozen or gets no gradient, and the loss has not moved from where it started: "
@@ -242,22 +244,36 @@ def _at_a_minimum(
     return level <= float(np.min(finite_loss)) + tolerance
 
 
-def _learned_while_skipped(view: RunView, window: np.ndarray, sigma: float, config: StagnationConfig) -> bool:
+def _learned_while_skipped(
+    view: RunView, window: np.ndarray, sigma: float, config: StagnationConfig, streak: bool = False
+) -> bool:
     """Has the loss come down since the skipping began?
 
     Weights that no step updates cannot lower it: then something else trains them (a hand-written
     update beside an optimizer that only zeroes the gradients and never steps), and the skipped
     flags say nothing about training. The skipping began where the trailing streak of skipped steps
-    did, or at the skipped-steps window's start when the streak is shorter (a step applied now and
-    then); its first losses are its start, as a run's are.
+    did, or (unless ``streak``: judged on the streak alone) at the skipped-steps window's start when
+    the streak is shorter (a step applied now and then); its first losses are its start, as a run's are.
     """
-    since = max(trailing_run(np.asarray(view.skipped, dtype=bool)), config.skipped_window_steps)
+    since = trailing_run(np.asarray(view.skipped, dtype=bool))
+    since = since if streak else max(since, config.skipped_window_steps)
     loss = np.asarray(view.loss, dtype=float)[-since:]
     loss = loss[np.isfinite(loss)]
     if loss.size < INITIAL_LOSSES:
         return False
     start = float(np.median(loss[:INITIAL_LOSSES]))
     return not _FromStart.of(start, window, sigma).never_learned(config.no_progress_rel)
+
+
+def _skipped_since_applied(view: RunView) -> int:
+    """Length of the trailing streak of skipped steps when a step in view before it was applied, else 0.
+
+    A streak from the run's first step is an AMP GradScaler calibrating its scale down from a large
+    initial value, one halving per skipped step: routine, however long (the skipped-steps window judges it).
+    """
+    skipped = np.asarray(view.skipped, dtype=bool)
+    streak = trailing_run(skipped)
+    return streak if streak < skipped.size else 0
 
 
 def _has_nonfinite(view: RunView, window: int) -> bool:
@@ -386,6 +402,13 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
         sig.skipped.size
         and sig.skipped.mean() >= config.skipped_fraction
         and not _learned_while_skipped(view, loss, tr.sigma, config)
+    ) or (
+        # Every step of the judged window skipped after steps had been applied: no update at all
+        # since (a GradScaler whose scale halved window_steps times in a row mid-run, or the watched
+        # optimizer replaced by one that holds none of the trained parameters), judged without
+        # waiting for the longer window.
+        _skipped_since_applied(view) >= config.window_steps
+        and not _learned_while_skipped(view, loss, tr.sigma, config, streak=True)
     ):
         reason = "all_steps_skipped"
     elif sig.update_ratio_step is not None and sig.update_ratio < config.min_update_ratio:

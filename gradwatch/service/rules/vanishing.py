@@ -114,6 +114,11 @@ def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
     return not has_converged(view, cfg.converged_fraction)
 
 
+#: Statistics rows over which a gated recurrence's rising through-time ratio counts as it learning to
+#: carry gradient back (20 steps at the default interval; patience_rows for a plain RNN).
+GATED_RISE_ROWS = 5
+
+
 def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """median recurrent ratio of the last patience_rows rows < through_time_ratio, not rising, loss not improving."""
     ratio_all = np.asarray(view.recurrent_ratio, dtype=float)
@@ -125,8 +130,14 @@ def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str
     med = nanmedian(recent)
     if not med < cfg.through_time_ratio:
         return None
-    # An underflowed (exactly 0) ratio is the deepest vanishing, not a missing value.
-    floor = np.maximum(recent, np.finfo(float).tiny)
+    # An underflowed (exactly 0) ratio is the deepest vanishing, not a missing value. A gated
+    # recurrence (an LSTM or GRU) may start with its gates half shut and the ratio underflowed, and
+    # open them as it learns: its rise is judged over GATED_RISE_ROWS rows, and a young run once it
+    # has them.
+    span = GATED_RISE_ROWS if view.recurrent_gated else cfg.patience_rows
+    if rows.size < span:
+        return None
+    floor = np.maximum(ratio[-span:], np.finfo(float).tiny)
     if floor[-1] >= cfg.through_time_recovery * floor[0]:
         return None  # the network is learning to carry gradient back through time
     if not _loss_stuck(view, cfg):

@@ -95,6 +95,8 @@ class RunView:
     recurrent_ratio: np.ndarray = field(default_factory=lambda: np.zeros(0))
     #: The module the newest ratio was measured on.
     recurrent_module: str | None = None
+    #: Whether that module is gated (an LSTM or GRU); None where the agent did not say.
+    recurrent_gated: bool | None = None
     #: Derived arrays several rules read (see :func:`series.memo`), computed
     #: once per view instead of once per rule. Not part of the data.
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
