@@ -114,7 +114,12 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
     ),
     ("lower layers 1e4x the top and growing", _depth_explosion, 0, "depth_profile"),
     # The same gradients as "gradients grow 35x out of a plateau while the loss falls", with the loss staying put.
-    ("gradients grow 35x out of a plateau, the loss stays put", lambda: _out_of_a_plateau(np.full(120, 0.53)), 150, "growth"),
+    (
+        "gradients grow 35x out of a plateau, the loss stays put",
+        lambda: _out_of_a_plateau(np.full(120, 0.53)),
+        150,
+        "growth",
+    ),
     (
         "gradients grow 35x out of a plateau, the loss rising",
         lambda: _out_of_a_plateau(np.linspace(0.53, 0.9, 120)),
@@ -263,7 +268,10 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("zero-initialised layer grows from 0", _zero_init_layer),
-    ("gradients grow 35x out of a plateau while the loss falls", lambda: _out_of_a_plateau(np.linspace(0.53, 0.35, 120))),
+    (
+        "gradients grow 35x out of a plateau while the loss falls",
+        lambda: _out_of_a_plateau(np.linspace(0.53, 0.35, 120)),
+    ),
     ("Adam-like linear weight growth 4x while learning", _adam_linear_weights),
     ("backbone unfrozen mid-window", _unfrozen_backbone),
     ("a one-step 50x loss spike that recovers", lambda: make_view(_spiked_loss(50.0))),
@@ -339,7 +347,13 @@ VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
     ),
     ("through time: the ratio underflowed to 0", lambda: _through_time(0.0), 0, "through_time", "rnn"),
     # A plain RNN's gradient cannot learn to reach back: three rows decide, as for any vanishing.
-    ("through time: a young plain RNN, 3 rows underflowed", lambda: _young_recurrence(np.zeros(3), False), 0, "through_time", "rnn"),
+    (
+        "through time: a young plain RNN, 3 rows underflowed",
+        lambda: _young_recurrence(np.zeros(3), False),
+        0,
+        "through_time",
+        "rnn",
+    ),
     ("through time: a GRU, 5 rows underflowed", lambda: _young_recurrence(np.zeros(5), True), 0, "through_time", "rnn"),
     (
         "through time from row 40 (after learning stopped)",
@@ -417,7 +431,10 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ),
     # A GRU on 100-step sequences: its half-shut gates underflow the ratio at first, then it learns to open them.
     ("through time: a young GRU, 4 rows underflowed", lambda: _young_recurrence(np.zeros(4), gated=True)),
-    ("through time: a GRU's ratio underflowed, then rising", lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True)),
+    (
+        "through time: a GRU's ratio underflowed, then rising",
+        lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True),
+    ),
 ]
 
 
