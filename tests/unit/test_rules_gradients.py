@@ -310,6 +310,18 @@ def _frozen_lower_layers() -> RunView:
     return make_view(decaying_loss(320), grad=g, update=u, numel=[1, 1] + [10**10] * 6)
 
 
+def _frozen_at_first_sample_only() -> RunView:
+    """A small conv autoencoder 15 steps in: its first layers' gradient and update, relative to their weights,
+    9e-4 of the last layers' at its only sampled row (step 0); their RMS gradients are alike."""
+    g = noisy_grads(4, 8, sigma=0.0)
+    w = np.full((4, 8), 10.0)
+    w[:, :2] /= 9e-4
+    u = np.full((4, 8), np.nan)
+    u[0] = 1e-3
+    u[0, :2] *= 9e-4
+    return make_view(np.full(16, 0.09), grad=g, weight=w, update=u)
+
+
 def _collapse() -> RunView:
     g = noisy_grads(64, 8) * np.r_[np.ones(30), np.full(34, 1e-6)][:, None]
     loss = np.r_[decaying_loss(150), np.full(170, 2.6) * np.exp(0.01 * rng(2).standard_normal(170))]
@@ -336,7 +348,8 @@ def _young_recurrence(ratio: np.ndarray, gated: bool) -> RunView:
 VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
     ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
     ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
-    ("lower layers frozen by tiny gradients", _frozen_lower_layers, 60 * STRIDE, "frozen", "layer0"),
+    # The onset is the older of the two newest sampled rows (every 4th), both frozen.
+    ("lower layers frozen by tiny gradients", _frozen_lower_layers, 56 * STRIDE, "frozen", "layer0"),
     ("all-layer collapse with a stuck loss", _collapse, 30 * STRIDE, "collapse", "layer0"),
     (
         "through time: 3e-14 reaches the first step, loss at chance",
@@ -355,6 +368,13 @@ VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
         "rnn",
     ),
     ("through time: a GRU, 5 rows underflowed", lambda: _young_recurrence(np.zeros(5), True), 0, "through_time", "rnn"),
+    (
+        "through time: an LSTM stuck at 1e-9 for 64 rows",
+        lambda: make_view(_stuck_loss(), grad=noisy_grads(64, 3), recurrent=np.full(64, 1e-9), gated=True),
+        0,
+        "through_time",
+        "rnn",
+    ),
     (
         "through time from row 40 (after learning stopped)",
         lambda: _through_time(np.r_[np.full(40, 0.5), np.full(24, 1e-9)]),
@@ -403,6 +423,7 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         lambda: make_view(grad=noisy_grads(64, 24) * np.logspace(np.log10(0.05), np.log10(20), 24)),
     ),
     ("embedding as the first layer", lambda: make_view(grad=_embedding_first())),
+    ("lower layers just under the frozen lines at the first sampled row only", _frozen_at_first_sample_only),
     ("only 2 layers", lambda: make_view(grad=_depth_vanished(n_layers=2, factor=1e-6))),
     (
         "converging: all layers shrink 100x together",
@@ -434,6 +455,13 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     (
         "through time: a GRU's ratio underflowed, then rising",
         lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True),
+    ),
+    (
+        # Seed 2 of the same GRU: the rise pauses and dips for 20 steps on its way from 0 to 0.1.
+        "through time: a GRU's ratio rising with a dip",
+        lambda: _young_recurrence(
+            np.array([0, 9.5e-20, 9.6e-19, 5.4e-18, 3.8e-17, 1.5e-15, 7.4e-15, 2.6e-14, 1.1e-15, 1.2e-16]), True
+        ),
     ),
 ]
 

@@ -495,3 +495,23 @@ def test_stagnation_fires_once_a_whole_window_of_steps_is_skipped_after_training
 def test_stagnation_silent_while_a_gradscaler_calibrates_from_the_first_step() -> None:
     # init_scale=2**40: the first ~25 backward passes overflow and every one is skipped, from step 0.
     assert detect_stagnation(make_view(_flat(25), skipped=True), StagnationConfig()) is None
+
+
+def _near_zero_wide_noise(jump: list[float]) -> RunView:
+    """Batches spanning 0.01..0.45 (log-uniform: wide multiplicative noise near 0), then ``jump`` from step 150."""
+    loss = np.exp(rng(21).uniform(np.log(0.01), np.log(0.45), 200))
+    loss[150 : 150 + len(jump)] = jump
+    return make_view(loss, new_loss_from=140)
+
+
+def test_loss_spike_fires_on_a_sustained_jump_the_log_noise_hides() -> None:
+    # Weights reset mid-run: 0.04 -> 1.29, above 0.7 for 8 steps, then recovering. In log units the noise is so
+    # wide that this reads as 2 sigmas; that it sits above every loss of the 50 before it, step after step, does not.
+    view = _near_zero_wide_noise([1.29, 1.11, 1.27, 1.33, 0.92, 1.03, 0.97, 0.83])
+    f = check(detect_loss_spike(view, LossSpikeConfig()), "loss_spike", 150)
+    assert f.evidence["log_z"] < LossSpikeConfig().log_z_threshold
+    assert f.evidence["peak_loss"] == 1.33 and f.evidence["recovered"]
+
+
+def test_loss_spike_silent_on_one_batch_in_wide_noise_near_zero() -> None:
+    assert detect_loss_spike(_near_zero_wide_noise([1.29]), LossSpikeConfig()) is None

@@ -24,6 +24,9 @@ NEAR_MISS_GAUSSIAN_RATE = 0.0062
 MIN_NEAR_MISSES = 3
 #: Over a baseline of exactly 0, a spike is at least this multiple of the largest loss before it.
 ZERO_BASELINE_MARGIN = 2.0
+#: Share of z_threshold a jump needs when it is sustained: above every loss of its baseline window for
+#: confirm_steps steps in a row.
+SUSTAINED_Z_SHARE = 0.5
 
 
 def _baselines(
@@ -92,6 +95,19 @@ def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndar
     return (before >= MIN_NEAR_MISSES) & (before >= excess * NEAR_MISS_GAUSSIAN_RATE * judged)
 
 
+def _above_window_max(f: np.ndarray, width: int, steps: int) -> np.ndarray:
+    """Per index t: f[t .. t+steps-1] all exist and each exceeds the max of the ``width`` values before t."""
+    n = f.size
+    out = np.zeros(n, dtype=bool)
+    if n < steps:
+        return out
+    at = np.arange(n - steps + 1)
+    ceiling = _before(f, at, width, -np.inf).max(axis=1)
+    run = np.lib.stride_tricks.sliding_window_view(f, steps).min(axis=1)  # row t = min of f[t : t+steps]
+    out[at] = run > ceiling
+    return out
+
+
 def _after_effect(lf: np.ndarray, lbase: np.ndarray, lsigma: np.ndarray, steps: int) -> np.ndarray:
     """Per index t: median of the next ``steps`` log-losses in units of t's log sigma above t's baseline.
 
@@ -140,7 +156,9 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     run had learned (b_t < initial / above_initial) and x_t lands above
     above_initial times the initial loss: near a memorised set the log-noise
     spans orders of magnitude, and a healthy batch does not land far above
-    where training started. Where the log-noise is heavy-tailed (near misses,
+    where training started. A sustained jump, above every loss of its baseline
+    window for confirm_steps steps in a row, needs only SUSTAINED_Z_SHARE of the
+    linear line and not the log test. Where the log-noise is heavy-tailed (near misses,
     log z > 2.5, at least 3 and at least heavy_tail_excess times the Gaussian
     rate so far), a spike must also be followed by confirm_steps losses whose
     median stays confirm_z log sigmas above its baseline: there one-batch
@@ -159,9 +177,11 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     steps = view.loss_steps[idx]
     base, sigma = _baselines(view, steps, f, config.baseline_steps, config.rel_noise_floor, log=False)
     jump = f - base
+    strong = jump > config.z_threshold * sigma
     spike = (
         (history >= config.min_history)
-        & (jump > config.z_threshold * sigma)
+        # Half the line here; the full line below unless the spike is sustained (see there).
+        & (jump > SUSTAINED_Z_SHARE * config.z_threshold * sigma)
         & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
         # A run whose loss has fallen to ~0 (a memorised set) has batches at
         # 30x the median that are still nothing: jumps under 1% of where the
@@ -193,7 +213,18 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
         # started) and lands above k times its start is spiking anyway.
         start = view.initial_loss
         above_start = (start > 0) & (f > config.above_initial * start) & (base < start / config.above_initial)
-        spike &= (log_z > config.log_z_threshold) | above_start
+        # Both sigmas are as wide as the batches' spread, which near 0 spans orders of magnitude
+        # (0.009 .. 0.45): a jump from 0.04 to 1.29 that stayed above 0.7 for 8 steps read as 9.8 linear
+        # and 2 log sigmas. A loss above every one of the baseline_steps losses before it, confirm_steps
+        # times in a row, is as unlikely for noise of any shape (about 1 in baseline_steps **
+        # confirm_steps): such a sustained jump needs only half the linear line, and not the log test.
+        sustained = _above_window_max(f, config.baseline_steps, config.confirm_steps)
+        by_log = strong & ((log_z > config.log_z_threshold) | above_start)
+        spike &= by_log | sustained
+        # A spike seen only as sustained is known once its confirm_steps losses are.
+        decided = np.where(
+            spike & ~by_log, idx[np.minimum(np.arange(f.size) + config.confirm_steps - 1, f.size - 1)], idx
+        )
         # Heavy-tailed data (Student-t targets, say) makes one-batch outliers far beyond any Gaussian
         # sigma, and the robust sigma ignores them by design. Where the run's own near misses show such a
         # tail, a spike must also disturb training: the losses after it stay up.
@@ -202,7 +233,9 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
             after = _after_effect(lf, lbase, lsigma, config.confirm_steps)
             spike &= ~heavy | (after > config.confirm_z)
             confirmed_at = idx[np.minimum(np.arange(f.size) + config.confirm_steps, f.size - 1)]
-            decided = np.where(heavy, confirmed_at, idx)
+            decided = np.where(heavy, confirmed_at, decided)
+    else:
+        spike &= strong
     # Unrecovered: the loss has stayed above the spike's recovery line ever since (the suffix minimum
     # from the spike on). Judging only the newest loss would revive every recovered spike in the
     # window once the loss rises for another reason, and name the oldest as the onset.

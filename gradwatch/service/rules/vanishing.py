@@ -70,32 +70,50 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
 
 
 def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
-    """At the latest sampled row: low/top update ratio < update_ratio_ratio and low/top grad/weight < depth_ratio.
+    """low/top update ratio < update_ratio_ratio and low/top grad/weight < depth_ratio at the newest two sampled rows
+    (or at the newest alone, FROZEN_CLEAR_FACTOR times below both).
 
     Catches lower layers that do not move because their gradient is tiny
     relative to their weights (plain SGD); adaptive optimisers rescale tiny
-    gradients, which is why the gradient condition is checked as well.
+    gradients, which is why the gradient condition is checked as well. One
+    sampled row near the line is not enough: a small conv autoencoder's first
+    and last layers start 9e-4 apart and move out of it within 20 steps.
     """
     u_all = np.asarray(view.update_ratio, dtype=float)
     # Only rows that sampled the update ratio can qualify (about one in
-    # update_ratio_every), and only the newest of them with a layer present is
-    # judged: the ratios are computed for that row alone.
+    # update_ratio_every), and only the newest of them with a layer present are
+    # judged: the ratios are computed per row.
     rows = np.flatnonzero(np.isfinite(u_all).any(axis=1)) if u_all.size else np.zeros(0, dtype=int)
     grads, weights = clean_layer_grads(view), np.asarray(view.weight_norm, dtype=float)
+    judged: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
     for row in rows[::-1]:
         u = u_all[row : row + 1]
         rel = np.reshape(safe_ratio(grads[row : row + 1], weights[row : row + 1]), u.shape)
         present = np.isfinite(u) & np.isfinite(rel)
-        if present.any():
+        if not present.any():
+            continue
+        u_low, u_top, n = quarter_medians(u, present)
+        g_low, g_top, _ = quarter_medians(rel, present)
+        if n[0] < cfg.min_layers:
             break
+        judged.append((row, safe_ratio(u_low[0], u_top[0]), safe_ratio(g_low[0], g_top[0]), u_low, present))
+        if len(judged) == 2:
+            break
+
+    def below(u_ratio: float, g_ratio: float, factor: float = 1.0) -> bool:
+        return bool(u_ratio < cfg.update_ratio_ratio / factor and g_ratio < cfg.depth_ratio / factor)
+
+    if not judged or not below(*judged[0][1:3]):
+        return None
+    if len(judged) == 2 and below(*judged[1][1:3]):
+        onset_row = judged[1][0]
+    elif below(*judged[0][1:3], FROZEN_CLEAR_FACTOR):
+        onset_row = judged[0][0]
     else:
         return None
-    u_low, u_top, n = quarter_medians(u, present)
-    g_low, g_top, _ = quarter_medians(rel, present)
-    u_ratio = safe_ratio(u_low[0], u_top[0])
-    g_ratio = safe_ratio(g_low[0], g_top[0])
-    if n[0] < cfg.min_layers or not (u_ratio < cfg.update_ratio_ratio and g_ratio < cfg.depth_ratio):
-        return None
+    row, u_ratio, g_ratio, _, present = judged[0]
+    u_row = u_all[row : row + 1]
+    u_low, u_top, _ = quarter_medians(u_row, present)
     cols = np.flatnonzero(present[0])
     evidence = {
         "update_ratio_depth_ratio": as_float(u_ratio),
@@ -103,7 +121,7 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
         "low_quarter_update_ratio": as_float(u_low[0]),
         "top_quarter_update_ratio": as_float(u_top[0]),
     }
-    return int(view.stat_steps[row]), view.layers[int(cols[0])], evidence
+    return int(view.stat_steps[onset_row]), view.layers[int(cols[0])], evidence
 
 
 def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
@@ -114,9 +132,12 @@ def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
     return not has_converged(view, cfg.converged_fraction)
 
 
-#: Statistics rows over which a gated recurrence's rising through-time ratio counts as it learning to
-#: carry gradient back (20 steps at the default interval; patience_rows for a plain RNN).
+#: A single sampled row decides the frozen trigger only this many times below both of its lines.
+FROZEN_CLEAR_FACTOR = 10.0
+#: Statistics rows a gated recurrence needs before its through-time ratio is judged (20 steps at the
+#: default interval; patience_rows for a plain RNN), and the most over which its rise is judged.
 GATED_RISE_ROWS = 5
+GATED_HISTORY_ROWS = 12
 
 
 def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
@@ -132,13 +153,19 @@ def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str
         return None
     # An underflowed (exactly 0) ratio is the deepest vanishing, not a missing value. A gated
     # recurrence (an LSTM or GRU) may start with its gates half shut and the ratio underflowed, and
-    # open them as it learns: its rise is judged over GATED_RISE_ROWS rows, and a young run once it
-    # has them.
-    span = GATED_RISE_ROWS if view.recurrent_gated else cfg.patience_rows
-    if rows.size < span:
-        return None
-    floor = np.maximum(ratio[-span:], np.finfo(float).tiny)
-    if floor[-1] >= cfg.through_time_recovery * floor[0]:
+    # open them as it learns: a young run is judged once it has GATED_RISE_ROWS rows.
+    floor = np.maximum(ratio, np.finfo(float).tiny)
+    if view.recurrent_gated:
+        if rows.size < GATED_RISE_ROWS:
+            return None
+        # Learning to open the gates is not monotone (a GRU's ratio went 0 -> 3e-14 -> 1e-16 -> 0.1 over
+        # 85 steps): the newer half of the last GATED_HISTORY_ROWS rows must not reach recovery-fold
+        # above the older half's highest.
+        span = floor[-GATED_HISTORY_ROWS:]
+        older, newer = span[: span.size // 2], span[span.size // 2 :]
+        if newer.max() >= cfg.through_time_recovery * older.max():
+            return None  # the network is learning to carry gradient back through time
+    elif floor[-1] >= cfg.through_time_recovery * floor[-cfg.patience_rows]:
         return None  # the network is learning to carry gradient back through time
     if not _loss_stuck(view, cfg):
         return None  # it learns from the recent steps; an attenuated past is not (yet) a symptom
