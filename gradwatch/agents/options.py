@@ -36,6 +36,16 @@ class AgentOptions(BaseModel):
             "Loss and non-finite loss checks happen every step regardless."
         ),
     )
+    weight_stats_every: int = Field(
+        default=4,
+        ge=1,
+        description=(
+            "Read the weights' statistics (per-layer norm and max-abs) on every Nth statistics step, the first "
+            "always; the service carries each layer's weight norm forward in between. Weights move by about the "
+            "update ratio (~1e-3) a step while gradients change every step: this halves what a statistics step "
+            "reads on three of four. 1 reads them on every statistics step."
+        ),
+    )
     update_ratio_every: int = Field(
         default=4,
         ge=0,
