@@ -229,11 +229,13 @@ class Monitor:
     def _take_weight_stats(self) -> None:
         assert self._layers is not None
         num_layers = self._layout.num_layers
-        due = self._stats_taken % self._options.weight_stats_every == 0
-        self._layers.weights_skipped = not due
+        # On a CPU the max-abs is a second full read of the weights; accelerators get it in the same pass.
+        skip_max = self._stats_taken % self._options.weight_max_abs_every != 0 and all(
+            group.device.type == "cpu" for group in self._layout.groups
+        )
+        self._layers.weight_max_skipped = skip_max
         for index, group in enumerate(self._layout.groups):
-            if due:
-                self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers)))
+            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers, not skip_max)))
             if self._weights_before is not None:
                 self._layers.updates.append(
                     self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers))
@@ -268,7 +270,7 @@ class Monitor:
             recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
             recurrent_gated=self._recurrence.gated if recurrent is not None and self._recurrence else None,
         )
-        if self._layers is not None and (self._layers.weights or self._layers.weights_skipped):
+        if self._layers is not None and self._layers.weights:
             self._stats_taken += 1
         self._steps.append(record)
         self._layers = None

@@ -26,8 +26,8 @@ class LayerPending:
     weights: list[Slot] = field(default_factory=list)
     updates: list[Slot] = field(default_factory=list)
     grad_layers: set[int] = field(default_factory=set)
-    #: The weights were not due on this statistics step (AgentOptions.weight_stats_every).
-    weights_skipped: bool = False
+    #: The weights' max-abs was not read on this statistics step (AgentOptions.weight_max_abs_every).
+    weight_max_skipped: bool = False
 
 
 @dataclass
@@ -106,12 +106,10 @@ class PendingReport:
             "numel": list(self._layout.numel),
             "grad_norm": [math.sqrt(v) if i in present else None for i, v in enumerate(grad_sumsq)],
             "grad_max_abs": [v if i in present else None for i, v in enumerate(combined(layers.grads, 1))],
+            "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
+            "weight_max_abs": combined(layers.weights, 1),
         }
-        if layers.weights:
-            record["weight_norm"] = [math.sqrt(v) for v in combined(layers.weights, 0)]
-            record["weight_max_abs"] = combined(layers.weights, 1)
-        else:  # not read on this statistics step: the service carries the last ones forward
-            record["weight_norm"] = [None] * len(record["names"])
+        if layers.weight_max_skipped:  # not read on this statistics step: the service keeps the last one
             record["weight_max_abs"] = [None] * len(record["names"])
         if layers.updates:
             deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)

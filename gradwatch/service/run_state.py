@@ -267,7 +267,7 @@ class RunState:
         weight_norm = layers.weight_norm.values
         carried = len(self.stats) > 0  # the window's last row has this layer list
         if carried and not layers.weight_norm.present.all():
-            # Agents read the weights on every few statistics steps only (AgentOptions.weight_stats_every):
+            # A row without the weights (from an agent that did not read them on this statistics step):
             # they move by about the update ratio a step, so a layer's last norm stands until the next.
             weight_norm = np.where(layers.weight_norm.present, weight_norm, self.stats.column("weight_norm")[-1])
         grad_max = layers.grad_max_abs.values
