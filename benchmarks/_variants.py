@@ -114,4 +114,4 @@ def sync(device: str) -> None:
 
 
 def make_every_step(w: Workload) -> Gradwatch:
-    return Gradwatch("gradwatch every step", w, stats_every=1, update_ratio_every=1, weight_max_abs_every=1)
+    return Gradwatch("gradwatch every step", w, stats_every=1, update_ratio_every=1)

@@ -6,12 +6,12 @@ load hits every variant alike):
 
 - ``bare``: forward, backward, ``optimizer.step()``, ``zero_grad()``;
 - ``gradwatch default``: ``gradwatch.watch`` at default options (per-layer
-  statistics every 5 steps, the update ratio and, on a CPU, the weights' max-abs on every 4th of those);
-- ``gradwatch every step``: ``stats_every=1, update_ratio_every=1, weight_max_abs_every=1`` (the update
+  statistics every 5 steps, update ratio on every 4th of those);
+- ``gradwatch every step``: ``stats_every=1, update_ratio_every=1`` (the update
   ratio holds a temporary copy of the weights across ``optimizer.step()``);
 - ``gradwatch stats every step, no update ratio``: ``stats_every=1,
-  update_ratio_every=0, weight_max_abs_every=1``, "every-step full statistics" (gradients and weights, norms and max-abs):
-  judged against the CPU target and the GPU bandwidth floor;
+  update_ratio_every=0``, "every-step full statistics": judged against the CPU target and the GPU
+  bandwidth floor;
 - ``naive .item()``: ``p.grad.norm().item()`` per parameter tensor every step;
 - ``naive histc``: a 64-bin ``torch.histc`` per gradient tensor, copied to the host every step.
 
@@ -80,9 +80,8 @@ TARGET_GPU_FLOOR = 1.3
 FLOOR_VARIANT = "gradwatch stats every step, no update ratio"
 #: Steps each block runs before its timed steps (see run_block).
 UNTIMED_STEPS = 2
-#: The default options' schedule repeats every stats_every x update_ratio_every = 5 x 4 steps (a CPU
-#: reads the weights' max-abs on the same statistics steps as the update ratio). A fresh monitor samples
-#: all on its step 0 (untimed); timed steps 2..21 then hold 4 statistics steps, 1 weight max-abs and 1
+#: The default options' schedule repeats every stats_every x update_ratio_every = 5 x 4 steps. A fresh
+#: monitor samples both on its step 0 (untimed); timed steps 2..21 then hold 4 statistics steps and 1
 #: update ratio, the true rates. A 10-step block would hold no update ratio at all.
 SCHEDULE_PERIOD = 20
 
@@ -236,13 +235,7 @@ def main() -> int:
         Variant("bare", w),
         Gradwatch("gradwatch default", w),
         make_every_step(w),
-        Gradwatch(
-            "gradwatch stats every step, no update ratio",
-            w,
-            stats_every=1,
-            update_ratio_every=0,
-            weight_max_abs_every=1,
-        ),
+        Gradwatch("gradwatch stats every step, no update ratio", w, stats_every=1, update_ratio_every=0),
         NaiveItem("naive .item() per tensor", w),
         NaiveHistc("naive histc per tensor", w),
     ]
@@ -273,9 +266,7 @@ def main() -> int:
     foreach_time, (floor, bandwidth) = floor, (read_floor(w) if args.device == "cuda" else (floor, float("nan")))
     work_variants: dict[str, Callable[[], Gradwatch]] = {
         "default": lambda: Gradwatch("gradwatch default", w),
-        "statistics every step": lambda: Gradwatch(
-            FLOOR_VARIANT, w, stats_every=1, update_ratio_every=0, weight_max_abs_every=1
-        ),
+        "statistics every step": lambda: Gradwatch(FLOOR_VARIANT, w, stats_every=1, update_ratio_every=0),
     }
     rss_default = extra_rss(w, args.device, 2 * args.block, lambda: Gradwatch("gradwatch default", w))
     rss_every = extra_rss(w, args.device, 2 * args.block, lambda: make_every_step(w))

@@ -108,8 +108,8 @@ class LayerStats(BaseModel):
     numel: list[Annotated[int, Field(ge=0, le=MAX_INT)]]
     grad_norm: list[MaybeFloat]
     grad_max_abs: list[MaybeFloat]
-    #: Null on a statistics step that did not read them (on a CPU the agent reads the max-abs on every
-    #: ``weight_max_abs_every``-th only): the service carries each layer's last reading forward.
+    #: Null where a statistics row did not read them: the service carries each layer's last reading
+    #: forward (weights move by about the update ratio a step).
     weight_norm: list[MaybeFloat]
     weight_max_abs: list[MaybeFloat]
     #: ||w_after - w_before|| / ||w_before||, only on sampled steps.

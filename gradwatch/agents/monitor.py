@@ -229,13 +229,8 @@ class Monitor:
     def _take_weight_stats(self) -> None:
         assert self._layers is not None
         num_layers = self._layout.num_layers
-        # On a CPU the max-abs is a second full read of the weights; accelerators get it in the same pass.
-        skip_max = self._stats_taken % self._options.weight_max_abs_every != 0 and all(
-            group.device.type == "cpu" for group in self._layout.groups
-        )
-        self._layers.weight_max_skipped = skip_max
         for index, group in enumerate(self._layout.groups):
-            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers, not skip_max)))
+            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers)))
             if self._weights_before is not None:
                 self._layers.updates.append(
                     self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers))

@@ -36,16 +36,6 @@ class AgentOptions(BaseModel):
             "Loss and non-finite loss checks happen every step regardless."
         ),
     )
-    weight_max_abs_every: int = Field(
-        default=4,
-        ge=1,
-        description=(
-            "On a CPU, read the weights' per-layer max-abs on every Nth statistics step only, the first always "
-            "(their norm on every one; the service carries the last max-abs forward). Weights move by about the "
-            "update ratio (~1e-3) a step, and on a CPU the max-abs is a second full read of every weight. "
-            "Accelerators read norm and max-abs in one pass on every statistics step. 1 reads it every time."
-        ),
-    )
     update_ratio_every: int = Field(
         default=4,
         ge=0,

@@ -26,8 +26,6 @@ class LayerPending:
     weights: list[Slot] = field(default_factory=list)
     updates: list[Slot] = field(default_factory=list)
     grad_layers: set[int] = field(default_factory=set)
-    #: The weights' max-abs was not read on this statistics step (AgentOptions.weight_max_abs_every).
-    weight_max_skipped: bool = False
 
 
 @dataclass
@@ -109,8 +107,6 @@ class PendingReport:
             "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
             "weight_max_abs": combined(layers.weights, 1),
         }
-        if layers.weight_max_skipped:  # not read on this statistics step: the service keeps the last one
-            record["weight_max_abs"] = [None] * len(record["names"])
         if layers.updates:
             deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)
             record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores, strict=True)]

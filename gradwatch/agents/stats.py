@@ -37,7 +37,7 @@ def _as_real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _per_layer(
-    group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int, max_abs: bool = True
+    group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int
 ) -> torch.Tensor:
     """Shape (2, L): per-layer sum of squares and max-abs of ``tensors``.
 
@@ -56,18 +56,14 @@ def _per_layer(
         one_pass = fused.per_layer_stats(tensors, param_layers, num_layers)
         if one_pass is not None:
             return one_pass
-    if max_abs:
-        norms, maxima = _norms_and_max_abs(_as_real(tensors))
-    else:  # the norm alone: one read of the tensors instead of two (the max-abs row stays 0, and is not sent)
-        norms = _fused_norms(_as_real(tensors), 2)
-        maxima = torch.zeros_like(norms)
+    norms, max_abs = _norms_and_max_abs(_as_real(tensors))
     if len(tensors) == len(group.params):
         index = group.layer_index
     else:
         index = torch.tensor(param_layers, dtype=torch.long).to(device, non_blocking=True)
     out = torch.zeros(2, num_layers, device=device)
     out[0].index_add_(0, index, norms * norms)
-    out[1].scatter_reduce_(0, index, maxima, "amax", include_self=True)
+    out[1].scatter_reduce_(0, index, max_abs, "amax", include_self=True)
     return out
 
 
@@ -122,10 +118,10 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
     return _per_layer(group, grads, layers, num_layers), set(layers)
 
 
-def weight_stats(group: DeviceGroup, num_layers: int, max_abs: bool = True) -> torch.Tensor:
-    """Per-layer weight (sum of squares, max-abs); without ``max_abs`` the second row is 0 on a CPU."""
+def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:
+    """Per-layer weight (sum of squares, max-abs)."""
     weights = [local_tensor(p.detach()) for p in group.params]
-    return _per_layer(group, weights, list(group.layer_of_param), num_layers, max_abs)
+    return _per_layer(group, weights, list(group.layer_of_param), num_layers)
 
 
 #: Gradients checked for NaN/Inf on every step, not only on statistics steps: the

@@ -40,7 +40,6 @@ def _recording_monitor(model, optimizer, **options):
         bodies.append(json.loads(body))
         return 202, "{}"
 
-    options.setdefault("weight_max_abs_every", 1)
     opts = AgentOptions(flush_interval=0.01, stats_every=1, update_ratio_every=1, **options)
     mon = Monitor(model, optimizer, run="models", endpoint="http://unused:1", options=opts, transport=record)
     return mon, bodies

@@ -350,7 +350,7 @@ def test_the_recurrence_and_whether_it_is_gated_reach_the_rules():
 
 
 def test_weights_not_read_on_a_row_carry_the_last_reading_forward():
-    # An agent may leave the weights out of a statistics row (on a CPU, the max-abs: weight_max_abs_every).
+    # A statistics row may leave the weights out (null columns): the last reading stands for them.
     read = _layers(weight_max=(0.5, float("nan")))  # layer "out" holds a NaN weight
     unread = read.model_copy(update={"weight_norm": [None, None], "weight_max_abs": [None, None]})
     agg = Aggregator(ServiceConfig())
