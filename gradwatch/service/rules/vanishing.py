@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -69,23 +70,34 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
     return int(view.stat_steps[onset_row]), view.layers[int(layer_col)], evidence
 
 
-def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
-    """low/top update ratio < update_ratio_ratio and low/top grad/weight < depth_ratio at the newest two sampled rows
-    (or at the newest alone, FROZEN_CLEAR_FACTOR times below both).
+@dataclass(frozen=True)
+class _FrozenRow:
+    """One sampled row's low/top quarter medians of the update ratio and of grad/weight."""
 
-    Catches lower layers that do not move because their gradient is tiny
-    relative to their weights (plain SGD); adaptive optimisers rescale tiny
-    gradients, which is why the gradient condition is checked as well. One
-    sampled row near the line is not enough: a small conv autoencoder's first
-    and last layers start 9e-4 apart and move out of it within 20 steps.
+    row: int
+    u_low: float
+    u_top: float
+    g_ratio: float
+    first_layer: int
+
+    @property
+    def u_ratio(self) -> float:
+        return safe_ratio(self.u_low, self.u_top)
+
+    def below(self, cfg: VanishingGradientConfig, factor: float = 1.0) -> bool:
+        return bool(self.u_ratio < cfg.update_ratio_ratio / factor and self.g_ratio < cfg.depth_ratio / factor)
+
+
+def _newest_sampled_rows(view: RunView, cfg: VanishingGradientConfig, count: int) -> list[_FrozenRow]:
+    """The newest ``count`` rows that sampled the update ratio with a layer present, newest first.
+
+    Only rows that sampled the update ratio can qualify (about one in update_ratio_every); the
+    ratios are computed per row. None once a row has fewer than min_layers layers.
     """
     u_all = np.asarray(view.update_ratio, dtype=float)
-    # Only rows that sampled the update ratio can qualify (about one in
-    # update_ratio_every), and only the newest of them with a layer present are
-    # judged: the ratios are computed per row.
     rows = np.flatnonzero(np.isfinite(u_all).any(axis=1)) if u_all.size else np.zeros(0, dtype=int)
     grads, weights = clean_layer_grads(view), np.asarray(view.weight_norm, dtype=float)
-    judged: list[tuple[int, float, float, np.ndarray, np.ndarray]] = []
+    found: list[_FrozenRow] = []
     for row in rows[::-1]:
         u = u_all[row : row + 1]
         rel = np.reshape(safe_ratio(grads[row : row + 1], weights[row : row + 1]), u.shape)
@@ -96,32 +108,40 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
         g_low, g_top, _ = quarter_medians(rel, present)
         if n[0] < cfg.min_layers:
             break
-        judged.append((row, safe_ratio(u_low[0], u_top[0]), safe_ratio(g_low[0], g_top[0]), u_low, present))
-        if len(judged) == 2:
+        first = int(np.flatnonzero(present[0])[0])
+        found.append(_FrozenRow(int(row), u_low[0], u_top[0], safe_ratio(g_low[0], g_top[0]), first))
+        if len(found) == count:
             break
+    return found
 
-    def below(u_ratio: float, g_ratio: float, factor: float = 1.0) -> bool:
-        return bool(u_ratio < cfg.update_ratio_ratio / factor and g_ratio < cfg.depth_ratio / factor)
 
-    if not judged or not below(*judged[0][1:3]):
+def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """low/top update ratio < update_ratio_ratio and low/top grad/weight < depth_ratio at the newest two sampled rows
+    (or at the newest alone, FROZEN_CLEAR_FACTOR times below both).
+
+    Catches lower layers that do not move because their gradient is tiny
+    relative to their weights (plain SGD); adaptive optimisers rescale tiny
+    gradients, which is why the gradient condition is checked as well. One
+    sampled row near the line is not enough: a small conv autoencoder's first
+    and last layers start 9e-4 apart and move out of it within 20 steps.
+    """
+    rows = _newest_sampled_rows(view, cfg, 2)
+    if not rows or not rows[0].below(cfg):
         return None
-    if len(judged) == 2 and below(*judged[1][1:3]):
-        onset_row = judged[1][0]
-    elif below(*judged[0][1:3], FROZEN_CLEAR_FACTOR):
-        onset_row = judged[0][0]
+    if len(rows) == 2 and rows[1].below(cfg):
+        onset_row = rows[1].row
+    elif rows[0].below(cfg, FROZEN_CLEAR_FACTOR):
+        onset_row = rows[0].row
     else:
         return None
-    row, u_ratio, g_ratio, _, present = judged[0]
-    u_row = u_all[row : row + 1]
-    u_low, u_top, _ = quarter_medians(u_row, present)
-    cols = np.flatnonzero(present[0])
+    newest = rows[0]
     evidence = {
-        "update_ratio_depth_ratio": as_float(u_ratio),
-        "relative_grad_depth_ratio": as_float(g_ratio),
-        "low_quarter_update_ratio": as_float(u_low[0]),
-        "top_quarter_update_ratio": as_float(u_top[0]),
+        "update_ratio_depth_ratio": as_float(newest.u_ratio),
+        "relative_grad_depth_ratio": as_float(newest.g_ratio),
+        "low_quarter_update_ratio": as_float(newest.u_low),
+        "top_quarter_update_ratio": as_float(newest.u_top),
     }
-    return int(view.stat_steps[onset_row]), view.layers[int(cols[0])], evidence
+    return int(view.stat_steps[onset_row]), view.layers[newest.first_layer], evidence
 
 
 def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
