@@ -108,8 +108,6 @@ class LayerStats(BaseModel):
     numel: list[Annotated[int, Field(ge=0, le=MAX_INT)]]
     grad_norm: list[MaybeFloat]
     grad_max_abs: list[MaybeFloat]
-    #: Null where a statistics row did not read them: the service carries each layer's last reading
-    #: forward (weights move by about the update ratio a step).
     weight_norm: list[MaybeFloat]
     weight_max_abs: list[MaybeFloat]
     #: ||w_after - w_before|| / ||w_before||, only on sampled steps.

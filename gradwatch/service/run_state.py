@@ -265,11 +265,6 @@ class RunState:
             self.latest.layer_update_ratio = None
         grad_norm = layers.grad_norm.values
         weight_norm = layers.weight_norm.values
-        carried = len(self.stats) > 0  # the window's last row has this layer list
-        if carried and not layers.weight_norm.present.all():
-            # A row without the weights (from an agent that did not read them on this statistics step):
-            # they move by about the update ratio a step, so a layer's last norm stands until the next.
-            weight_norm = np.where(layers.weight_norm.present, weight_norm, self.stats.column("weight_norm")[-1])
         grad_max = layers.grad_max_abs.values
         weight_max = layers.weight_max_abs.values
         update = layers.update_ratio.values if layers.update_ratio is not None else np.full(len(names), _NAN)
@@ -277,8 +272,6 @@ class RunState:
         # (NaN from null) gradients are not data and must not count.
         grad_nonfinite = layers.grad_max_abs.present & ~np.isfinite(grad_max)
         weight_nonfinite = layers.weight_max_abs.present & ~np.isfinite(weight_max)
-        if carried and not layers.weight_max_abs.present.all():  # as the norm: the last reading stands
-            weight_nonfinite |= ~layers.weight_max_abs.present & self.stats.column("weight_nonfinite")[-1]
         self.stats.append(
             step=step,
             grad_norm=grad_norm,
@@ -295,8 +288,7 @@ class RunState:
         latest.layer_grad_norm = grad_norm
         latest.layer_weight_norm = self.stats.column("weight_norm")[-1]
         latest.layer_grad_max_abs = grad_max
-        if layers.weight_max_abs.present.any() or not carried:
-            latest.layer_weight_max_abs = weight_max
+        latest.layer_weight_max_abs = weight_max
         latest.layer_nonfinite = grad_nonfinite | weight_nonfinite
         if layers.update_ratio is not None:
             latest.layer_update_ratio = update

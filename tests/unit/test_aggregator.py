@@ -347,24 +347,3 @@ def test_the_recurrence_and_whether_it_is_gated_reach_the_rules():
     agg.ingest(report)
     view = agg._runs["r"].state.view()
     assert view.recurrent_module == "gru" and view.recurrent_gated is True
-
-
-def test_weights_not_read_on_a_row_carry_the_last_reading_forward():
-    # A statistics row may leave the weights out (null columns): the last reading stands for them.
-    read = _layers(weight_max=(0.5, float("nan")))  # layer "out" holds a NaN weight
-    unread = read.model_copy(update={"weight_norm": [None, None], "weight_max_abs": [None, None]})
-    agg = Aggregator(ServiceConfig())
-    agg.ingest(
-        Report(
-            run="r",
-            steps=[
-                StepRecord(step=s, loss=1.0, layers=read if s == 0 else unread if s in (5, 10) else None)
-                for s in range(11)
-            ],
-        )
-    )
-    view = agg._runs["r"].state.view()
-    assert list(view.stat_steps) == [0, 5, 10]
-    assert view.weight_norm.tolist() == [[3.0, 4.0]] * 3
-    assert view.weight_nonfinite.tolist() == [[False, True]] * 3  # the last reading stands for NaN too
-    assert agg._runs["r"].state.latest.layer_weight_max_abs[0] == 0.5
