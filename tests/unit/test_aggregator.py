@@ -347,3 +347,18 @@ def test_the_recurrence_and_whether_it_is_gated_reach_the_rules():
     agg.ingest(report)
     view = agg._runs["r"].state.view()
     assert view.recurrent_module == "gru" and view.recurrent_gated is True
+
+
+def test_a_settled_aggregator_freezes_what_is_alive_when_it_is_built():
+    import gc
+
+    from gradwatch.service.backends import _settled
+
+    gc.unfreeze()
+    try:
+        aggregator = _settled(Aggregator)(ServiceConfig())
+        assert gc.get_freeze_count() > 0
+        assert type(aggregator).__name__ == "Aggregator"
+        assert aggregator.runs() == []
+    finally:
+        gc.unfreeze()
