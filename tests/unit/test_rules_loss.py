@@ -367,6 +367,17 @@ STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
         "tiny_updates",
     ),
     (
+        # ReduceLROnPlateau(mode="max") on a loss: it cuts the lr 100x (not more) while the loss still falls.
+        "lr cut into the tail while the loss still fell, then flat",
+        lambda: make_view(
+            np.r_[np.linspace(1.38, 0.95, 100), np.full(200, 0.85)] * np.exp(0.05 * rng(11).standard_normal(300)),
+            lr=np.r_[np.full(100, 1e-3), np.full(80, 1e-5), np.full(120, 1e-7)],
+            grad=_stats(),
+            update=sampled(1e-8, 60),
+        ),
+        "tiny_updates",
+    ),
+    (
         "lr set to ~0 by mistake (no schedule)",
         lambda: make_view(_flat(), lr=1e-12, grad=_stats(), update=sampled(1e-9, 60)),
         "tiny_updates",
@@ -439,6 +450,17 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("warmup from lr=0", _warmup_from_zero),
+    (
+        # Learned to its noise floor (label noise) by step 80; ReduceLROnPlateau then cut the lr x0.3 every 30
+        # steps from 120, into the tail (5% of max) at 180, where it stayed longer than tail_max_share allows.
+        "converged, then ReduceLROnPlateau cut the lr into the tail and kept it there",
+        lambda: make_view(
+            np.r_[np.linspace(1.4, 0.87, 80), np.full(220, 0.87)] * np.exp(0.05 * rng(12).standard_normal(300)),
+            lr=3e-3 * 0.3 ** np.clip((np.arange(300) - 90) // 30, 0, None),
+            grad=_stats(),
+            update=sampled(4e-6, 60),
+        ),
+    ),
     (
         "improving with tiny updates",
         lambda: make_view(decaying_loss(300, noise=0.005, start=8.0, end=0.5), grad=_stats(), update=sampled(1e-7, 60)),

@@ -285,6 +285,12 @@ def _has_nonfinite(view: RunView, window: int) -> bool:
     return any(flags.size and flags[-1].any() for flags in rows)
 
 
+#: The lr counts as at its peak down to this share of its maximum in view (see _plateaued_at_full_lr).
+FULL_LR_SHARE = 0.5
+#: Windows of losses at the peak lr that must be flat to call a run converged before its lr was cut.
+PLATEAU_WINDOWS = 3
+
+
 def _lr_collapsed(lr: np.ndarray, factor: float, substantial: float) -> bool:
     """Did the lr fall by more than ``factor`` in one step from a substantial level (a collapse, not a decay)?
 
@@ -311,6 +317,45 @@ def _tail_outstayed(lr: np.ndarray, lr_steps: np.ndarray, tail: float, max_share
         return False
     entered, now = float(lr_steps[above[-1] + 1]), float(lr_steps[-1])
     return now - entered > max_share * max(entered, 1.0)
+
+
+def _plateaued_at_full_lr(
+    view: RunView,
+    config: StagnationConfig,
+    lr: np.ndarray,
+    lr_steps: np.ndarray,
+    finite: tuple[np.ndarray, np.ndarray],
+) -> bool:
+    """Had the loss learned and then stopped improving while the lr was still at its peak?
+
+    ReduceLROnPlateau cuts the lr because the loss stopped improving: a run that reached its noise
+    floor (label noise) at its full lr sees the lr cut again and again, into the tail, where it
+    stays. That run converged before its lr fell. A scheduler that cuts while the loss still falls
+    (one stepped per batch, or ``mode="max"`` on a loss) took the lr from a run that was learning,
+    and a loss that flattens only once the lr is already cut may flatten because of the cut. Judged
+    on the PLATEAU_WINDOWS x window_steps finite losses up to the last step with the lr at
+    FULL_LR_SHARE of its maximum or more: still falling if the medians of the first and last
+    window_steps differ by more than their noise, or the least-squares slope is significantly
+    negative (a slow fall under per-step noise shows in the slope first); False when the view
+    does not hold that many losses.
+    """
+    full = np.flatnonzero(np.isfinite(lr) & (lr >= FULL_LR_SHARE * np.nanmax(lr)))
+    if full.size == 0:
+        return False
+    steps, loss = finite
+    span = PLATEAU_WINDOWS * config.window_steps
+    at_full = loss[steps <= lr_steps[full[-1]]][-span:]
+    if at_full.size < span:
+        return False
+    third = config.window_steps
+    sigma = trend(at_full).sigma
+    drop = nanmedian(at_full[:third]) - nanmedian(at_full[-third:])
+    noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(2.0 / third)
+    still_falling = drop > max(noise_band, config.rel_tolerance * abs(nanmedian(at_full[:third]))) or _sloping_down(
+        at_full, sigma, config.min_improvement
+    )
+    learned = not _FromStart.of(view.initial_loss, at_full[-third:], sigma).never_learned(config.no_progress_rel)
+    return bool(learned and not still_falling)
 
 
 # NaN/Inf are the data this service exists to see: arithmetic on them is expected,
@@ -342,7 +387,9 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     in view), where small updates are intended -- unless the lr collapsed (fell
     by more than collapse_factor in one step), which no schedule does, or has
     stayed in the tail for more than tail_max_share of the steps it took to get
-    there (a schedule that ended too early). The step is the window's first step.
+    there (a schedule that ended too early) while the loss still fell before the lr entered the
+    tail; a run that had learned and plateaued at its peak lr was converged when a plateau
+    scheduler cut its lr (_plateaued_at_full_lr). The step is the window's first step.
 
     Silent too once the median of the newest losses is at most
     converged_fraction of the initial loss: the run has learned its task.
@@ -387,7 +434,10 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if (
         lr_now < tail
         and not _lr_collapsed(lr, config.collapse_factor, tail)
-        and not _tail_outstayed(lr, lr_steps, tail, config.tail_max_share)
+        and (
+            not _tail_outstayed(lr, lr_steps, tail, config.tail_max_share)
+            or _plateaued_at_full_lr(view, config, lr, lr_steps, (finite_steps, finite_loss))
+        )
     ):
         return None
 
