@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from rule_views import STRIDE, check, decaying_loss, explode_after, hinge_with_exact_zeros, make_view, noisy_grads, rng
 
-from gradwatch.service.rules import RunView
+from gradwatch.service.rules import RulesConfig, RunView, evaluate
 from gradwatch.service.rules.config import (
     ExplodingGradientConfig,
     VanishingGradientConfig,
@@ -469,3 +469,22 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
 @pytest.mark.parametrize(("name", "build"), VANISHING_SILENT, ids=lambda x: x)
 def test_vanishing_silent(name: str, build: Callable[[], RunView]) -> None:
     assert detect_vanishing_gradient(build(), VanishingGradientConfig()) is None
+
+
+@pytest.mark.parametrize(
+    ("active", "masked"),
+    [
+        ((), False),
+        (("loss_spike",), False),
+        # An explosion no longer found leaves a network whose dead units deserve their own diagnosis.
+        (("exploding_gradient",), False),
+        # A NaN incident not cleared yet: the units its overflow killed read as vanishing until it clears.
+        (("nonfinite",), True),
+    ],
+)
+def test_an_active_nonfinite_incident_masks_vanishing_even_when_not_found_again(
+    active: tuple[str, ...], masked: bool
+) -> None:
+    findings = evaluate(make_view(grad=_depth_vanished()), RulesConfig(), active=active)
+    assert findings["exploding_gradient"] is None and findings["nonfinite"] is None
+    assert (findings["vanishing_gradient"] is None) == masked

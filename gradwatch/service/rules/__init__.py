@@ -8,7 +8,7 @@ hysteresis (onset tracking, clearing after a quiet period).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .config import RulesConfig
@@ -45,17 +45,32 @@ _RULES: dict[str, Callable[[RunView, Any], Finding | None]] = {
 }
 
 
-#: While the key symptom is present, these are not reported: an exploding
+#: While the key symptom is found, these are not reported: an exploding
 #: network's huge weights make every gradient look small next to them (a
-#: "vanishing" or "dead" artefact), and it is anything but stagnant.
-_MASKED_BY = {"exploding_gradient": ("vanishing_gradient", "stagnation")}
+#: "vanishing" or "dead" artefact), and it is anything but stagnant. A run
+#: whose loss or gradients are NaN/Inf has no gradient to judge.
+_MASKED_BY = {
+    "exploding_gradient": ("vanishing_gradient", "stagnation"),
+    "nonfinite": ("vanishing_gradient", "stagnation"),
+}
+#: Causes that keep masking while their diagnosis is still active (not cleared),
+#: though no longer found. Units an overflow killed read as vanishing until the
+#: NaN incident clears. An explosion that stopped growing does not mask: the dead
+#: network it leaves is worth its own diagnosis at once.
+_MASKS_WHILE_ACTIVE = frozenset({"nonfinite"})
 
 
-def evaluate(view: RunView, config: RulesConfig | None = None) -> dict[str, Finding | None]:
-    """Run every rule on ``view``; one key per symptom in :data:`SYMPTOMS` order."""
+def evaluate(
+    view: RunView, config: RulesConfig | None = None, active: Collection[str] = ()
+) -> dict[str, Finding | None]:
+    """Run every rule on ``view``; one key per symptom in :data:`SYMPTOMS` order.
+
+    ``active``: the run's diagnoses still active from earlier evaluations (see
+    _MASKS_WHILE_ACTIVE).
+    """
     cfg = config if config is not None else RulesConfig()
     findings = {name: _RULES[name](view, getattr(cfg, name)) for name in SYMPTOMS}
     for cause, masked in _MASKED_BY.items():
-        if findings[cause] is not None:
+        if findings[cause] is not None or (cause in _MASKS_WHILE_ACTIVE and cause in active):
             findings.update(dict.fromkeys(masked))
     return findings
