@@ -193,12 +193,13 @@ def test_overfitting_sees_a_smooth_steady_rise_before_it_crosses_the_line() -> N
     # A clean held-out set: the val loss bottoms out at point 9 and then rises by 0.8% per point.
     curve = np.r_[1.2 - 0.01 * np.arange(10), 1.11 * (1 + 0.008 * np.arange(1, 11))]
     rises = OverfittingConfig().rise_points
-    view = make_view(decaying_loss(), val=(VAL_STEPS[: 10 + rises], curve[: 10 + rises]))
+    train = decaying_loss(start=1.5, end=0.6)
+    view = make_view(train, val=(VAL_STEPS[: 10 + rises], curve[: 10 + rises]))
     f = check(detect_overfitting(view, OverfittingConfig()), "overfitting", int(VAL_STEPS[10]))
     assert f.evidence["trigger"] == "steady_rise"
     assert f.evidence["val_min_step"] == VAL_STEPS[9]
     # Fewer rises than rise_points: not yet.
-    short = make_view(decaying_loss(), val=(VAL_STEPS[: 9 + rises], curve[: 9 + rises]))
+    short = make_view(train, val=(VAL_STEPS[: 9 + rises], curve[: 9 + rises]))
     assert detect_overfitting(short, OverfittingConfig()) is None
 
 
@@ -238,6 +239,15 @@ OVERFITTING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         lambda: make_view(np.r_[np.full(350, 2.0), np.linspace(2.0, 3.0, 150)], val=_val(_u_shaped())),
     ),
     ("too few val points", lambda: make_view(decaying_loss(), val=(VAL_STEPS[:3], np.array([2.0, 2.5, 3.0])))),
+    (
+        # Batch 2 with dropout and label smoothing, validated on 8 samples: the held-out loss rises steadily over
+        # five points below a train loss that stays flat at 1.3 (measured on healthy14_batch2_dropout_smoothing).
+        "held-out loss on a handful of samples wanders up below a flat train loss",
+        lambda: make_view(
+            1.3 * np.exp(0.3 * rng(13).standard_normal(500)),
+            val=(VAL_STEPS[:12], np.r_[np.linspace(1.4, 1.13, 7), 1.15, 1.185, 1.233, 1.286, 1.29]),
+        ),
+    ),
     ("rise shorter than patience", lambda: make_view(decaying_loss(), val=_val(_u_shaped(18)))),
 ]
 
@@ -450,6 +460,18 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("warmup from lr=0", _warmup_from_zero),
+    (
+        # ReZero: every residual gate starts at 0, so the blocks' gradients, and their first (sampled) update,
+        # are exactly 0 at step 0; from the next row on they get gradients. A zero update after a zero gradient
+        # says nothing about what the optimizer holds.
+        "ReZero at its start: zero gradients and a zero first update in the blocks",
+        lambda: make_view(
+            _flat(20, level=1.42),
+            grad=np.r_[[[0.0, 0.0, 0.0, 0.1]], np.full((3, 4), 1e-3)],
+            update=np.r_[[[0.0, 0.0, 0.0, 5e-3]], np.full((3, 4), np.nan)],
+            numel=[5000, 5000, 5000, 260],
+        ),
+    ),
     (
         # Learned to its noise floor (label noise) by step 80; ReduceLROnPlateau then cut the lr x0.3 every 30
         # steps from 120, into the tail (5% of max) at 180, where it stayed longer than tail_max_share allows.

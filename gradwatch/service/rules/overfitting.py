@@ -33,7 +33,9 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     near the current val step (median of the
     train_window_steps every-step losses at or before it) is not higher than
     near the val minimum by more than noise_k standard errors: if train rises
-    too, the run is diverging, which is a different symptom.
+    too, the run is diverging, which is a different symptom. And the current
+    val loss is above that train loss: a held-out loss below the train loss
+    shows no generalisation gap.
 
     The step is the first point of the trailing run above the line. If the
     val minimum predates the every-step window, the earliest train losses in
@@ -86,6 +88,11 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     sigma_t = sigma_t if np.isfinite(sigma_t) else 0.0
     tolerance = config.noise_k * MEDIAN_SE * sigma_t * np.sqrt(1.0 / max(n_now, 1) + 1.0 / max(n_then, 1))
     if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then + tolerance:
+        return None
+    # Overfitting fits the training data better than the held-out data: the held-out loss is above the
+    # train loss. One taken on a handful of samples wanders up and back (batch 2, dropout, label
+    # smoothing: 1.13 -> 1.29 over four points, then back) below a train loss that is not falling.
+    if not v[-1] > train_now:
         return None
 
     evidence = {

@@ -121,12 +121,18 @@ class _Signals:
 
 
 def _unmoved(view: RunView) -> np.ndarray:
-    """Per layer: the newest judged row that sampled the update ratio shows exactly 0 (all False when none did)."""
+    """Per layer: the newest judged row that sampled the update ratio shows exactly 0 with a gradient (all False
+    when none did).
+
+    A zero gradient makes a zero update whatever the optimizer holds: ReZero's and SkipInit's residual
+    gates start at 0, so every block's gradient, and its first update, are exactly 0 at step 0.
+    """
     u = np.asarray(view.update_ratio, dtype=float)
     rows = np.flatnonzero(np.isfinite(u).any(axis=1) & ~zero_loss_rows(view)) if u.size else np.zeros(0, dtype=int)
     if rows.size == 0:
         return np.zeros(view.layer_numel.size, dtype=bool)
-    return u[rows[-1]] == 0
+    g = np.asarray(view.grad_norm, dtype=float)[rows[-1]]
+    return (u[rows[-1]] == 0) & (g > 0)
 
 
 @dataclass(frozen=True)
