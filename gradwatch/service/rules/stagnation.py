@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 
 from .config import StagnationConfig
-from .robust import MEDIAN_SE, Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
+from .lr_schedule import small_lr_intended
+from .progress import FromStart, sloping_down
+from .robust import Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
 from .series import clean_grad_norm, global_update_ratio, global_weight_norm, has_converged, memo, zero_loss_rows
 from .view import INITIAL_LOSSES, Finding, RunView
 
@@ -135,35 +137,6 @@ def _unmoved(view: RunView) -> np.ndarray:
     return (u[rows[-1]] == 0) & (g > 0)
 
 
-@dataclass(frozen=True)
-class _FromStart:
-    """How far the window's loss is from where the run began, and how far noise alone could put it."""
-
-    distance: float
-    noise_band: float
-    initial: float
-
-    @classmethod
-    def of(cls, initial: float, loss: np.ndarray, sigma: float) -> _FromStart:
-        """Both levels are medians: of the run's first INITIAL_LOSSES losses and of the window.
-
-        A median of n noisy samples has a standard error of about 1.25 sigma / sqrt(n), so noise alone
-        keeps the two within 3 x 1.25 sigma x sqrt(1/INITIAL_LOSSES + 1/n) (1.9 sigma for a 16-step
-        window). Per-step sigma itself is the wrong yardstick for a difference of medians: with small
-        noisy batches a linear probe whose loss had fallen by 25% still sat within 3 sigma of its start.
-        """
-        noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(1.0 / INITIAL_LOSSES + 1.0 / loss.size)
-        return cls(distance=abs(nanmedian(loss) - initial), noise_band=float(noise_band), initial=initial)
-
-    def never_learned(self, rel: float) -> bool:
-        """Still where it began, within noise and within ``rel`` x |initial|."""
-        return bool(np.isfinite(self.initial) and self.distance <= max(rel * abs(self.initial), self.noise_band))
-
-    def can_tell(self, rel: float) -> bool:
-        """Would a loss ``rel`` x |initial| below the start stand out of the noise?"""
-        return bool(np.isfinite(self.initial) and self.noise_band <= rel * abs(self.initial))
-
-
 def _frozen_evidence(
     view: RunView,
     config: StagnationConfig,
@@ -184,35 +157,19 @@ def _frozen_evidence(
         return None
     if sig.no_grad_share < config.inactive_fraction:
         steps, loss, tr = window
-        return (
-            window if _FromStart.of(view.initial_loss, loss, tr.sigma).never_learned(config.no_progress_rel) else None
-        )
+        return window if FromStart.of(view.initial_loss, loss, tr.sigma).never_learned(config.no_progress_rel) else None
     steps, loss = (part[-config.frozen_window_steps :] for part in finite)
     if loss.size < config.frozen_window_steps:
         return None
     tr = trend(loss)
-    if tr.improving(config.min_improvement, config.rel_tolerance) or _sloping_down(
+    if tr.improving(config.min_improvement, config.rel_tolerance) or sloping_down(
         loss, tr.sigma, config.min_improvement
     ):
         return None
-    start = _FromStart.of(view.initial_loss, loss, tr.sigma)
+    start = FromStart.of(view.initial_loss, loss, tr.sigma)
     if start.never_learned(config.no_progress_rel) and start.can_tell(config.frozen_noise_rel):
         return steps, loss, tr
     return None
-
-
-def _sloping_down(loss: np.ndarray, sigma: float, k: float) -> bool:
-    """Is the least-squares slope of ``loss`` more than ``k`` standard errors below 0?
-
-    Uses every loss, where the thirds' medians use two thirds of them: a probe whose loss falls 8% in
-    32 steps under per-step noise of that size shows here (about 2 standard errors) and not there.
-    """
-    x = np.arange(loss.size, dtype=float) - (loss.size - 1) / 2.0
-    spread = float(x @ x)
-    if spread == 0.0 or not np.isfinite(sigma):
-        return False
-    slope = float(x @ (loss - loss.mean())) / spread
-    return slope < -k * sigma / np.sqrt(spread)
 
 
 #: The update/weight ratio of a healthy step (the dashboards' band around 1e-3).
@@ -268,7 +225,7 @@ def _learned_while_skipped(
     if loss.size < INITIAL_LOSSES:
         return False
     start = float(np.median(loss[:INITIAL_LOSSES]))
-    return not _FromStart.of(start, window, sigma).never_learned(config.no_progress_rel)
+    return not FromStart.of(start, window, sigma).never_learned(config.no_progress_rel)
 
 
 def _skipped_since_applied(view: RunView) -> int:
@@ -289,79 +246,6 @@ def _has_nonfinite(view: RunView, window: int) -> bool:
         return True
     rows = (np.asarray(view.grad_nonfinite, dtype=bool), np.asarray(view.weight_nonfinite, dtype=bool))
     return any(flags.size and flags[-1].any() for flags in rows)
-
-
-#: The lr counts as at its peak down to this share of its maximum in view (see _plateaued_at_full_lr).
-FULL_LR_SHARE = 0.5
-#: Windows of losses at the peak lr that must be flat to call a run converged before its lr was cut.
-PLATEAU_WINDOWS = 3
-
-
-def _lr_collapsed(lr: np.ndarray, factor: float, substantial: float) -> bool:
-    """Did the lr fall by more than ``factor`` in one step from a substantial level (a collapse, not a decay)?
-
-    A schedule's last steps to exactly 0 start from an lr that is already tiny
-    (below ``substantial``), so they do not count.
-    """
-    finite = lr[np.isfinite(lr)]
-    if finite.size < 2:
-        return False
-    before, after = finite[:-1], finite[1:]
-    return bool(np.any((before >= substantial) & (before > 0) & (after < before / factor)))
-
-
-def _tail_outstayed(lr: np.ndarray, lr_steps: np.ndarray, tail: float, max_share: float) -> bool:
-    """Has the lr been below ``tail`` for more than ``max_share`` x the steps it took to get there?
-
-    Steps count from 0, so a resumed run's steps before the tail include the earlier runs'. When
-    the tail began before the oldest step in view, it is taken to begin there: the tail's length
-    is then underestimated, which keeps the exemption rather than lifting it early.
-    """
-    finite = np.isfinite(lr)
-    above = np.flatnonzero(finite & (lr >= tail))
-    if above.size == 0 or above[-1] + 1 >= lr.size:
-        return False
-    entered, now = float(lr_steps[above[-1] + 1]), float(lr_steps[-1])
-    return now - entered > max_share * max(entered, 1.0)
-
-
-def _plateaued_at_full_lr(
-    view: RunView,
-    config: StagnationConfig,
-    lr: np.ndarray,
-    lr_steps: np.ndarray,
-    finite: tuple[np.ndarray, np.ndarray],
-) -> bool:
-    """Had the loss learned and then stopped improving while the lr was still at its peak?
-
-    ReduceLROnPlateau cuts the lr because the loss stopped improving: a run that reached its noise
-    floor (label noise) at its full lr sees the lr cut again and again, into the tail, where it
-    stays. That run converged before its lr fell. A scheduler that cuts while the loss still falls
-    (one stepped per batch, or ``mode="max"`` on a loss) took the lr from a run that was learning,
-    and a loss that flattens only once the lr is already cut may flatten because of the cut. Judged
-    on the PLATEAU_WINDOWS x window_steps finite losses up to the last step with the lr at
-    FULL_LR_SHARE of its maximum or more: still falling if the medians of the first and last
-    window_steps differ by more than their noise, or the least-squares slope is significantly
-    negative (a slow fall under per-step noise shows in the slope first); False when the view
-    does not hold that many losses.
-    """
-    full = np.flatnonzero(np.isfinite(lr) & (lr >= FULL_LR_SHARE * np.nanmax(lr)))
-    if full.size == 0:
-        return False
-    steps, loss = finite
-    span = PLATEAU_WINDOWS * config.window_steps
-    at_full = loss[steps <= lr_steps[full[-1]]][-span:]
-    if at_full.size < span:
-        return False
-    third = config.window_steps
-    sigma = trend(at_full).sigma
-    drop = nanmedian(at_full[:third]) - nanmedian(at_full[-third:])
-    noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(2.0 / third)
-    still_falling = drop > max(noise_band, config.rel_tolerance * abs(nanmedian(at_full[:third]))) or _sloping_down(
-        at_full, sigma, config.min_improvement
-    )
-    learned = not _FromStart.of(view.initial_loss, at_full[-third:], sigma).never_learned(config.no_progress_rel)
-    return bool(learned and not still_falling)
 
 
 # NaN/Inf are the data this service exists to see: arithmetic on them is expected,
@@ -393,9 +277,10 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     in view), where small updates are intended -- unless the lr collapsed (fell
     by more than collapse_factor in one step), which no schedule does, or has
     stayed in the tail for more than tail_max_share of the steps it took to get
-    there (a schedule that ended too early) while the loss still fell before the lr entered the
-    tail; a run that had learned and plateaued at its peak lr was converged when a plateau
-    scheduler cut its lr (_plateaued_at_full_lr). The step is the window's first step.
+    there (a schedule that ended too early), unless the run had learned and
+    plateaued at its peak lr before a plateau scheduler cut it into the tail
+    (lr_schedule.small_lr_intended: converged, not stalled). The step is the window's
+    first step.
 
     Silent too once the median of the newest losses is at most
     converged_fraction of the initial loss: the run has learned its task.
@@ -428,23 +313,7 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     if tr.improving(config.min_improvement, config.rel_tolerance):
         return None
 
-    lr = np.asarray(view.lr, dtype=float)
-    in_window = np.flatnonzero(view.loss_steps >= steps[0])
-    lr_now = lr[-1] if lr.size else np.nan
-    lr_start = lr[in_window[0]] if in_window.size and lr.size else np.nan
-    lr_max = np.nanmax(lr) if np.isfinite(lr).any() else np.nan
-    if lr_now > config.warmup_lr_rise * lr_start:
-        return None
-    tail = config.decay_tail_fraction * lr_max
-    lr_steps = view.loss_steps[-lr.size :] if lr.size else view.loss_steps
-    if (
-        lr_now < tail
-        and not _lr_collapsed(lr, config.collapse_factor, tail)
-        and (
-            not _tail_outstayed(lr, lr_steps, tail, config.tail_max_share)
-            or _plateaued_at_full_lr(view, config, lr, lr_steps, (finite_steps, finite_loss))
-        )
-    ):
+    if small_lr_intended(view, config, int(steps[0]), (finite_steps, finite_loss)):
         return None
 
     sig = _Signals.of(view, config)
