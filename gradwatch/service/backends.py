@@ -56,12 +56,9 @@ def _settled(aggregator_class: type[Aggregator]) -> type[Aggregator]:
 
     Everything alive when the actor is built (Ray's worker, numpy, pydantic, a restored state)
     lives as long as its process. Left to the collector, each full collection walks all of it
-    again: 60-70 ms with the actor unable to answer, about twice a minute at half load (a pause
-    for the few hundred reports in flight then, under the 1% the p99 reads: it showed in neither
-    the p99 nor the max of benchmarks/aggregator_ingest.py beyond the machine's noise). Freezing
-    moves it out of the collector's sight, and after it the actor's full collections took 1-3 ms;
-    what the actor allocates later is collected as usual. Only the actor's own process does this
-    (tests build aggregators in theirs).
+    again while the actor cannot answer; freezing moves it out of the collector's sight, and what
+    the actor allocates later is collected as usual. (Not a p99 change on its own: see
+    docs/benchmarks.md.) Only the actor's own process does this (tests build aggregators in theirs).
     """
 
     class Settled(aggregator_class):  # type: ignore[misc,valid-type]

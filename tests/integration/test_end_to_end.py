@@ -120,7 +120,7 @@ def test_unknown_run_is_404(http):
 
 
 def test_the_aggregator_actor_keeps_its_long_lived_objects_out_of_the_collector(service):
-    """A full collection over Ray's and numpy's objects paused ingest for 60-70 ms (the half-load p99)."""
+    """Full collections over Ray's and numpy's long-lived objects paused ingest; the actor freezes them once built."""
     import gc
 
     import ray

@@ -8,7 +8,16 @@ from typing import Any
 import numpy as np
 
 from .config import ExplodingGradientConfig
-from .robust import MEDIAN_SE, as_float, mad_sigma, nanmedian, run_lengths, safe_ratio, trailing_run, trend
+from .robust import (
+    as_float,
+    mad_sigma,
+    median_gap_band,
+    nanmedian,
+    run_lengths,
+    safe_ratio,
+    trailing_run,
+    trend,
+)
 from .series import (
     clean_grad_norm,
     clean_layer_grads,
@@ -156,7 +165,7 @@ def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: Exploding
         return False
     before, after = nanmedian(then), nanmedian(now)
     sigma = trend(loss[-cfg.loss_window_steps :]).sigma
-    noise = cfg.loss_noise_k * MEDIAN_SE * sigma * np.sqrt(1.0 / then.size + 1.0 / now.size)
+    noise = median_gap_band(sigma, then.size, now.size, cfg.loss_noise_k)
     return bool(before - after > max(noise, GROWTH_LEARNED_FRACTION * abs(before)))
 
 

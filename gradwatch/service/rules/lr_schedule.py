@@ -11,7 +11,7 @@ import numpy as np
 
 from .config import StagnationConfig
 from .progress import FromStart, sloping_down
-from .robust import MEDIAN_SE, nanmedian, trend
+from .robust import median_gap_band, nanmedian, trend
 from .view import RunView
 
 #: The lr counts as at its peak down to this share of its maximum in view (see plateaued_at_full_lr).
@@ -79,7 +79,7 @@ def plateaued_at_full_lr(
     third = config.window_steps
     sigma = trend(at_full).sigma
     drop = nanmedian(at_full[:third]) - nanmedian(at_full[-third:])
-    noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(2.0 / third)
+    noise_band = median_gap_band(sigma, third, third)
     still_falling = drop > max(noise_band, config.rel_tolerance * abs(nanmedian(at_full[:third]))) or sloping_down(
         at_full, sigma, config.min_improvement
     )

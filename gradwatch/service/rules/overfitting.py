@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .config import OverfittingConfig
-from .robust import MEDIAN_SE, as_float, diff2_sigma, diff_sigma, median3, nanmedian, trailing_run
+from .robust import as_float, diff2_sigma, diff_sigma, median3, median_gap_band, nanmedian, trailing_run
 from .series import finite_loss
 from .view import Finding, RunView
 
@@ -86,7 +86,7 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
         train_then, n_then = _train_near(ls, lv, int(vs[j_min]), config.train_window_steps)
     sigma_t = diff_sigma(lv) if lv.size > 2 else 0.0
     sigma_t = sigma_t if np.isfinite(sigma_t) else 0.0
-    tolerance = config.noise_k * MEDIAN_SE * sigma_t * np.sqrt(1.0 / max(n_now, 1) + 1.0 / max(n_then, 1))
+    tolerance = median_gap_band(sigma_t, n_now, n_then, config.noise_k)
     if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then + tolerance:
         return None
     # Overfitting fits the training data better than the held-out data: the held-out loss is above the

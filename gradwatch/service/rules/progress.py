@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .robust import MEDIAN_SE, nanmedian
+from .robust import median_gap_band, nanmedian
 from .view import INITIAL_LOSSES
 
 
@@ -31,8 +31,8 @@ class FromStart:
         window). Per-step sigma itself is the wrong yardstick for a difference of medians: with small
         noisy batches a linear probe whose loss had fallen by 25% still sat within 3 sigma of its start.
         """
-        noise_band = 3.0 * MEDIAN_SE * sigma * np.sqrt(1.0 / INITIAL_LOSSES + 1.0 / loss.size)
-        return cls(distance=abs(nanmedian(loss) - initial), noise_band=float(noise_band), initial=initial)
+        noise_band = median_gap_band(sigma, INITIAL_LOSSES, loss.size)
+        return cls(distance=abs(nanmedian(loss) - initial), noise_band=noise_band, initial=initial)
 
     def never_learned(self, rel: float) -> bool:
         """Still where it began, within noise and within ``rel`` x |initial|."""

@@ -62,6 +62,14 @@ def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
     return np.where(n > 0, m, np.nan)
 
 
+def median_gap_band(sigma: float, n_a: int, n_b: int, k: float = 3.0) -> float:
+    """``k`` standard errors of the difference of two medians, of ``n_a`` and ``n_b`` samples of per-sample noise sigma.
+
+    A median of n samples has a standard error of about MEDIAN_SE x sigma / sqrt(n).
+    """
+    return float(k * MEDIAN_SE * sigma * np.sqrt(1.0 / max(n_a, 1) + 1.0 / max(n_b, 1)))
+
+
 def _median_complete(a: np.ndarray, axis: int) -> np.ndarray:
     """``np.median(a, axis)`` of data without NaN: the same partition and arithmetic, without its overhead.
 
