@@ -226,9 +226,20 @@ def make_app(
 
         return handler
 
+    render_lock = asyncio.Lock()
+
+    def render(snapshots: list[AggregatorSnapshot]) -> bytes:
+        collector.update(snapshots)
+        return collector.render() + generate_latest(registry)
+
     async def metrics_endpoint(request: web.Request) -> web.Response:
-        collector.update(await backend.snapshots())
-        body = collector.render() + generate_latest(registry)
+        snapshots = await backend.snapshots()
+        # Rendering takes a while on a big service (64 runs of 1,000 layers: about a quarter of a
+        # second). In the event loop, every scrape would hold up ingest for that long; in a thread,
+        # the loop takes the interpreter back at each switch interval (5 ms) and goes on serving.
+        # One render at a time: the collector keeps its per-run templates from scrape to scrape.
+        async with render_lock:
+            body = await asyncio.to_thread(render, snapshots)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def health(request: web.Request) -> web.Response:

@@ -46,3 +46,36 @@ def test_reports_beyond_the_pending_limit_are_refused_before_the_actor():
             assert 'gradwatch_ingest_rejected_reports_total{reason="busy"} 3.0' in text
 
     asyncio.run(scenario())
+
+
+def test_a_slow_metrics_render_does_not_hold_up_ingest(monkeypatch):
+    """/metrics of a big service takes a while to render; reports posted meanwhile are answered meanwhile."""
+    import time
+
+    from gradwatch.service.exposition import SnapshotCollector
+
+    render = SnapshotCollector.render
+
+    def slow_render(self):
+        until = time.perf_counter() + 0.6
+        while time.perf_counter() < until:  # Python work holding the interpreter, as rendering 64k layer series is
+            pass
+        return render(self)
+
+    monkeypatch.setattr(SnapshotCollector, "render", slow_render)
+
+    async def scenario():
+        app = make_app(LocalBackend(Aggregator()), ServiceConfig())
+        async with TestClient(TestServer(app)) as client:
+            scrape = asyncio.ensure_future(client.get("/metrics"))
+            await asyncio.sleep(0.1)  # the render has begun
+            body = json.dumps({"v": 1, "run": "during-scrape", "session": "s", "steps": [{"step": 0, "loss": 1.0}]})
+            started = time.perf_counter()
+            response = await client.post("/v1/reports", data=body, headers={"Content-Type": "application/json"})
+            answered = time.perf_counter() - started
+            assert response.status == 202
+            assert not scrape.done(), "the scrape should still be rendering"
+            assert answered < 0.3, f"a report waited {answered:.2f} s behind a /metrics render"
+            assert (await scrape).status == 200
+
+    asyncio.run(scenario())
