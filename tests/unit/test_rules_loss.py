@@ -199,11 +199,6 @@ def _u_shaped(rise_from: int = 14) -> np.ndarray:
 
 OVERFITTING_FIRES: list[tuple[str, Callable[[], RunView], int]] = [
     ("val rises while train falls", lambda: make_view(decaying_loss(), val=_val(_u_shaped())), VAL_STEPS[14]),
-    (
-        "val rises, train flat",
-        lambda: make_view(2.0 * np.exp(0.02 * rng().standard_normal(500)), val=_val(_u_shaped(16))),
-        VAL_STEPS[16],
-    ),
 ]
 
 
@@ -227,7 +222,7 @@ def test_overfitting_fires(name: str, build: Callable[[], RunView], step: int) -
     ev = f.evidence
     assert ev["val_now"] > ev["val_min"] * 1.05
     assert ev["val_min_step"] < step
-    assert ev["train_now"] <= ev["train_then"] + 0.01
+    assert ev["train_now"] < ev["train_then"]
 
 
 def test_overfitting_minimum_before_loss_window_uses_proxy() -> None:
@@ -267,6 +262,21 @@ OVERFITTING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
         ),
     ),
     ("rise shorter than patience", lambda: make_view(decaying_loss(), val=_val(_u_shaped(18)))),
+    (
+        # Nothing is being fitted better: a held-out estimate drifting up over a flat train loss is the held-out
+        # set's own noise (set 16: a fresh data stream, which cannot be overfitted, read as overfitting on 4 runs).
+        "val rises, train flat",
+        lambda: make_view(2.0 * np.exp(0.02 * rng().standard_normal(500)), val=_val(_u_shaped(16))),
+    ),
+    (
+        # healthy16_quant_highway_gate_bias_minus2, seed 1: a fresh stream whose held-out loss rose 0.60 -> 0.65
+        # over four checks while the train loss fell by less than its own noise (0.59 -> 0.52, band 0.075).
+        "val drifts up while train falls by less than its noise",
+        lambda: make_view(
+            np.linspace(0.6, 0.54, 500) * np.exp(0.2 * rng(7).standard_normal(500)),
+            val=(VAL_STEPS, np.r_[np.linspace(0.75, 0.62, 14), 0.603, 0.609, 0.628, 0.654, 0.66, 0.67]),
+        ),
+    ),
 ]
 
 

@@ -20,7 +20,7 @@ def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tup
 # not a warning. errstate is thread-local, so concurrent evaluations are unaffected.
 @np.errstate(all="ignore")
 def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | None:
-    """Report a held-out loss that keeps rising above its best while the train loss does not rise.
+    """Report a held-out loss that keeps rising above its best while the train loss keeps falling.
 
     With v_j the finite val losses, m_j = min_{i<=j} med3(v)_i (running minimum
     of a centred 3-point median) and sigma_v = 1.4826 * MAD(second differences
@@ -31,9 +31,11 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     more than max(min_rel_rise * |m|, 1.5 * noise_k * sigma_v) from below the
     line (a steady rise, seen before it crosses the line), and the train loss
     near the current val step (median of the
-    train_window_steps every-step losses at or before it) is not higher than
-    near the val minimum by more than noise_k standard errors: if train rises
-    too, the run is diverging, which is a different symptom. And the current
+    train_window_steps every-step losses at or before it) is lower than near
+    the val minimum by more than noise_k standard errors: the model goes on
+    fitting its training data while it generalises worse. (If train rises too,
+    the run is diverging, a different symptom; if it stands still, nothing is
+    being fitted and the held-out estimate is drifting.) And the current
     val loss is above that train loss: a held-out loss below the train loss
     shows no generalisation gap.
 
@@ -87,7 +89,11 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     sigma_t = diff_sigma(lv) if lv.size > 2 else 0.0
     sigma_t = sigma_t if np.isfinite(sigma_t) else 0.0
     tolerance = median_gap_band(sigma_t, n_now, n_then, config.noise_k)
-    if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then + tolerance:
+    # Overfitting is fitting the training data better while generalising worse: the train loss must have
+    # fallen beyond its noise since the val minimum. On a fresh data stream (nothing to memorise) a held-out
+    # loss taken on a few fixed batches drifts up and back by 1-25% over four checks while the train loss
+    # stands still or wanders within its noise (held-out sets 15 and 16: four runs).
+    if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then - tolerance:
         return None
     # Overfitting fits the training data better than the held-out data: the held-out loss is above the
     # train loss. One taken on a handful of samples wanders up and back (batch 2, dropout, label
@@ -110,7 +116,7 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
         "gap": as_float(v[-1] - train_now),
     }
     advice = (
-        "Held-out loss is rising while training loss is not: add regularisation (weight decay, dropout, "
+        "Held-out loss is rising while training loss keeps falling: add regularisation (weight decay, dropout, "
         f"augmentation) or more data, or stop early and keep the checkpoint from step {int(vs[j_min])}."
     )
     return Finding(symptom="overfitting", step=int(vs[j0]), evidence=evidence, advice=advice)
