@@ -126,6 +126,14 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
         150,
         "growth",
     ),
+    (
+        # explode15_l2_penalty_sign_flipped: the same growth, the loss falling without a floor because the
+        # objective rewards large weights (0.53 to -500 over 120 steps).
+        "gradients grow 35x while the loss runs away below zero",
+        lambda: _out_of_a_plateau(-np.geomspace(1.0, 500.0, 120) + 0.53 + 1.0),
+        150,
+        "growth",
+    ),
     ("update as large as the weights", _update_too_big, 60 * STRIDE, "update_ratio"),
     (
         "the first update and the next rewrite the weights",
@@ -271,6 +279,11 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     (
         "gradients grow 35x out of a plateau while the loss falls",
         lambda: _out_of_a_plateau(np.linspace(0.53, 0.35, 120)),
+    ),
+    (
+        # A log-likelihood may go below zero as it learns (a learned variance shrinking): a few times its start.
+        "gradients grow 35x out of a plateau while a likelihood loss falls below zero",
+        lambda: _out_of_a_plateau(np.linspace(0.53, -1.5, 120)),
     ),
     ("Adam-like linear weight growth 4x while learning", _adam_linear_weights),
     ("backbone unfrozen mid-window", _unfrozen_backbone),

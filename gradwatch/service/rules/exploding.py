@@ -147,6 +147,9 @@ def _grew_slowly(steps: np.ndarray, g: np.ndarray, i: int, cfg: ExplodingGradien
 GROWTH_LOSS_STEPS = 20
 #: A loss that fell by this fraction of itself since the baseline rows has been learning through the growth.
 GROWTH_LEARNED_FRACTION = 0.1
+#: A loss this many times its own scale (its start, or its level over the baseline rows) below zero is an
+#: objective running away to minus infinity, not learning.
+RUNAWAY_LOSS_FACTOR = 10.0
 
 
 def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: ExplodingGradientConfig) -> bool:
@@ -154,7 +157,8 @@ def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: Exploding
 
     Gradients that were tiny on a plateau (a network outputting the mean, a saddle) grow tens of times
     as it starts to learn, while the loss falls: escaping the plateau, not diverging. A divergence
-    leaves the loss where it was or sends it up. Clearly: by GROWTH_LEARNED_FRACTION of itself and
+    leaves the loss where it was, sends it up, or sends it far below zero (RUNAWAY_LOSS_FACTOR
+    times its scale). Clearly: by GROWTH_LEARNED_FRACTION of itself and
     by loss_noise_k standard errors of the two medians (the losses over the baseline rows' steps, and
     the newest GROWTH_LOSS_STEPS).
     """
@@ -164,6 +168,12 @@ def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: Exploding
     if then.size < 6 or now.size < 6 or trend(now).rising(cfg.loss_noise_k):
         return False
     before, after = nanmedian(then), nanmedian(now)
+    # A fall with no floor is not learning: an objective that rewards growing weights (a regulariser
+    # with its sign flipped, a likelihood whose variance collapses) goes ever more negative as the
+    # gradients grow (explode15_l2_penalty_sign_flipped: 0.4 to -46 in 45 steps, -1,400 by 100).
+    # Losses that can go below zero legitimately (log-likelihoods) end within a few times their start.
+    if after < -RUNAWAY_LOSS_FACTOR * max(abs(view.initial_loss), abs(before)):
+        return False
     sigma = trend(loss[-cfg.loss_window_steps :]).sigma
     noise = median_gap_band(sigma, then.size, now.size, cfg.loss_noise_k)
     return bool(before - after > max(noise, GROWTH_LEARNED_FRACTION * abs(before)))
