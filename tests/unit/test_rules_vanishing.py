@@ -1,0 +1,212 @@
+"""Table-driven tests of the vanishing-gradient rule on synthetic runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from rule_views import STRIDE, check, decaying_loss, hinge_with_exact_zeros, make_view, noisy_grads, rng
+
+from gradwatch.service.rules import RulesConfig, RunView, evaluate
+from gradwatch.service.rules.config import VanishingGradientConfig
+from gradwatch.service.rules.vanishing import detect_vanishing_gradient
+
+# --------------------------------------------------------------------------- vanishing_gradient
+
+
+def _depth_vanished(rows: int = 64, n_layers: int = 8, factor: float = 1e-5, start: int = 0) -> np.ndarray:
+    g = noisy_grads(rows, n_layers)
+    profile = np.logspace(np.log10(factor), 0, n_layers)
+    g[start:] *= profile
+    return g
+
+
+def _frozen_lower_layers() -> RunView:
+    g = noisy_grads(64, 8)
+    g[:, :2] *= 1e-5
+    u = np.full((64, 8), np.nan)
+    u[::4] = 1e-3
+    u[::4, :2] = 1e-8
+    # Lower layers are tiny and the top ones huge, so RMS grads match: only "frozen" sees it.
+    return make_view(decaying_loss(320), grad=g, update=u, numel=[1, 1] + [10**10] * 6)
+
+
+def _frozen_at_first_sample_only() -> RunView:
+    """A small conv autoencoder 15 steps in: its first layers' gradient and update, relative to their weights,
+    9e-4 of the last layers' at its only sampled row (step 0); their RMS gradients are alike."""
+    g = noisy_grads(4, 8, sigma=0.0)
+    w = np.full((4, 8), 10.0)
+    w[:, :2] /= 9e-4
+    u = np.full((4, 8), np.nan)
+    u[0] = 1e-3
+    u[0, :2] *= 9e-4
+    return make_view(np.full(16, 0.09), grad=g, weight=w, update=u)
+
+
+def _collapse() -> RunView:
+    g = noisy_grads(64, 8) * np.r_[np.ones(30), np.full(34, 1e-6)][:, None]
+    loss = np.r_[decaying_loss(150), np.full(170, 2.6) * np.exp(0.01 * rng(2).standard_normal(170))]
+    return make_view(loss, grad=g)
+
+
+def _stuck_loss(t: int = 320) -> np.ndarray:
+    """A classifier at chance: log(2) with noise, never improving."""
+    return np.log(2) * np.exp(0.03 * rng(7).standard_normal(t))
+
+
+def _through_time(ratio: np.ndarray | float, loss: np.ndarray | None = None) -> RunView:
+    """A 3-layer RNN-like model whose layers look healthy; only the through-time ratio says otherwise."""
+    ratios = np.broadcast_to(np.asarray(ratio, dtype=float), (64,))
+    return make_view(_stuck_loss() if loss is None else loss, grad=noisy_grads(64, 3), recurrent=ratios)
+
+
+def _young_recurrence(ratio: np.ndarray, gated: bool) -> RunView:
+    """A run len(ratio) statistics rows old, its loss at chance, with this through-time ratio per row."""
+    rows = ratio.size
+    return make_view(_stuck_loss(rows * STRIDE), grad=noisy_grads(rows, 3), recurrent=ratio, gated=gated)
+
+
+VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
+    ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
+    ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
+    # The onset is the older of the two newest sampled rows (every 4th), both frozen.
+    ("lower layers frozen by tiny gradients", _frozen_lower_layers, 56 * STRIDE, "frozen", "layer0"),
+    ("all-layer collapse with a stuck loss", _collapse, 30 * STRIDE, "collapse", "layer0"),
+    (
+        "through time: 3e-14 reaches the first step, loss at chance",
+        lambda: _through_time(3e-14),
+        0,
+        "through_time",
+        "rnn",
+    ),
+    ("through time: the ratio underflowed to 0", lambda: _through_time(0.0), 0, "through_time", "rnn"),
+    # A plain RNN's gradient cannot learn to reach back: three rows decide, as for any vanishing.
+    (
+        "through time: a young plain RNN, 3 rows underflowed",
+        lambda: _young_recurrence(np.zeros(3), False),
+        0,
+        "through_time",
+        "rnn",
+    ),
+    ("through time: a GRU, 5 rows underflowed", lambda: _young_recurrence(np.zeros(5), True), 0, "through_time", "rnn"),
+    (
+        "through time: an LSTM stuck at 1e-9 for 64 rows",
+        lambda: make_view(_stuck_loss(), grad=noisy_grads(64, 3), recurrent=np.full(64, 1e-9), gated=True),
+        0,
+        "through_time",
+        "rnn",
+    ),
+    (
+        "through time from row 40 (after learning stopped)",
+        lambda: _through_time(np.r_[np.full(40, 0.5), np.full(24, 1e-9)]),
+        40 * STRIDE,
+        "through_time",
+        "rnn",
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "build", "step", "trigger", "layer"), VANISHING_FIRES, ids=lambda x: x)
+def test_vanishing_fires(name: str, build: Callable[[], RunView], step: int, trigger: str, layer: str) -> None:
+    f = check(detect_vanishing_gradient(build(), VanishingGradientConfig()), "vanishing_gradient", step)
+    assert trigger in f.evidence["triggers"]
+    assert f.layer == layer
+
+
+def test_vanishing_depth_evidence() -> None:
+    f = check(
+        detect_vanishing_gradient(make_view(grad=_depth_vanished()), VanishingGradientConfig()), "vanishing_gradient"
+    )
+    ev = f.evidence
+    assert ev["depth_ratio"] < 1e-3
+    assert ev["low_quarter_rms"] / ev["top_quarter_rms"] < 1e-3
+    assert [d["layer"] for d in ev["lowest_layers"]] == [f"layer{i}" for i in range(5)]
+
+
+def _embedding_first() -> np.ndarray:
+    g = noisy_grads(64, 12) * np.exp(rng(5).uniform(-1.5, 1.5, 12))  # residual net: ratios ~0.05..20
+    g[:, 0] *= 1e-4  # an embedding's RMS gradient is much smaller than a dense layer's
+    return g
+
+
+VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("a hinge loss with exact zeros: zero gradients on zero-loss steps", hinge_with_exact_zeros),
+    (
+        "solved to float precision: gradients fell 1e6x with the loss (1e-14 of its start)",
+        lambda: make_view(
+            np.r_[np.logspace(0, -14, 200), np.full(120, 1e-14)],
+            grad=noisy_grads(64) * np.r_[np.ones(8), np.full(56, 1e-6)][:, None],
+        ),
+    ),
+    ("healthy run", lambda: make_view(decaying_loss(320), grad=noisy_grads(64))),
+    (
+        "deep residual net with norms, ratios 0.05..20",
+        lambda: make_view(grad=noisy_grads(64, 24) * np.logspace(np.log10(0.05), np.log10(20), 24)),
+    ),
+    ("embedding as the first layer", lambda: make_view(grad=_embedding_first())),
+    ("lower layers just under the frozen lines at the first sampled row only", _frozen_at_first_sample_only),
+    ("only 2 layers", lambda: make_view(grad=_depth_vanished(n_layers=2, factor=1e-6))),
+    (
+        "converging: all layers shrink 100x together",
+        lambda: make_view(decaying_loss(320), grad=noisy_grads(64) * np.logspace(0, -2, 64)[:, None]),
+    ),
+    (
+        "all layers shrink 1e5x but the loss still improves",
+        lambda: make_view(decaying_loss(320, start=8.0), grad=noisy_grads(64) * np.logspace(0, -5, 64)[:, None]),
+    ),
+    ("one noisy row below the line", lambda: make_view(grad=np.r_[noisy_grads(63), _depth_vanished(1)])),
+    ("empty view", lambda: make_view()),
+    ("through time: an LSTM's ratio 0.3, loss at chance", lambda: _through_time(0.3)),
+    (
+        # Still falling steadily over the newest losses: whatever reaches the first time steps, it learns.
+        "through time: 1e-9 but the loss improves (it learns from recent steps)",
+        lambda: _through_time(1e-9, decaying_loss(320, end=0.0)),
+    ),
+    (
+        "through time: 1e-9, then rising 10x per row (forget gates opening)",
+        lambda: _through_time(np.r_[np.full(61, 1e-9), 1e-8, 1e-7, 1e-6]),
+    ),
+    ("through time: no ratio measured (nan)", lambda: _through_time(np.nan)),
+    (
+        "through time: 1e-9 on a run solved to 1e-5 of its start",
+        lambda: _through_time(1e-9, np.r_[np.logspace(0, -5, 200), np.full(120, 1e-5)]),
+    ),
+    # A GRU on 100-step sequences: its half-shut gates underflow the ratio at first, then it learns to open them.
+    ("through time: a young GRU, 4 rows underflowed", lambda: _young_recurrence(np.zeros(4), gated=True)),
+    (
+        "through time: a GRU's ratio underflowed, then rising",
+        lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True),
+    ),
+    (
+        # Seed 2 of the same GRU: the rise pauses and dips for 20 steps on its way from 0 to 0.1.
+        "through time: a GRU's ratio rising with a dip",
+        lambda: _young_recurrence(
+            np.array([0, 9.5e-20, 9.6e-19, 5.4e-18, 3.8e-17, 1.5e-15, 7.4e-15, 2.6e-14, 1.1e-15, 1.2e-16]), True
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "build"), VANISHING_SILENT, ids=lambda x: x)
+def test_vanishing_silent(name: str, build: Callable[[], RunView]) -> None:
+    assert detect_vanishing_gradient(build(), VanishingGradientConfig()) is None
+
+
+@pytest.mark.parametrize(
+    ("active", "masked"),
+    [
+        ((), False),
+        (("loss_spike",), False),
+        # An explosion no longer found leaves a network whose dead units deserve their own diagnosis.
+        (("exploding_gradient",), False),
+        # A NaN incident not cleared yet: the units its overflow killed read as vanishing until it clears.
+        (("nonfinite",), True),
+    ],
+)
+def test_an_active_nonfinite_incident_masks_vanishing_even_when_not_found_again(
+    active: tuple[str, ...], masked: bool
+) -> None:
+    findings = evaluate(make_view(grad=_depth_vanished()), RulesConfig(), active=active)
+    assert findings["exploding_gradient"] is None and findings["nonfinite"] is None
+    assert (findings["vanishing_gradient"] is None) == masked
