@@ -89,15 +89,14 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     sigma_t = diff_sigma(lv) if lv.size > 2 else 0.0
     sigma_t = sigma_t if np.isfinite(sigma_t) else 0.0
     tolerance = median_gap_band(sigma_t, n_now, n_then, config.noise_k)
-    # Overfitting is fitting the training data better while generalising worse: the train loss must have
-    # fallen beyond its noise since the val minimum. On a fresh data stream (nothing to memorise) a held-out
-    # loss taken on a few fixed batches drifts up and back by 1-25% over four checks while the train loss
-    # stands still or wanders within its noise (held-out sets 15 and 16: four runs).
+    # Overfitting fits the training data better and better while generalising worse:
+    # - the train loss has fallen beyond its noise since the val minimum. On a fresh data stream (nothing to
+    #   memorise) a held-out loss on a few fixed batches drifts up and back by 1-25% over four checks while
+    #   the train loss stands still or wanders within its noise (held-out sets 15 and 16: four runs);
+    # - the held-out loss is above the train loss. One taken on a handful of samples wanders up and back
+    #   (batch 2, dropout, label smoothing: 1.13 -> 1.29 over four points, then back) below the train loss.
     if not (np.isfinite(train_now) and np.isfinite(train_then)) or train_now > train_then - tolerance:
         return None
-    # Overfitting fits the training data better than the held-out data: the held-out loss is above the
-    # train loss. One taken on a handful of samples wanders up and back (batch 2, dropout, label
-    # smoothing: 1.13 -> 1.29 over four points, then back) below a train loss that is not falling.
     if not v[-1] > train_now:
         return None
 
