@@ -112,6 +112,15 @@ class LayerStats(BaseModel):
     weight_max_abs: list[MaybeFloat]
     #: ||w_after - w_before|| / ||w_before||, only on sampled steps.
     update_ratio: list[MaybeFloat] | None = None
+    #: Indices of the layers that got no gradient this step although the
+    #: watched optimizer trains them (their parameters require a gradient and
+    #: sit in its param groups): the loss does not reach them (a ``.detach()``,
+    #: ``torch.no_grad()``, a branch the forward pass skips). None: not
+    #: checked (no optimizer watched). A layer frozen with
+    #: ``requires_grad_(False)`` is never listed.
+    grad_missing: list[Annotated[int, Field(ge=0, lt=MAX_LAYERS_PER_REPORT)]] | None = Field(
+        default=None, max_length=MAX_LAYERS_PER_REPORT
+    )
 
     @model_validator(mode="after")
     def _columns_align(self) -> LayerStats:
@@ -121,6 +130,8 @@ class LayerStats(BaseModel):
                 raise ValueError(f"layers.{column} has {len(getattr(self, column))} entries, layers.names has {n}")
         if self.update_ratio is not None and len(self.update_ratio) != n:
             raise ValueError(f"layers.update_ratio has {len(self.update_ratio)} entries, layers.names has {n}")
+        if self.grad_missing and max(self.grad_missing) >= n:
+            raise ValueError(f"layers.grad_missing has an index past the {n} layers")
         if len(set(self.names)) != n:
             raise ValueError("layers.names must be unique")
         return self
@@ -265,6 +276,10 @@ class PackedRow(BaseModel):
     #: Index into ``layouts``.
     layout: int = Field(ge=0, lt=MAX_STEPS_PER_REPORT)
     update_ratio: bool = False
+    #: ``layers.grad_missing`` of the JSON encoding.
+    grad_missing: list[Annotated[int, Field(ge=0, lt=MAX_LAYERS_PER_REPORT)]] | None = Field(
+        default=None, max_length=MAX_LAYERS_PER_REPORT
+    )
     #: Per statistic, the layers with no value (``null`` in JSON).
     absent: dict[LayerStatistic, list[Annotated[int, Field(ge=0, lt=MAX_LAYERS_PER_REPORT)]]] = Field(
         default_factory=dict
@@ -299,6 +314,8 @@ class PackedHeader(BaseModel):
                     raise ValueError(f"rows[{i}].absent lists update_ratio, which the row does not carry")
                 if any(index >= layers for index in indices):
                     raise ValueError(f"rows[{i}].absent.{statistic} has an index past the layout's {layers} layers")
+            if row.grad_missing and max(row.grad_missing) >= layers:
+                raise ValueError(f"rows[{i}].grad_missing has an index past the layout's {layers} layers")
         return self
 
 

@@ -114,3 +114,24 @@ def _device_group(device: torch.device, params: list[torch.Tensor], layers: list
         update_stride=strides,
         update_weight=torch.tensor(strides, dtype=torch.float32, device=device),
     )
+
+
+class TrainedParams:
+    """Ids of the parameters an optimizer holds, rebuilt only when its param groups change size.
+
+    Read on statistics steps to tell a parameter the optimizer trains but the loss does not reach
+    (no gradient) from one left out of training on purpose; the key is one length per group, so an
+    unchanged optimizer costs a few list lengths, not a walk over every parameter.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple[int, ...] | None = None
+        self._ids: frozenset[int] = frozenset()
+
+    def of(self, optimizer: torch.optim.Optimizer) -> frozenset[int]:
+        groups = optimizer.param_groups
+        key = (id(optimizer), *(len(group["params"]) for group in groups))
+        if key != self._key:
+            self._ids = frozenset(id(param) for group in groups for param in group["params"])
+            self._key = key
+        return self._ids

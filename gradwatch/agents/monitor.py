@@ -27,7 +27,7 @@ from gradwatch import __version__
 from gradwatch.agents import ray_transport, stats
 from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
 from gradwatch.agents.gather import DeviceGather, PinnedPool
-from gradwatch.agents.layout import LayerLayout
+from gradwatch.agents.layout import LayerLayout, TrainedParams
 from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.pending import LayerPending, Pending, PendingReport, StepPending
 from gradwatch.agents.ranks import detect_rank
@@ -65,6 +65,7 @@ class Monitor:
         self._options = options
         self._layout = LayerLayout.from_model(unwrap_data_parallel(model))
         self._optimizer = optimizer
+        self._trained = TrainedParams()
         rank = detect_rank()
         self._plan = shard_plan(model, rank.rank, rank.world_size)
         self._nan_origin = attach_nan_origin_hook(model)
@@ -191,7 +192,7 @@ class Monitor:
                     self._fail("gradient check")
             return
         try:
-            self._take_gradient_stats()
+            self._take_gradient_stats(optimizer)
             if self._is_update_sample():
                 self._weights_before = [stats.snapshot_weights(g) for g in self._layout.groups]
         except Exception:  # noqa: BLE001
@@ -214,16 +215,21 @@ class Monitor:
         every = self._options.update_ratio_every
         return every > 0 and self._stats_taken % every == 0
 
-    def _take_gradient_stats(self) -> None:
+    def _take_gradient_stats(self, optimizer: Any = None) -> None:
+        """``optimizer``: the watched one, about to step (None when read outside its step): its parameters
+        that get no gradient are listed as missing one."""
         if self._recurrence is not None:
             self._recurrent = self._recurrence.take()
             if not self._recurrence.active:
                 self._recurrence = None  # no recurrence in this model: nothing to arm on later steps
-        layers = LayerPending()
+        trained = self._trained.of(optimizer) if optimizer is not None else None
+        layers = LayerPending(grad_missing=None if trained is None else set())
         for group in self._layout.groups:
-            values, present = stats.gradient_stats(group, self._layout.num_layers)
+            values, present, wanting = stats.gradient_stats(group, self._layout.num_layers, trained or frozenset())
             layers.grads.append(self._gather.add(values))
             layers.grad_layers |= present
+            if layers.grad_missing is not None:
+                layers.grad_missing |= wanting
         self._layers = layers
 
     def _take_weight_stats(self) -> None:

@@ -88,6 +88,11 @@ def encode(envelope: dict, steps: list[dict]) -> bytes:
                 absent[statistic] = missing
             values.append(_little_endian(array("d", column)))
         row["update_ratio"] = layers.get("update_ratio") is not None
+        missing = layers.get("grad_missing")
+        if missing:
+            if not all(isinstance(i, int) and 0 <= i < count for i in missing):
+                raise ValueError(f"layers.grad_missing holds an index outside the {count} layers")
+            row["grad_missing"] = missing
         if absent:
             row["absent"] = absent
         rows.append(row)

@@ -26,6 +26,8 @@ class LayerPending:
     weights: list[Slot] = field(default_factory=list)
     updates: list[Slot] = field(default_factory=list)
     grad_layers: set[int] = field(default_factory=set)
+    #: Layers with a parameter the optimizer trains that got no gradient; None: not checked.
+    grad_missing: set[int] | None = None
 
 
 @dataclass
@@ -107,6 +109,9 @@ class PendingReport:
             "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
             "weight_max_abs": combined(layers.weights, 1),
         }
+        if layers.grad_missing is not None:
+            # A layer of which any parameter got a gradient is reached by the loss.
+            record["grad_missing"] = sorted(layers.grad_missing - present)
         if layers.updates:
             deltas, befores = combined(layers.updates, 0), combined(layers.updates, 1)
             record["update_ratio"] = [_ratio(d, b) for d, b in zip(deltas, befores, strict=True)]

@@ -96,8 +96,11 @@ def _fused_norms(tensors: list[torch.Tensor], order: float) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors, order, dtype=torch.float32))
 
 
-def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, set[int]]:
-    """Per-layer gradient (sum of squares, max-abs), and the layers that had a gradient.
+def gradient_stats(
+    group: DeviceGroup, num_layers: int, trained: frozenset[int] = frozenset()
+) -> tuple[torch.Tensor, set[int], set[int]]:
+    """Per-layer gradient (sum of squares, max-abs), the layers that had a gradient, and the layers with a
+    parameter in ``trained`` (ids of the parameters the optimizer holds) that requires a gradient and has none.
 
     Sparse gradients are densified on their values only (their norm is the norm
     of the stored values). A parameter frozen with ``requires_grad_(False)`` has
@@ -106,16 +109,19 @@ def gradient_stats(group: DeviceGroup, num_layers: int) -> tuple[torch.Tensor, s
     """
     grads: list[torch.Tensor] = []
     layers: list[int] = []
+    wanting: set[int] = set()
     for param, layer in zip(group.params, group.layer_of_param, strict=True):
         grad = param.grad
         if grad is None or not param.requires_grad:
+            if grad is None and param.requires_grad and id(param) in trained:
+                wanting.add(layer)
             continue
         grad = local_tensor(grad)
         if grad.is_sparse:
             grad = grad.coalesce().values()
         grads.append(grad.detach())
         layers.append(layer)
-    return _per_layer(group, grads, layers, num_layers), set(layers)
+    return _per_layer(group, grads, layers, num_layers), set(layers), wanting
 
 
 def weight_stats(group: DeviceGroup, num_layers: int) -> torch.Tensor:

@@ -62,6 +62,8 @@ class LayerColumns:
     #: True where a value was sent.
     present: np.ndarray
     has_update_ratio: bool
+    #: Layers the optimizer trains that got no gradient (:attr:`~gradwatch.wire.LayerStats.grad_missing`).
+    grad_missing: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, stats: LayerStats, layouts: LayoutCache | None = None) -> LayerColumns:
@@ -83,10 +85,17 @@ class LayerColumns:
             values=values,
             present=present,
             has_update_ratio=stats.update_ratio is not None,
+            grad_missing=tuple(stats.grad_missing or ()),
         )
 
     @classmethod
-    def from_columns(cls, names: tuple[str, ...], numel: np.ndarray, columns: dict[str, Column | None]) -> LayerColumns:
+    def from_columns(
+        cls,
+        names: tuple[str, ...],
+        numel: np.ndarray,
+        columns: dict[str, Column | None],
+        grad_missing: tuple[int, ...] = (),
+    ) -> LayerColumns:
         """A row from one :class:`Column` per statistic (None: update ratio not sampled)."""
         values = np.full((len(STATISTICS), len(names)), np.nan)
         present = np.zeros(values.shape, dtype=bool)
@@ -94,7 +103,7 @@ class LayerColumns:
             column = columns.get(name)
             if column is not None:
                 values[index], present[index] = column.values, column.present
-        return cls(names, numel, values, present, columns.get("update_ratio") is not None)
+        return cls(names, numel, values, present, columns.get("update_ratio") is not None, grad_missing)
 
     def column(self, name: str) -> Column:
         """One statistic (a name in :data:`STATISTICS`) for every layer: views, not copies."""

@@ -73,7 +73,7 @@ def decode(body: bytes, layouts: LayoutCache) -> ColumnarReport:
         # signalling one from the wire would warn in every operation): the two encodings give
         # the same arrays.
         values[~present | np.isnan(values)] = np.nan
-        rows[row.step] = LayerColumns(names, numel, values, present, row.update_ratio)
+        rows[row.step] = LayerColumns(names, numel, values, present, row.update_ratio, tuple(row.grad_missing or ()))
         offset = end
     if offset != len(body):
         raise PackedError(422, f"{len(body) - offset} bytes after the last row; the header describes {offset}")

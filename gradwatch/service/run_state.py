@@ -258,6 +258,7 @@ class RunState:
                     "update_ratio": (np.float64, width),
                     "grad_nonfinite": (np.bool_, width),
                     "weight_nonfinite": (np.bool_, width),
+                    "grad_missing": (np.bool_, width),
                     "summary": (np.float64, (SUMMARY_WIDTH,)),
                     "recurrent_ratio": (np.float64, ()),
                 },
@@ -272,6 +273,8 @@ class RunState:
         # (NaN from null) gradients are not data and must not count.
         grad_nonfinite = layers.grad_max_abs.present & ~np.isfinite(grad_max)
         weight_nonfinite = layers.weight_max_abs.present & ~np.isfinite(weight_max)
+        grad_missing = np.zeros(len(names), dtype=bool)
+        grad_missing[list(layers.grad_missing)] = True
         self.stats.append(
             step=step,
             grad_norm=grad_norm,
@@ -279,6 +282,7 @@ class RunState:
             update_ratio=update,
             grad_nonfinite=grad_nonfinite,
             weight_nonfinite=weight_nonfinite,
+            grad_missing=grad_missing,
             summary=row_summaries(
                 grad_norm, weight_norm, self.layer_numel, None if layers.update_ratio is None else update
             )[0],
@@ -296,7 +300,7 @@ class RunState:
     @staticmethod
     def _stats_current(stats: Window) -> bool:
         """The statistics window has this version's columns (an older snapshot's may not)."""
-        return stats.has_column("recurrent_ratio") and stats.column("summary").shape[1] == SUMMARY_WIDTH
+        return stats.has_column("grad_missing") and stats.column("summary").shape[1] == SUMMARY_WIDTH
 
     def view(self) -> RunView:
         """A snapshot for the rules: read-only views of the windows, valid until the next append.
@@ -326,6 +330,7 @@ class RunState:
             update_ratio=_frozen(stats.column("update_ratio")) if stats else empty2d,
             grad_nonfinite=_frozen(stats.column("grad_nonfinite")) if stats else empty2d.astype(bool),
             weight_nonfinite=_frozen(stats.column("weight_nonfinite")) if stats else empty2d.astype(bool),
+            grad_missing=_frozen(stats.column("grad_missing")) if stats else empty2d.astype(bool),
             row_summaries=_frozen(stats.column("summary")) if stats else None,
             recurrent_ratio=_frozen(stats.column("recurrent_ratio")) if stats else np.zeros(0),
             recurrent_module=self.latest.recurrent_module,

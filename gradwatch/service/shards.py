@@ -54,7 +54,10 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
             "weight_max_abs": _masked(np.max(weight_max, axis=0), has_weight),
             "update_ratio": update,
         }
-    return LayerColumns.from_columns(shards[0].names, np.sum(np.stack([s.numel for s in shards]), axis=0), columns)
+    # A layer some shard trains without a gradient, and no shard has one for: the loss does not reach it.
+    missing = sorted(i for i in set().union(*(s.grad_missing for s in shards)) if not np.asarray(has_grad)[i])
+    numel = np.sum(np.stack([s.numel for s in shards]), axis=0)
+    return LayerColumns.from_columns(shards[0].names, numel, columns, tuple(missing))
 
 
 def _masked(values: np.ndarray, present: np.ndarray | np.bool_) -> Column:

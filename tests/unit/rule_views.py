@@ -32,6 +32,7 @@ def make_view(
     norm_bad: Any = False,
     recurrent: Any = None,
     gated: bool | None = None,
+    missing: Any = None,
 ) -> RunView:
     """Build a RunView; layer arrays are (S, L) with row s at step s * STRIDE."""
     loss = np.asarray(loss if loss is not None else np.ones(steps or 0), dtype=float)
@@ -55,6 +56,7 @@ def make_view(
         update_ratio=ones * np.nan if update is None else np.asarray(update, dtype=float),
         grad_nonfinite=np.zeros((s, n_layers), bool) if grad_bad is None else np.asarray(grad_bad, bool),
         weight_nonfinite=np.zeros((s, n_layers), bool) if weight_bad is None else np.asarray(weight_bad, bool),
+        grad_missing=np.zeros((s, n_layers), bool) if missing is None else np.asarray(missing, bool),
         new_loss_from=new_loss_from,
         new_stat_from=new_stat_from,
         new_val_from=new_val_from,

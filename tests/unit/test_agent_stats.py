@@ -198,6 +198,51 @@ def test_a_frozen_parameters_stale_gradient_is_not_reported():
     assert frozen is None and head is not None and head > 0
 
 
+class _PartlyCut(nn.Module):
+    """An encoder run under torch.no_grad() (a cut graph), a layer frozen on purpose, one the optimizer does
+    not hold, and a head that trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.encoder = nn.Linear(4, 4)
+        self.frozen = nn.Linear(4, 4)
+        self.frozen.requires_grad_(False)
+        self.outside = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        with torch.no_grad():
+            x = self.encoder(x)
+        return self.head(x + self.frozen(x)) + 0 * self.outside.bias.sum()
+
+
+def test_layers_the_optimizer_trains_that_get_no_gradient_are_listed_and_layers_frozen_on_purpose_are_not():
+    model = _PartlyCut()
+    trained = [p for name, p in model.named_parameters() if not name.startswith("outside")]
+    optimizer = torch.optim.SGD(trained, lr=0.01)
+    mon, recorder = _monitor(model, optimizer, stats_every=1)
+    for _ in range(2):
+        optimizer.zero_grad(set_to_none=True)
+        model.outside.zero_grad(set_to_none=True)
+        model(torch.randn(2, 4)).sum().backward()
+        optimizer.step()
+        mon.step(1.0)
+    mon.close()
+    names = recorder.steps[0]["layers"]["names"]
+    for record in recorder.steps:
+        assert [names[i] for i in record["layers"]["grad_missing"]] == ["encoder"]
+
+
+def test_without_a_watched_optimizer_no_layer_is_said_to_miss_a_gradient():
+    model = _PartlyCut()
+    mon, recorder = _monitor(model, None, stats_every=1)
+    model(torch.randn(2, 4)).sum().backward()
+    mon.step(1.0)
+    mon.close()
+    (record,) = recorder.steps
+    assert "grad_missing" not in record["layers"]
+
+
 def test_callers_grad_norm_reaches_the_aggregator_and_flags_a_gradient_only_inf_at_once():
     """clip_grad_norm_'s result, passed to step(), shows an Inf in one parameter's gradient on that very step."""
     from gradwatch.service.aggregator import Aggregator

@@ -46,6 +46,7 @@ def _assert_same(packed: ColumnarReport, json_path: ColumnarReport) -> None:
         np.testing.assert_array_equal(a.values, b.values)  # NaN == NaN here: the slots match one for one
         np.testing.assert_array_equal(a.present, b.present)
         assert a.has_update_ratio == b.has_update_ratio
+        assert a.grad_missing == b.grad_missing
 
 
 def _both(steps, envelope=ENVELOPE):
@@ -76,6 +77,9 @@ def test_packed_and_json_give_the_same_arrays(widths, data):
             values = data.draw(st.lists(floats, min_size=2 * width, max_size=2 * width))
             update = data.draw(st.one_of(st.none(), st.lists(floats, min_size=width, max_size=width)))
             record["layers"] = _layers(names, values, update)
+            missing = data.draw(st.one_of(st.none(), st.lists(st.integers(0, max(width - 1, 0)), unique=True)))
+            if missing is not None and width:
+                record["layers"]["grad_missing"] = sorted(missing)
         steps.append(record)
     _assert_same(*_both(steps))
 
@@ -90,6 +94,19 @@ def test_null_stays_not_measured_and_nan_stays_data():
     assert row.grad_norm.present.tolist() == [True, False, True]
     assert math.isnan(row.grad_norm.values[2]) and row.grad_max_abs.values[2] == math.inf
     assert row.update_ratio is not None and row.update_ratio.present.tolist() == [False, True, True]
+
+
+def test_layers_missing_a_gradient_travel_in_both_encodings_and_an_index_past_the_layers_is_refused():
+    layers = {**_layers(["a", "b", "c"], [None, 1.0, None] * 2), "grad_missing": [0, 2]}
+    packed, from_json = _both([{"step": 0, "layers": layers}])
+    _assert_same(packed, from_json)
+    assert packed.rows[0].grad_missing == (0, 2)
+    for bad in ([3], [-1]):
+        steps = [{"step": 0, "layers": {**layers, "grad_missing": bad}}]
+        with pytest.raises(ValueError, match="grad_missing"):
+            agent_packed.encode(ENVELOPE, steps)
+        with pytest.raises(ValidationError, match="grad_missing"):
+            Report.model_validate({**ENVELOPE, "steps": steps})
 
 
 def test_rows_of_one_model_carry_its_names_once_and_the_service_reads_them_once():
@@ -175,6 +192,7 @@ def test_bad_bodies_are_refused_with_a_reason(body, status, fragment):
         ({**GOOD_HEADER, "rows": [{"step": 0, "layout": 0}, {"step": 0, "layout": 0}]}, "already has a row"),
         ({**GOOD_HEADER, "rows": [{"step": 0, "layout": 0, "absent": {"grad_norm": [2]}}]}, "index past"),
         ({**GOOD_HEADER, "rows": [{"step": 0, "layout": 0, "absent": {"update_ratio": [0]}}]}, "does not carry"),
+        ({**GOOD_HEADER, "rows": [{"step": 0, "layout": 0, "grad_missing": [1, 2]}]}, "grad_missing has an index past"),
         ({**GOOD_HEADER, "rows": [{"step": 0, "layout": 0, "absent": {"loss": [0]}}]}, "absent"),
         ({**GOOD_HEADER, "report": {"run": "bad run", "steps": [{"step": 0}]}}, "report.run"),
         ({**GOOD_HEADER, "extra": 1}, "extra"),

@@ -74,7 +74,21 @@ def _regressed_then_stopped() -> RunView:
     return _full_batch(np.r_[np.linspace(0.755, 0.42, 100), np.full(200, 1.39)], 1e-5)
 
 
+def _graph_cut(share_cut: float, from_row: int = 0, every: int = 1) -> RunView:
+    """A falling loss (the head learns) while the first layer, ``share_cut`` of the trained parameters, gets no
+    gradient although the optimizer holds it: from stats row ``from_row`` on, on every ``every``-th row."""
+    cut = np.zeros((60, 2), dtype=bool)
+    cut[from_row::every, 0] = True
+    grad = np.where(cut, np.nan, 1.0)
+    numel = [round(10_000 * share_cut), round(10_000 * (1 - share_cut))]
+    return make_view(decaying_loss(300, start=1.5, end=1.0), grad=grad, missing=cut, numel=numel)
+
+
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
+    # A .detach() left on an encoder's output: only the head (2%) learns, so the loss still falls.
+    ("encoder detached, the head still lowers the loss", lambda: _graph_cut(0.98), "graph_cut"),
+    # torch.no_grad() around the bulk of the model from stats row 30 (step 150) on.
+    ("graph cut mid-run, the head still lowers the loss", lambda: _graph_cut(0.92, from_row=30), "graph_cut"),
     ("optimizer holds only the head", _optimizer_holds_only_the_head, "frozen_parameters"),
     ("tiny updates, flat loss", lambda: make_view(_flat(), grad=_stats(), update=sampled(1e-7, 60)), "tiny_updates"),
     ("dead network", lambda: make_view(_flat(), grad=np.zeros((60, 4))), "dead_gradients"),
@@ -180,6 +194,11 @@ def _solved_to_float_precision() -> RunView:
 
 
 STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    # An auxiliary head and a second modality's stem registered in the optimizer but never used: 55% of the
+    # trained parameters never get a gradient while the rest train normally.
+    ("unused branch, half the parameters without a gradient", lambda: _graph_cut(0.55)),
+    # Stochastic depth dropping the bulk of the network on every other statistics row: never dead_rows in a row.
+    ("stochastic depth: the bulk skipped on every other row", lambda: _graph_cut(0.95, every=2)),
     ("full-batch L-BFGS at the optimum of a noisy problem", _lbfgs_at_the_optimum),
     (
         # The optimizer passed to watch() never steps (it only zeroes the gradients); a hand-written LARS

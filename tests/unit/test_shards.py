@@ -13,7 +13,10 @@ from gradwatch.wire import LayerStats
 
 
 def _stats(
-    pieces: list[torch.Tensor], grads: list[torch.Tensor | None], ratio: list[float] | None = None
+    pieces: list[torch.Tensor],
+    grads: list[torch.Tensor | None],
+    ratio: list[float] | None = None,
+    missing: list[int] | None = None,
 ) -> LayerColumns:
     wire = LayerStats(
         names=[f"l{i}" for i in range(len(pieces))],
@@ -23,6 +26,7 @@ def _stats(
         weight_norm=[float(p.norm()) for p in pieces],
         weight_max_abs=[float(p.abs().max()) if p.numel() else 0.0 for p in pieces],
         update_ratio=ratio,
+        grad_missing=missing,
     )
     return LayerColumns.of(wire)
 
@@ -55,6 +59,13 @@ def test_update_ratio_and_missing_gradients_combine():
     assert not whole.grad_norm.present[0] and not whole.grad_max_abs.present[0]
     expected = math.sqrt((0.1 * 2) ** 2 + (0.2 * 6) ** 2) / math.sqrt(2**2 + 6**2)
     assert whole.update_ratio is not None and whole.update_ratio.values[0] == pytest.approx(expected)
+
+
+def test_a_layer_misses_its_gradient_only_when_no_shard_has_one():
+    w, g = torch.ones(4), torch.ones(4)
+    # Layer 0: no shard has a gradient, one says the optimizer expects it. Layer 1: one shard has a gradient.
+    shards = [_stats([w, w], [None, None], missing=[0, 1]), _stats([w, w], [None, g], missing=[0])]
+    assert combine_shards(shards).grad_missing == (0,)
 
 
 def test_a_nan_in_one_shard_makes_the_layer_nan():

@@ -23,6 +23,12 @@ ADVICE = {
         "Gradients are zero in every layer: check that the loss depends on the parameters (detached tensors, "
         "requires_grad=False), and for dead ReLUs or saturated activations."
     ),
+    "graph_cut": (
+        "Almost every parameter the optimizer trains gets no gradient at all: the loss does not reach them. "
+        "Look for a .detach(), torch.no_grad() or torch.inference_mode() around their part of the forward pass, "
+        "or a branch it skips; if they are frozen on purpose, call requires_grad_(False) on them or leave them "
+        "out of the optimizer."
+    ),
     "all_steps_skipped": (
         "The optimizer skipped almost every step: if an AMP GradScaler keeps finding inf gradients, train in bf16 "
         "or fp32, lower the learning rate, or find the overflowing layer; otherwise check that optimizer.step() "
@@ -49,38 +55,58 @@ def _judged_rows(view: RunView, rows: int) -> np.ndarray:
     return memo(view, "stagnation.judged", lambda: np.flatnonzero(~zero_loss_rows(view)))[-rows:]
 
 
+def _missing_gradients(view: RunView, picked: np.ndarray) -> np.ndarray:
+    """(rows, L) for the stats rows ``picked``: the layer got no gradient although the optimizer trains it."""
+    missing = np.asarray(view.grad_missing, dtype=bool)
+    if missing.shape != (view.stat_steps.size, view.layer_numel.size):
+        return np.zeros((picked.size, view.layer_numel.size), dtype=bool)
+    return missing[picked]
+
+
 def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
     """(rows, L) for the newest ``rows`` judged stats rows: the layer's gradient was measured and is 0 or at
-    most dead_grad_ratio of its weight norm."""
+    most dead_grad_ratio of its weight norm, or it got none although the optimizer trains it.
+
+    An absent gradient is an exact 0 as far as the loss goes (it does not depend on those parameters):
+    autograd only skips writing it. For a parameter frozen on purpose that is no news; for one the
+    optimizer holds and that still requires a gradient it is a cut graph (a ``.detach()`` or
+    ``torch.no_grad()`` left in the forward pass).
+    """
     picked = _judged_rows(view, rows)
     g = np.asarray(view.grad_norm, dtype=float)[picked]
     w = np.asarray(view.weight_norm, dtype=float)[picked]
-    return np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
+    dead = np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
+    return dead | _missing_gradients(view, picked)
 
 
-def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
-    """For the newest ``rows`` judged stats rows: the share of measured parameters whose gradient is dead.
+def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int, cut_only: bool = False) -> np.ndarray:
+    """For the newest ``rows`` judged stats rows: the share of the trained parameters (measured, or
+    missing a gradient the optimizer expects) whose gradient is dead (``cut_only``: missing).
 
     By count, not by layer: one live output bias does not make a network of dead ReLUs a training one.
     """
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[_judged_rows(view, rows)]) * numel
-    dead = _dead_layers(view, cfg, rows) * numel
-    total = measured.sum(axis=1)
+    picked = _judged_rows(view, rows)
+    missing = _missing_gradients(view, picked)
+    trained = (np.isfinite(np.asarray(view.grad_norm, dtype=float)[picked]) | missing) * numel
+    dead = (missing if cut_only else _dead_layers(view, cfg, rows)) * numel
+    total = trained.sum(axis=1)
     return np.divide(dead.sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
 
 
 def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float, float]:
-    """Latest stats row: shares (dead gradient among measured parameters; frozen; without a gradient).
+    """Latest stats row: shares (dead gradient among trained parameters; frozen; without a gradient).
 
-    A layer is frozen when it has no gradient at all (requires_grad=False, or unused by the loss), or a
-    live one that the latest sampled step left exactly unchanged.
+    A layer is frozen when it has no gradient and the agent did not say the optimizer expects one
+    (requires_grad=False, left out of the optimizer, or an agent that does not tell), or a live one
+    that the latest sampled step left exactly unchanged.
     """
     latest = _judged_rows(view, 1)
     if latest.size == 0 or view.layer_numel.size == 0:
         return 0.0, 0.0, 0.0
     numel = np.asarray(view.layer_numel, dtype=float)
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[latest[0]])
+    # A layer missing a gradient the optimizer expects counts as dead (see _dead_layers), not frozen.
+    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[latest[0]]) | _missing_gradients(view, latest)[0]
     dead = _dead_layers(view, cfg, 1)[0]
     # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
@@ -90,6 +116,10 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
     frozen_share = float(numel[frozen].sum() / total) if total else 0.0
     no_grad_share = float(numel[~measured].sum() / total) if total else 0.0
     return float(_dead_shares(view, cfg, 1)[0]), frozen_share, no_grad_share
+
+
+#: Layers named in the evidence of a cut graph (the first ones: a cut is usually all layers below one point).
+_NAMED_LAYERS = 5
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,15 @@ class _Signals:
     dead_share: float
     frozen_share: float
     no_grad_share: float
+    #: Share of the trained parameters that got no gradient (see _missing_gradients), and up to
+    #: _NAMED_LAYERS of their layers, input side first.
+    missing_share: float
+    missing_layers: list[str]
+
+    @property
+    def dead_reason(self) -> str:
+        """Dead gradients, or mostly absent ones (a cut graph), whichever makes up more of the dead share."""
+        return "graph_cut" if 2.0 * self.missing_share >= self.dead_share > 0 else "dead_gradients"
 
     @classmethod
     def of(cls, view: RunView, config: StagnationConfig) -> _Signals:
@@ -112,6 +151,8 @@ class _Signals:
         # A zero-loss step's update is 0 under plain SGD: it says nothing about the learning rate.
         sampled = np.flatnonzero(np.isfinite(u_all) & ~zero_loss_rows(view))
         dead_share, frozen_share, no_grad_share = _inactive_shares(view, config)
+        latest = _judged_rows(view, 1)
+        missing = _missing_gradients(view, latest)[0] if latest.size else np.zeros(0, dtype=bool)
         return cls(
             skipped=skipped,
             update_ratio=float(u_all[sampled[-1]]) if sampled.size else float("nan"),
@@ -119,6 +160,8 @@ class _Signals:
             dead_share=dead_share,
             frozen_share=frozen_share,
             no_grad_share=no_grad_share,
+            missing_share=float(_dead_shares(view, config, 1, cut_only=True)[0]) if latest.size else 0.0,
+            missing_layers=[view.layers[i] for i in np.flatnonzero(missing)[:_NAMED_LAYERS]],
         )
 
 
@@ -258,8 +301,12 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     m3 of the first and last thirds and sigma the noise from first
     differences, m1 - m3 <= max(min_improvement * sigma, rel_tolerance * |m1|).
     Barely moving (first that holds): at least inactive_fraction of the
-    measured parameters (by count) have a gradient that is zero or <=
-    dead_grad_ratio * weight norm (dead_gradients); at least inactive_fraction
+    trained parameters (by count) have a gradient that is zero or <=
+    dead_grad_ratio * weight norm, or none although the optimizer trains
+    them (dead_gradients; graph_cut when the absent ones are at least half
+    of those: a .detach() or torch.no_grad() in the forward pass); this
+    holding on dead_rows rows in a row is enough whatever the loss does
+    (what still trains is too little of the network); at least inactive_fraction
     of all parameters are frozen (no gradient, or a gradient but an update
     ratio of exactly 0 at the newest sampled row: not in the optimizer) or
     dead, and the loss is still where it began, within noise and
@@ -309,7 +356,8 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
         # the class prior, after the burst that killed the ReLUs), so its trend proves nothing.
         if _at_a_minimum(view, config, loss, tr.sigma, finite_loss):
             return None
-        return _finding(view, "dead_gradients", steps, loss, tr, _Signals.of(view, config))
+        sig = _Signals.of(view, config)
+        return _finding(view, sig.dead_reason, steps, loss, tr, sig)
     if tr.improving(config.min_improvement, config.rel_tolerance):
         return None
 
@@ -319,7 +367,7 @@ def detect_stagnation(view: RunView, config: StagnationConfig) -> Finding | None
     sig = _Signals.of(view, config)
     frozen = _frozen_evidence(view, config, sig, (steps, loss, tr), (finite_steps, finite_loss))
     if sig.dead_share >= config.inactive_fraction:
-        reason = "dead_gradients"
+        reason = sig.dead_reason
     elif frozen is not None:
         reason = "frozen_parameters"
         steps, loss, tr = frozen
@@ -364,6 +412,8 @@ def _finding(view: RunView, reason: str, steps: np.ndarray, loss: np.ndarray, tr
         "lr_max": as_float(np.nanmax(lr) if np.isfinite(lr).any() else np.nan),
         "skipped_fraction": as_float(sig.skipped.mean()) if sig.skipped.size else 0.0,
         "dead_gradient_share": as_float(sig.dead_share),
+        "missing_gradient_share": as_float(sig.missing_share),
+        "missing_gradient_layers": sig.missing_layers,
         "frozen_share": as_float(sig.frozen_share),
         "initial_loss": as_float(view.initial_loss),
         "window_steps": int(loss.size),

@@ -62,6 +62,10 @@ class RunView:
     #: Shape (S, L): the layer held a NaN/Inf (its max-abs was non-finite).
     grad_nonfinite: np.ndarray
     weight_nonfinite: np.ndarray
+    #: Shape (S, L): the layer got no gradient although the optimizer trains it
+    #: (see ``LayerStats.grad_missing``); all False where the agent did not say,
+    #: and empty (0, L) in views built without it.
+    grad_missing: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
     #: Index into the every-step series of the first entry not yet seen by a
     #: previous evaluation; the same for the layer rows and the val series.
     new_loss_from: int = 0
