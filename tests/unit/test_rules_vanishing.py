@@ -67,7 +67,25 @@ def _young_recurrence(ratio: np.ndarray, gated: bool) -> RunView:
     return make_view(_stuck_loss(rows * STRIDE), grad=noisy_grads(rows, 3), recurrent=ratio, gated=gated)
 
 
+def _starved_bulk(body_grad: float = 1e-4, body_update: float = 1e-6, loss: np.ndarray | None = None) -> RunView:
+    """Twenty body layers alike and a head; grads relative to weights of 10: the head's 1, the body's
+    ``body_grad``; sampled update ratios: the head's 1e-2, the body's ``body_update``. The top quarter of the
+    layers is mostly body, so the depth profile is flat. The loss at chance unless given."""
+    g = np.c_[np.full((64, 20), 10.0 * body_grad), np.full(64, 10.0)] * np.exp(0.1 * rng(3).standard_normal((64, 21)))
+    u = np.full((64, 21), np.nan)
+    u[::4] = [body_update] * 20 + [1e-2]
+    return make_view(_stuck_loss() if loss is None else loss, grad=g, update=u, numel=[2000] * 20 + [325])
+
+
 VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
+    # BatchNorm1d(w, 0.99): the 0.99 taken as eps shrinks every hidden layer's gradient alike; only the head learns.
+    (
+        "the whole body starved alike, only the head moves, loss at chance",
+        _starved_bulk,
+        56 * STRIDE,
+        "stalled_bulk",
+        "layer0",
+    ),
     ("lower layers 1e-5 of the top", lambda: make_view(grad=_depth_vanished()), 0, "depth", "layer0"),
     ("vanishing sets in at row 40", lambda: make_view(grad=_depth_vanished(start=40)), 200, "depth", "layer0"),
     # The onset is the older of the two newest sampled rows (every 4th), both frozen.
@@ -131,6 +149,10 @@ def _embedding_first() -> np.ndarray:
 
 
 VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    # A tiny learning rate stalls the body too, but its gradient is level with the head's: stagnation's to report.
+    ("body not moving under a tiny lr, its gradient normal", lambda: _starved_bulk(body_grad=0.3, body_update=1e-7)),
+    ("body starved but still moving", lambda: _starved_bulk(body_update=1e-4)),
+    ("body starved, loss falling", lambda: _starved_bulk(loss=decaying_loss(320, start=1.6, end=0.8))),
     ("a hinge loss with exact zeros: zero gradients on zero-loss steps", hinge_with_exact_zeros),
     (
         "solved to float precision: gradients fell 1e6x with the loss (1e-14 of its start)",

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .config import VanishingGradientConfig
+from .progress import FromStart
 from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
 from .series import (
     clean_grad_norm,
@@ -28,6 +29,12 @@ THROUGH_TIME_ADVICE = (
     "The gradient vanishes through time: almost none reaches the first steps of the sequence, so the network "
     "cannot learn from them. Use an LSTM/GRU instead of a plain (sigmoid/tanh) RNN, initialise recurrent "
     "weights orthogonally, shorten the sequences or add attention/skip connections across time."
+)
+STALLED_ADVICE = (
+    "Most of the network gets a gradient over 1000x weaker, for its weights, than the few layers that learn, so it "
+    "does not move and the loss has not left its start: check normalisation settings (a BatchNorm eps or momentum "
+    "passed in the wrong position), saturating activations, gates or scales that shrink the signal, and the "
+    "initialisation."
 )
 COLLAPSE_ADVICE = (
     "Gradients collapsed in every layer while the loss is stuck (dead ReLUs or saturated activations): "
@@ -144,6 +151,84 @@ def _frozen(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | Non
     return int(view.stat_steps[onset_row]), view.layers[newest.first_layer], evidence
 
 
+@dataclass(frozen=True)
+class _StalledRow:
+    """One sampled row's split of the trained layers into a bulk that does not move and the layers that do."""
+
+    row: int
+    share: float
+    bulk_relative_grad: float
+    moving_relative_grad: float
+    first_stalled: int
+
+    @property
+    def ratio(self) -> float:
+        return safe_ratio(self.bulk_relative_grad, self.moving_relative_grad)
+
+    @classmethod
+    def of(cls, view: RunView, cfg: VanishingGradientConfig, row: int) -> _StalledRow | None:
+        u = np.asarray(view.update_ratio, dtype=float)[row]
+        rel = safe_ratio(clean_layer_grads(view)[row], np.asarray(view.weight_norm, dtype=float)[row])
+        numel = np.asarray(view.layer_numel, dtype=float)
+        trained = np.isfinite(u) & np.isfinite(rel) & (numel > 0)
+        stalled = trained & (u < cfg.stalled_update_ratio)
+        moving = trained & ~stalled
+        if not (stalled.any() and moving.any()):
+            return None
+        return cls(
+            row=row,
+            share=float(numel[stalled].sum() / numel[trained].sum()),
+            bulk_relative_grad=_weighted_median(rel[stalled], numel[stalled]),
+            moving_relative_grad=float(np.max(rel[moving])),
+            first_stalled=int(np.flatnonzero(stalled)[0]),
+        )
+
+    def holds(self, cfg: VanishingGradientConfig) -> bool:
+        return bool(self.share >= cfg.stalled_fraction and self.ratio < cfg.depth_ratio)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value below which half of the total weight lies (here: half of the parameters)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
+def _stalled_bulk(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
+    """At the newest two sampled rows: at least stalled_fraction of the trained parameters barely move (update
+    ratio < stalled_update_ratio) and their median grad/weight is below depth_ratio x the largest among the layers
+    that do move; and the loss has not left its start.
+
+    The depth profile compares quarters of the layers by count: when every layer below the head is starved alike
+    (a BatchNorm given 0.99 as its eps scales each one's signal down), the quarters agree and the profile is flat.
+    Judged by parameters instead, the picture is a bulk that does not move because its gradient is a thousandth
+    of the learning layers' (for its weights), beside a loss still at its start. A tiny learning rate stalls the
+    bulk too, but leaves its gradient level with the others'; parameters left out of the optimizer have no update
+    ratio of their own to sample, or one of exactly 0 with a normal gradient.
+    """
+    u = np.asarray(view.update_ratio, dtype=float)
+    sampled = np.flatnonzero(np.isfinite(u).any(axis=1)) if u.size else np.zeros(0, dtype=int)
+    if sampled.size < 2:
+        return None
+    rows = [_StalledRow.of(view, cfg, int(r)) for r in sampled[-2:]]
+    if not all(r is not None and r.holds(cfg) for r in rows):
+        return None
+    _, loss = finite_loss(view, cfg.loss_window_steps)
+    if loss.size < 6 or not _loss_stuck(view, cfg):
+        return None
+    if not FromStart.of(view.initial_loss, loss, trend(loss).sigma).never_learned(cfg.no_progress_rel):
+        return None
+    older, newest = rows
+    assert older is not None and newest is not None
+    evidence = {
+        "stalled_share": as_float(newest.share),
+        "stalled_relative_grad": as_float(newest.bulk_relative_grad),
+        "moving_relative_grad": as_float(newest.moving_relative_grad),
+        "stalled_ratio": as_float(newest.ratio),
+    }
+    return int(view.stat_steps[older.row]), view.layers[newest.first_stalled], evidence
+
+
 def _loss_stuck(view: RunView, cfg: VanishingGradientConfig) -> bool:
     """The loss does not improve over loss_window_steps and the run has not solved its task."""
     _, loss = finite_loss(view, cfg.loss_window_steps)
@@ -251,6 +336,11 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
       across those rows, and the loss is not improving (as for collapse).
       Per-layer norms cannot see this: the shared weights still get gradient
       from the last steps.
+    * stalled_bulk: at the newest two sampled rows, >= stalled_fraction of
+      the trained parameters have an update ratio < stalled_update_ratio and
+      a median grad/weight < depth_ratio x the largest of the layers that
+      move, and the loss is not improving and has not left its start
+      (within no_progress_rel); see _stalled_bulk.
 
     Uniform shrinkage (a converging run) leaves the depth ratio near 1 and
     the loss improving, so it stays silent.
@@ -262,6 +352,7 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
             ("frozen", _frozen(view, config)),
             ("collapse", _collapse(view, config)),
             ("through_time", _through_time(view, config)),
+            ("stalled_bulk", _stalled_bulk(view, config)),
         )
         if hit is not None
     }
@@ -275,6 +366,8 @@ def detect_vanishing_gradient(view: RunView, config: VanishingGradientConfig) ->
         advice = COLLAPSE_ADVICE
     elif list(hits) == ["through_time"]:
         advice = THROUGH_TIME_ADVICE
+    elif list(hits) == ["stalled_bulk"]:
+        advice = STALLED_ADVICE
     else:
         advice = DEPTH_ADVICE
     return Finding(
