@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .config import ExplodingGradientConfig
+from .growth import Hit, baseline_rows, gradient_growth
 from .robust import (
     as_float,
-    mad_sigma,
-    median_gap_band,
     nanmedian,
     run_lengths,
     safe_ratio,
@@ -23,7 +21,6 @@ from .series import (
     clean_layer_grads,
     clean_rms_quarters,
     finite_loss,
-    global_norm,
     global_update_ratio,
     global_weight_norm,
 )
@@ -35,148 +32,6 @@ ADVICE = (
 )
 #: How many layers the evidence lists by growth.
 TOP_LAYERS = 5
-
-
-@dataclass
-class _Hit:
-    """One trigger's verdict: its onset row step and what it measured."""
-
-    onset: int
-    evidence: dict[str, Any] = field(default_factory=dict)
-    layer_baseline_rows: np.ndarray | None = None
-
-
-def _baseline_rows(n: int, wanted: int) -> int:
-    """Rows for a baseline: ``wanted``, but at most a quarter of the window (at least one)."""
-    return min(wanted, max(1, n // 4))
-
-
-def _growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
-    """Global gradient norm >= growth_factor x baseline, and sustained.
-
-    Baseline: the smaller of the median of the window's first rows and the
-    median of the rows just before the trailing rising run (an explosion that
-    starts at step 0 has only the first rows). Sustained: reached by rise_rows
-    consecutive rises, or above the line for rise_rows + 1 rows in a row; it
-    stays present while the norm stays above the line (a plateau after an
-    explosion is still one). A single spike is not. Nor is slow growth: the norm
-    must also be growth_factor x its level growth_steps before it reached the
-    line, when the window reaches that far. An infinite norm on finite
-    gradients (overflow) always counts. Only layers measured both in the first
-    rows and now enter the sum: unfreezing layers adds terms, not growth.
-    """
-    grads = clean_layer_grads(view)
-    valid = np.flatnonzero(~np.all(np.isnan(grads), axis=1))
-    if valid.size < cfg.rise_rows + 1:
-        return None
-    # At least three rows in the first-rows baseline (when there are that
-    # many): one anomalous first sample (a tiny gradient at initialisation)
-    # must not become the yardstick.
-    k = min(cfg.baseline_rows, max(3, valid.size // 4), max(valid.size - cfg.rise_rows, 1))
-    cols = ~np.all(np.isnan(grads[valid[:k]]), axis=0) & ~np.isnan(grads[valid[-1]])
-    g_all = global_norm(grads[:, cols]) if cols.any() and not cols.all() else clean_grad_norm(view)
-    rows = valid[~np.isnan(g_all[valid])]
-    g = g_all[rows]
-    n = g.size
-    if n < cfg.rise_rows + 1:
-        return None
-    runs = run_lengths(np.r_[False, g[1:] > g[:-1]])
-    run_start = n - 1 - int(runs[-1])
-    pre = np.arange(max(0, run_start - cfg.baseline_rows), run_start)
-    candidates = [(nanmedian(g[:k]), np.arange(k))]
-    if pre.size >= k:
-        candidates.append((nanmedian(g[pre]), pre))
-    candidates = [(b, r) for b, r in candidates if np.isfinite(b) and b > 0]
-    if not candidates and not np.isposinf(g[-1]):
-        return None
-    baseline, base_rows = min(candidates, key=lambda c: c[0]) if candidates else (float("nan"), np.arange(k))
-
-    if np.isposinf(g[-1]):
-        i = n - trailing_run(np.isposinf(g))
-    else:
-        # Sustained: at least rise_rows rows in a row at or above the line. A
-        # single elevated row (one bad batch) is a spike, not an explosion.
-        elevated = trailing_run(g >= cfg.growth_factor * baseline)
-        if elevated < cfg.rise_rows:
-            return None
-        i = n - elevated
-        if _grew_slowly(view.stat_steps[rows], g, i, cfg):
-            return None
-    # Onset: the first row of the rise clearly above the baseline's own noise
-    # (a noisy uptick just before the rise is not its start).
-    rise = np.arange(max(i - max(int(runs[i]), 1), 0), i + 1)
-    # Baseline rows that rise monotonically are the explosion itself (it began
-    # at step 0): their spread is growth, not noise.
-    monotone = base_rows.size > 1 and bool(np.all(np.diff(g[base_rows]) > 0))
-    noise = float(mad_sigma(np.log(g[base_rows]))) if base_rows.size > 2 and not monotone else 0.0
-    noise = noise if np.isfinite(noise) else 0.0
-    ref = np.nanmin([baseline, g[rise[0]]])
-    line = ref * np.exp(max(3.0 * noise, np.log(2.0)))
-    above = rise[g[rise] > line]
-    onset = int(above[0]) if above.size else int(rise[-1])
-    steps = view.stat_steps[rows]
-    if not np.isposinf(g[-1]) and _learned_while_growing(view, steps[base_rows], cfg):
-        return None
-    return _Hit(
-        onset=int(steps[onset]),
-        evidence={
-            "grad_norm_now": as_float(g[-1]),
-            "grad_norm_baseline": as_float(baseline),
-            "growth_factor": as_float(g[-1] / baseline),
-            "grew_from_step": int(steps[max(onset - 1, 0)]),
-            "grew_to_step": int(steps[-1]),
-        },
-        layer_baseline_rows=rows[base_rows],
-    )
-
-
-def _grew_slowly(steps: np.ndarray, g: np.ndarray, i: int, cfg: ExplodingGradientConfig) -> bool:
-    """Was row ``i``'s norm already within growth_factor of its level growth_steps before it?
-
-    That level is the median of the baseline_rows rows at or before that step; a window that does
-    not reach so far back cannot tell, and the growth counts.
-    """
-    earlier = np.flatnonzero(steps <= steps[i] - cfg.growth_steps)[-cfg.baseline_rows :]
-    if earlier.size == 0:
-        return False
-    level = nanmedian(g[earlier])
-    return bool(np.isfinite(level) and level > 0 and g[i] < cfg.growth_factor * level)
-
-
-#: The newest every-step losses compared with those over a growth's baseline rows.
-GROWTH_LOSS_STEPS = 20
-#: A loss that fell by this fraction of itself since the baseline rows has been learning through the growth.
-GROWTH_LEARNED_FRACTION = 0.1
-#: A loss this many times its own scale (its start, or its level over the baseline rows) below zero is an
-#: objective running away to minus infinity, not learning.
-RUNAWAY_LOSS_FACTOR = 10.0
-
-
-def _learned_while_growing(view: RunView, base_steps: np.ndarray, cfg: ExplodingGradientConfig) -> bool:
-    """Has the loss fallen clearly since the growth's baseline rows, and is it not rising now?
-
-    Gradients that were tiny on a plateau (a network outputting the mean, a saddle) grow tens of times
-    as it starts to learn, while the loss falls: escaping the plateau, not diverging. A divergence
-    leaves the loss where it was, sends it up, or sends it far below zero (RUNAWAY_LOSS_FACTOR
-    times its scale). Clearly: by GROWTH_LEARNED_FRACTION of itself and
-    by loss_noise_k standard errors of the two medians (the losses over the baseline rows' steps, and
-    the newest GROWTH_LOSS_STEPS).
-    """
-    steps, loss = finite_loss(view)
-    then = loss[(steps >= base_steps.min()) & (steps <= base_steps.max())] if base_steps.size else loss[:0]
-    now = loss[steps > base_steps.max()][-GROWTH_LOSS_STEPS:] if base_steps.size else loss[:0]
-    if then.size < 6 or now.size < 6 or trend(now).rising(cfg.loss_noise_k):
-        return False
-    before, after = nanmedian(then), nanmedian(now)
-    # A fall with no floor is not learning: an objective that rewards growing weights (a regulariser
-    # with its sign flipped, a likelihood whose variance collapses) goes ever more negative as the
-    # gradients grow (explode15_l2_penalty_sign_flipped: 0.4 to -46 in 45 steps, -1,400 by 100).
-    # Losses that can go below zero legitimately (log-likelihoods) end within a few times their start.
-    if after < -RUNAWAY_LOSS_FACTOR * max(abs(view.initial_loss), abs(before)):
-        return False
-    sigma = trend(loss[-cfg.loss_window_steps :]).sigma
-    noise = median_gap_band(sigma, then.size, now.size, cfg.loss_noise_k)
-    return bool(before - after > max(noise, GROWTH_LEARNED_FRACTION * abs(before)))
 
 
 def _is_level_shift(log_values: np.ndarray, log_baseline: float, log_ceiling: float, max_share: float) -> bool:
@@ -199,7 +54,7 @@ def _is_level_shift(log_values: np.ndarray, log_baseline: float, log_ceiling: fl
     return not accelerating
 
 
-def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     """Global weight norm >= weight_growth_factor x its first rows, still rising, not decelerating.
 
     The global norm (not per layer) so that zero-initialised layers growing from
@@ -217,8 +72,8 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
         # clear the explosion and leave its wreck (zero gradients) to read as vanishing or stagnant.
         first = view.stat_steps[w_all.size - overflowed]
         finite = w_all[np.isfinite(w_all) & (w_all > 0)]
-        base = nanmedian(finite[: _baseline_rows(finite.size, cfg.baseline_rows)]) if finite.size else np.nan
-        return _Hit(
+        base = nanmedian(finite[: baseline_rows(finite.size, cfg.baseline_rows)]) if finite.size else np.nan
+        return Hit(
             onset=int(first),
             evidence={
                 "weight_norm_now": as_float(np.inf),
@@ -231,7 +86,7 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     n = w.size
     if n < max(3, cfg.rise_rows + 1):
         return None
-    base = nanmedian(w[: _baseline_rows(n, cfg.baseline_rows)])
+    base = nanmedian(w[: baseline_rows(n, cfg.baseline_rows)])
     growth = w[-1] / base
     runs = run_lengths(np.r_[False, w[1:] > w[:-1]])
     if growth < cfg.weight_growth_factor or runs[-1] < cfg.rise_rows:
@@ -251,11 +106,11 @@ def _weight_growth(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
         return None
     # One row's jump (a bias shifted, weights reloaded) is a level change, not a divergence that
     # feeds on itself: the growth since the baseline rows must be spread over several rows.
-    k = _baseline_rows(n, cfg.baseline_rows)
+    k = baseline_rows(n, cfg.baseline_rows)
     if _is_level_shift(lw[k - 1 :], np.log(base), np.max(lw[:k]), cfg.max_jump_share):
         return None
     onset = n - 1 - int(runs[-1]) + 1
-    return _Hit(
+    return Hit(
         onset=int(view.stat_steps[rows[onset]]),
         evidence={
             "weight_norm_now": as_float(w[-1]),
@@ -285,13 +140,13 @@ def _decelerating_rise(log_w: np.ndarray, t: np.ndarray, rising: int) -> bool:
 def _grad_growing_or_loss_rising(view: RunView, cfg: ExplodingGradientConfig) -> bool:
     g = clean_grad_norm(view)
     g = g[~np.isnan(g)]
-    if g.size >= 2 and g[-1] >= 2.0 * nanmedian(g[: _baseline_rows(g.size, cfg.baseline_rows)]):
+    if g.size >= 2 and g[-1] >= 2.0 * nanmedian(g[: baseline_rows(g.size, cfg.baseline_rows)]):
         return True
     _, loss = finite_loss(view, cfg.loss_window_steps)
     return bool(loss.size >= 6 and trend(loss).rising(cfg.loss_noise_k))
 
 
-def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     """Lowest-quarter median RMS gradient >= depth_ratio x the top quarter's for the last depth_rows rows.
 
     Only with the gradient growing or the loss rising: a steep but stable
@@ -304,7 +159,7 @@ def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     run = trailing_run(r >= cfg.depth_ratio)
     if run < cfg.depth_rows or not _grad_growing_or_loss_rising(view, cfg):
         return None
-    return _Hit(
+    return Hit(
         onset=int(view.stat_steps[rows[r.size - run]]),
         evidence={
             "depth_ratio": as_float(r[-1]),
@@ -314,7 +169,7 @@ def _depth_profile(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     )
 
 
-def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     """Global update/weight ratio >= max_update_ratio at the latest sampled row.
 
     Not on the first sampled row alone when the loss fell across that step: the first update from
@@ -330,7 +185,7 @@ def _update_ratio(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     run = trailing_run(u_all[rows] >= cfg.max_update_ratio)
     if run == 0 or (rows.size == 1 and _loss_fell_across(view, int(view.stat_steps[rows[0]])) is not False):
         return None
-    return _Hit(
+    return Hit(
         onset=int(view.stat_steps[rows[rows.size - run]]),
         evidence={"update_ratio": as_float(u_all[rows[-1]]), "update_ratio_step": int(view.stat_steps[rows[-1]])},
     )
@@ -345,7 +200,7 @@ def _loss_fell_across(view: RunView, step: int) -> bool | None:
     return bool(loss[after[0]] < loss[at[0]])
 
 
-def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     """Global ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows rows (or once at 10x that).
 
     Too large an initialisation or a recurrent matrix past spectral radius 1
@@ -365,7 +220,7 @@ def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
     run = trailing_run(r >= cfg.max_grad_weight_ratio)
     if run < cfg.depth_rows and not (run >= 1 and r[-1] >= 10 * cfg.max_grad_weight_ratio):
         return None
-    return _Hit(
+    return Hit(
         onset=int(view.stat_steps[rows[r.size - run]]),
         evidence={"grad_weight_ratio": as_float(r[-1]), "grad_norm_now": as_float(g[rows[-1]])},
     )
@@ -375,7 +230,7 @@ def _gradient_scale(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
 RISE_SHARE = 0.5
 
 
-def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None:
+def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     """The every-step loss multiplied by >= divergence_factor through divergence_rises consecutive rises.
 
     Past the stability edge the loss grows geometrically, step after step,
@@ -410,7 +265,7 @@ def _loss_divergence(view: RunView, cfg: ExplodingGradientConfig) -> _Hit | None
     # Onset: the first rising step clearly above the old level (noise upticks
     # just before the divergence are not its start).
     clearly_up = start + 1 + int(np.argmax(loss[start + 1 :] >= 2.0 * baseline))
-    return _Hit(
+    return Hit(
         onset=int(steps[clearly_up]),
         evidence={
             "loss_growth_factor": as_float(loss[-1] / baseline),
@@ -468,7 +323,7 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
     hits = {
         name: hit
         for name, hit in (
-            ("growth", _growth(view, config)),
+            ("growth", gradient_growth(view, config)),
             ("weight_growth", _weight_growth(view, config)),
             ("depth_profile", _depth_profile(view, config)),
             ("update_ratio", _update_ratio(view, config)),
