@@ -83,7 +83,28 @@ def _out_of_a_plateau(loss_after: np.ndarray) -> RunView:
     return make_view(loss, grad=g[:, None] * np.ones((1, 3)) / np.sqrt(3))
 
 
+def _recurrence(ratio: float, gated: bool | None) -> RunView:
+    """A recurrent net whose layers look steady; the first-step / last-step gradient ratio is ``ratio``."""
+    return make_view(
+        decaying_loss(320, start=2.0, end=0.5), grad=noisy_grads(64, 3), recurrent=np.full(64, ratio), gated=gated
+    )
+
+
+def _large_units(factor: float = 1e9) -> RunView:
+    """A regression in large units (prices in dollars): gradients ``factor`` x the weights, the loss falling."""
+    return make_view(decaying_loss(320, start=8e9, end=4e8), grad=noisy_grads(64) * factor)
+
+
 EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
+    # Twice the He init on a deep ReLU net under SGD: NaN at the fourth step; three finite losses are all there is.
+    (
+        "blowing up from the first loss",
+        lambda: make_view(np.array([2.8e5, 5.2e7, 1.2e22, np.nan])),
+        1,
+        "loss_divergence",
+    ),
+    # An IRNN at 1.5 x identity: 1,000-2,000x more gradient reaches its first step than its last.
+    ("plain recurrence amplifying the gradient back in time", lambda: _recurrence(1500.0, False), 0, "through_time"),
     ("loss blowing up, last step most of the rise", lambda: make_view(_blowing_up_loss()), 200, "loss_divergence"),
     ("uniform growth after a flat stretch", lambda: make_view(grad=explode_after(60, 54, 3.0)), 54 * STRIDE, "growth"),
     ("growth from step 0", lambda: make_view(grad=explode_after(10, 1, 4.0)), STRIDE, "growth"),
@@ -238,6 +259,12 @@ def _slow_steady_growth() -> RunView:
 
 
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    # A gated recurrence may learn to carry more gradient to the early step that matters (delayed recall).
+    ("LSTM carrying 300x more gradient to its first step", lambda: _recurrence(300.0, True)),
+    ("plain recurrence, first step 30x its last", lambda: _recurrence(30.0, False)),
+    ("recurrence of unknown kind (an older agent)", lambda: _recurrence(1500.0, None)),
+    # ||g|| / ||w|| carries the loss's units: off unless a run sets max_grad_weight_ratio.
+    ("a regression in dollars: gradients 1e9 x the weights", _large_units),
     (
         # Every ReLU killed by a shifted bias at step 100: the loss jumps 0.0004 -> 1.66 and stays; seven steps
         # later it creeps up twice (1.614 -> 1.638), 4,000x the median of a window that straddles the jump.
@@ -297,3 +324,9 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
 @pytest.mark.parametrize(("name", "build"), EXPLODING_SILENT, ids=lambda x: x)
 def test_exploding_silent(name: str, build: Callable[[], RunView]) -> None:
     assert detect_exploding_gradient(build(), ExplodingGradientConfig()) is None
+
+
+def test_gradient_scale_fires_once_a_run_sets_its_line() -> None:
+    config = ExplodingGradientConfig(max_grad_weight_ratio=1e3)
+    f = check(detect_exploding_gradient(_large_units(), config), "exploding_gradient", 0)
+    assert f.evidence["triggers"] == ["gradient_scale"]

@@ -85,6 +85,8 @@ def _graph_cut(share_cut: float, from_row: int = 0, every: int = 1) -> RunView:
 
 
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
+    # Saturated units: gradients of 1e-12 (weights of norm 10) under a loss of 2.3 at chance.
+    ("gradients 1e-12 of a loss at chance", lambda: make_view(_flat(), grad=np.full((60, 4), 1e-12)), "dead_gradients"),
     # A .detach() left on an encoder's output: only the head (2%) learns, so the loss still falls.
     ("encoder detached, the head still lowers the loss", lambda: _graph_cut(0.98), "graph_cut"),
     # torch.no_grad() around the bulk of the model from stats row 30 (step 150) on.
@@ -194,6 +196,11 @@ def _solved_to_float_precision() -> RunView:
 
 
 STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    # An autoencoder on signals in volts: a loss of 2.5e-9 and gradients of 1e-10, in the loss's own units.
+    (
+        "a loss of 1e-9 with gradients of 1e-10, Adam moving the weights",
+        lambda: make_view(_flat(level=2.5e-9), grad=np.full((60, 4), 1e-10), update=sampled(1e-2, 60)),
+    ),
     # An auxiliary head and a second modality's stem registered in the optimizer but never used: 55% of the
     # trained parameters never get a gradient while the rest train normally.
     ("unused branch, half the parameters without a gradient", lambda: _graph_cut(0.55)),

@@ -10,8 +10,16 @@ import numpy as np
 from .config import StagnationConfig
 from .lr_schedule import small_lr_intended
 from .progress import FromStart, sloping_down
-from .robust import Trend, as_float, nanmedian, safe_ratio, trailing_run, trend
-from .series import clean_grad_norm, global_update_ratio, global_weight_norm, has_converged, memo, zero_loss_rows
+from .robust import Trend, as_float, nanmedian, trailing_run, trend
+from .series import (
+    clean_grad_norm,
+    finite_loss,
+    global_update_ratio,
+    global_weight_norm,
+    has_converged,
+    memo,
+    zero_loss_rows,
+)
 from .view import INITIAL_LOSSES, Finding, RunView
 
 ADVICE = {
@@ -64,8 +72,14 @@ def _missing_gradients(view: RunView, picked: np.ndarray) -> np.ndarray:
 
 
 def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
-    """(rows, L) for the newest ``rows`` judged stats rows: the layer's gradient was measured and is 0 or at
-    most dead_grad_ratio of its weight norm, or it got none although the optimizer trains it.
+    """(rows, L) for the newest ``rows`` judged stats rows: the layer's gradient was measured and is 0, or
+    ||g|| ||w|| is at most dead_grad_ratio of the loss's size; or it got none although the optimizer trains it.
+
+    ||g|| ||w|| is, to first order, what scaling the layer's weights by (1 + e) does to the loss, over e: in
+    the loss's own units, so a loss of 1e-9 (an autoencoder on signals in volts) with gradients of 1e-10
+    is not dead, while a saturated layer whose gradient is 1e-12 of a loss of 1 is. Against the weights
+    alone the line would move with the loss's units. A layer whose weights are all 0 (a zero-initialised
+    head or gate) is dead only with a zero gradient.
 
     An absent gradient is an exact 0 as far as the loss goes (it does not depend on those parameters):
     autograd only skips writing it. For a parameter frozen on purpose that is no news; for one the
@@ -75,7 +89,10 @@ def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
     picked = _judged_rows(view, rows)
     g = np.asarray(view.grad_norm, dtype=float)[picked]
     w = np.asarray(view.weight_norm, dtype=float)[picked]
-    dead = np.isfinite(g) & ((g == 0) | (np.nan_to_num(safe_ratio(g, w), nan=np.inf) <= cfg.dead_grad_ratio))
+    _, loss = finite_loss(view, cfg.window_steps)
+    scale = float(np.median(np.abs(loss))) if loss.size else np.nan
+    tiny = (w > 0) & (g * w <= cfg.dead_grad_ratio * scale)
+    dead = np.isfinite(g) & ((g == 0) | tiny)
     return dead | _missing_gradients(view, picked)
 
 

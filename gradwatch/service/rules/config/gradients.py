@@ -79,11 +79,21 @@ class ExplodingGradientConfig(_RuleConfig):
         default=2.0, ge=0.0, description="Loss change, in noise sigmas, that counts as rising or improving."
     )
     max_grad_weight_ratio: float = Field(
-        default=1e3,
+        default=float("inf"),
         gt=0.0,
         description=(
-            "Global ||g|| / ||w|| at or above which gradients dwarf the weights they update (healthy runs sit "
-            "around 1e-3..1); must hold for depth_rows rows, or once at 10x this."
+            "Global ||g|| / ||w|| at or above which gradients dwarf the weights they update; must hold for "
+            "depth_rows rows, or once at 10x this. Off (inf) by default: the ratio carries the loss's units (a "
+            "regression on prices in dollars has 1e9 and trains well), so only a run whose loss is an average "
+            "over targets of order 1 may set it (1e3: healthy such runs sit around 1e-3..1)."
+        ),
+    )
+    through_time_ratio: float = Field(
+        default=100.0,
+        gt=1.0,
+        description=(
+            "RMS gradient at a plain (ungated) recurrence's first time step / at its last, at or above which the "
+            "gradient explodes through time; must hold on depth_rows rows."
         ),
     )
     divergence_factor: float = Field(

@@ -176,7 +176,12 @@ class StagnationConfig(_RuleConfig):
         ),
     )
     dead_grad_ratio: float = Field(
-        default=1e-9, ge=0.0, description="grad_norm/weight_norm at or below which a layer's gradient counts as dead."
+        default=1e-9,
+        ge=0.0,
+        description=(
+            "grad_norm x weight_norm (what a relative change of the layer's weights does to the loss, to first "
+            "order), as a fraction of the loss's size, at or below which a layer's gradient counts as dead."
+        ),
     )
     skipped_fraction: float = Field(
         default=0.9,
