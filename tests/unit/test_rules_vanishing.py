@@ -77,7 +77,16 @@ def _starved_bulk(body_grad: float = 1e-4, body_update: float = 1e-6, loss: np.n
     return make_view(_stuck_loss() if loss is None else loss, grad=g, update=u, numel=[2000] * 20 + [325])
 
 
+def _two_layers(lower: float) -> RunView:
+    """A recurrence and its head; from row 30 the recurrence's gradient is ``lower`` x what it was."""
+    g = noisy_grads(64, 2)
+    g[30:, 0] *= lower
+    return make_view(grad=g, numel=[7920, 196])
+
+
 VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
+    # A GRU whose gates a raw Unix-seconds input column saturated: exactly 0 from then on, under its head.
+    ("two layers, the lower one's gradient exactly 0", lambda: _two_layers(0.0), 30 * STRIDE, "depth", "layer0"),
     # BatchNorm1d(w, 0.99): the 0.99 taken as eps shrinks every hidden layer's gradient alike; only the head learns.
     (
         "the whole body starved alike, only the head moves, loss at chance",
@@ -149,6 +158,7 @@ def _embedding_first() -> np.ndarray:
 
 
 VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("two layers, the lower one's gradient 1e-5 of what it was", lambda: _two_layers(1e-5)),
     # A tiny learning rate stalls the body too, but its gradient is level with the head's: stagnation's to report.
     ("body not moving under a tiny lr, its gradient normal", lambda: _starved_bulk(body_grad=0.3, body_update=1e-7)),
     ("body starved but still moving", lambda: _starved_bulk(body_update=1e-4)),

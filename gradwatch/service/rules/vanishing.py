@@ -47,7 +47,11 @@ LOWEST_LISTED = 5
 def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
     """median over the last patience_rows rows of low-quarter / top-quarter median RMS gradient < depth_ratio."""
     low, top, n_present = clean_rms_quarters(view)
-    ratio = np.where(n_present >= cfg.min_layers, safe_ratio(low, top), np.nan)
+    # With fewer than min_layers layers a ratio of two noisy layers decides nothing, but a lower one whose
+    # gradient is exactly 0 under a top one that has a gradient is no noise: nothing reaches it (a GRU whose
+    # gates one raw input column of 1.7e9 saturated, under its head).
+    cut_off = (n_present >= 2) & (low == 0) & (top > 0)
+    ratio = np.where((n_present >= cfg.min_layers) | cut_off, safe_ratio(low, top), np.nan)
     rows = np.flatnonzero(np.isfinite(ratio))
     if rows.size < cfg.patience_rows:
         return None
