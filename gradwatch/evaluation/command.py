@@ -43,6 +43,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "leave every 50 ms, so a fast CPU run's steps arrive tens at a time)"
         ),
     )
+    parser.add_argument(
+        "--record",
+        default=None,
+        metavar="DIR",
+        help=(
+            "train every run once without a service, keep its reports in DIR, and score them replayed into an "
+            "aggregator in this process (for trying rule changes with --replay)"
+        ),
+    )
+    parser.add_argument(
+        "--replay",
+        default=None,
+        metavar="DIR",
+        help=(
+            "score the reports kept by --record DIR under the current rules and --config, without training: "
+            "minutes instead of half an hour; close to the real path, not the same (no HTTP, no Ray), so the "
+            "docs' numbers come from a run without it"
+        ),
+    )
     parser.add_argument("--check", action="store_true", help="exit 1 unless every target is met")
 
 
@@ -99,6 +118,13 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
     if args.deliver_every < 0:
         print("gradwatch eval: --deliver-every must be 0 (off) or a number of steps", file=sys.stderr)
         return 2
+    if args.record and args.replay:
+        print("gradwatch eval: --record and --replay exclude each other (--record also scores)", file=sys.stderr)
+        return 2
+    offline = args.record or args.replay
+    if offline and args.output:
+        print("gradwatch eval: --output writes the docs' report, which comes from the real path only", file=sys.stderr)
+        return 2
     seeds = list(range(args.seeds))
     import torch
 
@@ -106,13 +132,31 @@ def run_eval(args: argparse.Namespace, command: str) -> int:
     # stable (two threads fight the service for the cores and run 30x slower).
     torch.set_num_threads(1)
     logging.getLogger("gradwatch.service").setLevel(logging.ERROR)
-    print(f"gradwatch eval: {len(scenarios)} scenarios x {len(seeds)} seed(s); starting the aggregator ...", flush=True)
     started = time.monotonic()
-    service = BackgroundService(Service(config, port=0, name="eval")).start()
-    try:
-        outcomes = run_suite(scenarios, seeds, service.url, progress=_progress, deliver_every=args.deliver_every)
-    finally:
-        service.stop()
+    if offline:
+        from gradwatch.evaluation.replay import replay_suite
+
+        verb = "recording" if args.record else "replaying"
+        print(f"gradwatch eval: {len(scenarios)} scenarios x {len(seeds)} seed(s); {verb} {offline} ...", flush=True)
+        outcomes = replay_suite(
+            scenarios,
+            seeds,
+            Path(offline),
+            config,
+            progress=_progress,
+            record=bool(args.record),
+            deliver_every=args.deliver_every,
+        )
+    else:
+        print(
+            f"gradwatch eval: {len(scenarios)} scenarios x {len(seeds)} seed(s); starting the aggregator ...",
+            flush=True,
+        )
+        service = BackgroundService(Service(config, port=0, name="eval")).start()
+        try:
+            outcomes = run_suite(scenarios, seeds, service.url, progress=_progress, deliver_every=args.deliver_every)
+        finally:
+            service.stop()
     seconds = time.monotonic() - started
     scores = score(scenarios, outcomes)
     print("\n" + plain(symptom_table(scores)))

@@ -42,7 +42,7 @@ class Outcome:
         return min(finite)[1] if finite else None
 
 
-class _Recorder:
+class Recorder:
     """Passes every call to the monitor, noting the held-out losses on the way.
 
     With ``deliver_every`` > 0, every that many steps it also waits until what was recorded has been
@@ -75,7 +75,7 @@ def _get_json(url: str) -> Any:
 
 
 def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "", deliver_every: int = 0) -> Outcome:
-    """Train one scenario with one seed against the service at ``endpoint`` (``deliver_every``: see _Recorder)."""
+    """Train one scenario with one seed against the service at ``endpoint`` (``deliver_every``: see Recorder)."""
     run = f"eval-{tag or uuid.uuid4().hex[:6]}-{scenario.name}-s{seed}"[:128]
     monitors: list[Any] = []
     val_losses: list[tuple[int, float]] = []
@@ -84,7 +84,7 @@ def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "",
         options.setdefault("flush_interval", 0.05)
         mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, **options)
         monitors.append(mon)
-        return _Recorder(mon, val_losses, deliver_every)
+        return Recorder(mon, val_losses, deliver_every)
 
     torch.manual_seed(seed)
     started = time.perf_counter()

@@ -51,7 +51,7 @@ def test_a_diagnosis_first_fired_before_the_onset_is_an_early_alarm_and_the_onse
 
 
 def test_the_recorder_waits_for_delivery_every_n_steps_and_notes_held_out_losses():
-    from gradwatch.evaluation.runner import _Recorder
+    from gradwatch.evaluation.runner import Recorder
 
     class Monitor:
         def __init__(self) -> None:
@@ -66,7 +66,7 @@ def test_the_recorder_waits_for_delivery_every_n_steps_and_notes_held_out_losses
 
     for every, flushes in ((5, 2), (0, 0)):
         monitor, val_losses = Monitor(), []
-        recorder = _Recorder(monitor, val_losses, deliver_every=every)
+        recorder = Recorder(monitor, val_losses, deliver_every=every)
         for step in range(12):
             recorder.step(1.0, val_loss=0.5 if step == 3 else None)
         assert monitor.calls.count("step") == 12 and monitor.calls.count("flush") == flushes
