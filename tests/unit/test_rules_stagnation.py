@@ -84,6 +84,17 @@ def _graph_cut(share_cut: float, from_row: int = 0, every: int = 1) -> RunView:
     return make_view(decaying_loss(300, start=1.5, end=1.0), grad=grad, missing=cut, numel=numel)
 
 
+def _one_tower_per_step() -> RunView:
+    """Multi-task training that samples one of twenty large towers per step over a small shared trunk: on every
+    row nineteen towers, 94% of the trained parameters, get no gradient, different ones each row."""
+    rows, towers = 60, 20
+    trained = np.zeros((rows, towers), dtype=bool)
+    trained[np.arange(rows), np.arange(rows) % towers] = True
+    missing = np.c_[np.zeros(rows, dtype=bool), ~trained]
+    grad = np.where(missing, np.nan, 1.0)
+    return make_view(decaying_loss(300, start=1.5, end=1.0), grad=grad, missing=missing, numel=[200] + [1000] * towers)
+
+
 STAGNATION_FIRES: list[tuple[str, Callable[[], RunView], str]] = [
     # Saturated units: gradients of 1e-12 (weights of norm 10) under a loss of 2.3 at chance.
     ("gradients 1e-12 of a loss at chance", lambda: make_view(_flat(), grad=np.full((60, 4), 1e-12)), "dead_gradients"),
@@ -206,6 +217,7 @@ STAGNATION_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("unused branch, half the parameters without a gradient", lambda: _graph_cut(0.55)),
     # Stochastic depth dropping the bulk of the network on every other statistics row: never dead_rows in a row.
     ("stochastic depth: the bulk skipped on every other row", lambda: _graph_cut(0.95, every=2)),
+    ("one of twenty large task towers trained per step", _one_tower_per_step),
     ("full-batch L-BFGS at the optimum of a noisy problem", _lbfgs_at_the_optimum),
     (
         # The optimizer passed to watch() never steps (it only zeroes the gradients); a hand-written LARS

@@ -63,12 +63,23 @@ def _judged_rows(view: RunView, rows: int) -> np.ndarray:
     return memo(view, "stagnation.judged", lambda: np.flatnonzero(~zero_loss_rows(view)))[-rows:]
 
 
-def _missing_gradients(view: RunView, picked: np.ndarray) -> np.ndarray:
-    """(rows, L) for the stats rows ``picked``: the layer got no gradient although the optimizer trains it."""
+def _missing_gradients(view: RunView, cfg: StagnationConfig, picked: np.ndarray) -> np.ndarray:
+    """(rows, L) for the stats rows ``picked`` (among the newest dead_rows judged ones): the layer got no gradient
+    although the optimizer trains it, and the same layers got none on each of the newest dead_rows judged rows.
+
+    A cut graph leaves the same layers without a gradient row after row. A multi-task model that trains
+    one sampled tower per step, or stochastic depth, leaves different ones out each time: no cut.
+    """
     missing = np.asarray(view.grad_missing, dtype=bool)
-    if missing.shape != (view.stat_steps.size, view.layer_numel.size):
-        return np.zeros((picked.size, view.layer_numel.size), dtype=bool)
-    return missing[picked]
+    layers = view.layer_numel.size
+    newest = _judged_rows(view, cfg.dead_rows)
+    none = np.zeros((picked.size, layers), dtype=bool)
+    if missing.shape != (view.stat_steps.size, layers) or newest.size < cfg.dead_rows:
+        return none
+    recent = missing[newest]
+    if not (recent == recent[0]).all():
+        return none
+    return np.broadcast_to(recent[0], (picked.size, layers))
 
 
 def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
@@ -93,7 +104,7 @@ def _dead_layers(view: RunView, cfg: StagnationConfig, rows: int) -> np.ndarray:
     scale = float(np.median(np.abs(loss))) if loss.size else np.nan
     tiny = (w > 0) & (g * w <= cfg.dead_grad_ratio * scale)
     dead = np.isfinite(g) & ((g == 0) | tiny)
-    return dead | _missing_gradients(view, picked)
+    return dead | _missing_gradients(view, cfg, picked)
 
 
 def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int, cut_only: bool = False) -> np.ndarray:
@@ -104,7 +115,7 @@ def _dead_shares(view: RunView, cfg: StagnationConfig, rows: int, cut_only: bool
     """
     numel = np.asarray(view.layer_numel, dtype=float)
     picked = _judged_rows(view, rows)
-    missing = _missing_gradients(view, picked)
+    missing = _missing_gradients(view, cfg, picked)
     trained = (np.isfinite(np.asarray(view.grad_norm, dtype=float)[picked]) | missing) * numel
     dead = (missing if cut_only else _dead_layers(view, cfg, rows)) * numel
     total = trained.sum(axis=1)
@@ -123,7 +134,9 @@ def _inactive_shares(view: RunView, cfg: StagnationConfig) -> tuple[float, float
         return 0.0, 0.0, 0.0
     numel = np.asarray(view.layer_numel, dtype=float)
     # A layer missing a gradient the optimizer expects counts as dead (see _dead_layers), not frozen.
-    measured = np.isfinite(np.asarray(view.grad_norm, dtype=float)[latest[0]]) | _missing_gradients(view, latest)[0]
+    measured = (
+        np.isfinite(np.asarray(view.grad_norm, dtype=float)[latest[0]]) | _missing_gradients(view, cfg, latest)[0]
+    )
     dead = _dead_layers(view, cfg, 1)[0]
     # A layer with a live gradient that the latest sampled step left exactly unchanged is not being
     # trained (its parameters are not in the optimizer, or their group's lr is 0): frozen, as far
@@ -169,7 +182,7 @@ class _Signals:
         sampled = np.flatnonzero(np.isfinite(u_all) & ~zero_loss_rows(view))
         dead_share, frozen_share, no_grad_share = _inactive_shares(view, config)
         latest = _judged_rows(view, 1)
-        missing = _missing_gradients(view, latest)[0] if latest.size else np.zeros(0, dtype=bool)
+        missing = _missing_gradients(view, config, latest)[0] if latest.size else np.zeros(0, dtype=bool)
         return cls(
             skipped=skipped,
             update_ratio=float(u_all[sampled[-1]]) if sampled.size else float("nan"),
