@@ -39,7 +39,7 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
         grad_norm, grad_present = stacked("grad_norm")
         grad_max, _ = stacked("grad_max_abs")
         weight_max, _ = stacked("weight_max_abs")
-        has_grad = grad_present.any(axis=0)
+        has_grad = np.asarray(grad_present.any(axis=0))
         weight_sumsq = np.sum(weight_norm * weight_norm, axis=0)
         update: Column | None = None
         if all(s.update_ratio is not None for s in shards):
@@ -55,7 +55,7 @@ def combine_shards(shards: list[LayerColumns]) -> LayerColumns:
             "update_ratio": update,
         }
     # A layer some shard trains without a gradient, and no shard has one for: the loss does not reach it.
-    missing = sorted(i for i in set().union(*(s.grad_missing for s in shards)) if not np.asarray(has_grad)[i])
+    missing = sorted(i for i in set().union(*(s.grad_missing for s in shards)) if not has_grad[i])
     numel = np.sum(np.stack([s.numel for s in shards]), axis=0)
     return LayerColumns.from_columns(shards[0].names, numel, columns, tuple(missing))
 

@@ -85,6 +85,13 @@ def _median_complete(a: np.ndarray, axis: int) -> np.ndarray:
     return (below + np.take(part, hi, axis=axis)) / 2
 
 
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    """The value below which half of the total weight lies (a median of layers weighted by their parameters)."""
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
+
+
 def mad_sigma(x: np.ndarray, axis: int | None = None) -> Any:
     """Robust standard deviation: 1.4826 * median(|x - median(x)|), NaN ignored."""
     a = np.asarray(x, dtype=float)

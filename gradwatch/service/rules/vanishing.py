@@ -9,7 +9,7 @@ import numpy as np
 
 from .config import VanishingGradientConfig
 from .progress import FromStart
-from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend
+from .robust import as_float, as_floats, nanmedian, safe_ratio, trailing_run, trend, weighted_median
 from .series import (
     clean_grad_norm,
     clean_layer_grads,
@@ -182,20 +182,13 @@ class _StalledRow:
         return cls(
             row=row,
             share=float(numel[stalled].sum() / numel[trained].sum()),
-            bulk_relative_grad=_weighted_median(rel[stalled], numel[stalled]),
+            bulk_relative_grad=weighted_median(rel[stalled], numel[stalled]),
             moving_relative_grad=float(np.max(rel[moving])),
             first_stalled=int(np.flatnonzero(stalled)[0]),
         )
 
     def holds(self, cfg: VanishingGradientConfig) -> bool:
         return bool(self.share >= cfg.stalled_fraction and self.ratio < cfg.depth_ratio)
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
-    """The value below which half of the total weight lies (here: half of the parameters)."""
-    order = np.argsort(values)
-    cumulative = np.cumsum(weights[order])
-    return float(values[order][np.searchsorted(cumulative, 0.5 * cumulative[-1])])
 
 
 def _stalled_bulk(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None, dict[str, Any]] | None:
