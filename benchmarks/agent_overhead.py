@@ -67,7 +67,6 @@ from benchmarks._variants import (  # noqa: E402
     sync,
     train_step,
 )
-from gradwatch.agents import stats as agent_stats  # noqa: E402
 
 #: "Every-step full statistics" is judged on gradient and weight statistics every step: the issue's GPU
 #: target for it is the floor of reading gradients and weights once, which the update ratio (a weight copy
@@ -130,18 +129,22 @@ def bandwidth_floor(w: Workload, device: str, reps: int = 20) -> float:
 
 
 def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
-    """CPU seconds per step spent inside the agent's own code (hooks, step records, sender), by thread clock.
+    """CPU seconds per step spent inside the agent, by thread clock: its two optimizer hooks and
+    ``mon.step()`` on the training thread (all it does there: statistics, the every-step gradient
+    check, the update witness, step records) and the sender thread's work.
 
     A direct count of the work the agent adds, free of the drift that makes a few percent hard to see in
     the A/B ratios on a shared machine; it leaves out indirect costs (caches, allocator, GC), which the
     ratios include.
     """
-    variant.begin()
-    monitor, spent = variant.monitor, [0.0]
-    assert monitor is not None
+    from gradwatch.agents.monitor import Monitor
+    from gradwatch.agents.sender import Sender
 
-    def timed(obj: Any, name: str) -> None:
-        inner = getattr(obj, name)
+    spent = [0.0]
+    patched: list[tuple[type, str, Any]] = []
+
+    def timed(cls: type, name: str) -> None:
+        inner = getattr(cls, name)
 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             started = time.thread_time()
@@ -150,26 +153,29 @@ def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
             finally:
                 spent[0] += time.thread_time() - started
 
-        setattr(obj, name, wrapper)
+        patched.append((cls, name, inner))
+        setattr(cls, name, wrapper)
 
-    for _ in range(UNTIMED_STEPS):
-        train_step(w, variant)
-    variant.end()
-    for name in ("_take_gradient_stats", "_take_weight_stats", "_record_step"):
-        timed(monitor, name)
+    # On the classes, before the monitor exists: it registers its hooks as bound methods when built.
+    for name in ("_before_optimizer_step", "_after_optimizer_step", "step"):
+        timed(Monitor, name)
     for name in ("_drain_inbox", "_send_buffer"):
-        timed(monitor._sender, name)
-    # The weight copy for a sampled update ratio is taken in the pre-step hook, outside those.
-    real_snapshot = agent_stats.snapshot_weights
-    timed(agent_stats, "snapshot_weights")
+        timed(Sender, name)
     try:
+        variant.begin()
+        for _ in range(UNTIMED_STEPS):
+            train_step(w, variant)
+        variant.end()
+        spent[0] = 0.0
         for _ in range(steps):
             train_step(w, variant)
+        variant.end()
+        counted = spent[0]
+        variant.close()
     finally:
-        agent_stats.snapshot_weights = real_snapshot
-    variant.end()
-    variant.close()
-    return spent[0] / steps
+        for cls, name, inner in patched:
+            setattr(cls, name, inner)
+    return counted / steps
 
 
 def extra_rss(w: Workload, device: str, steps: int, make: Callable[[], Variant]) -> float:
@@ -348,7 +354,7 @@ def main() -> int:
         )
         direct = {name: agent_work(w, make()) for name, make in work_variants.items()}
         lines.append(
-            "- Counted directly (thread CPU time inside the agent's hooks, step records and sender, 100 steps): "
+            "- Counted directly (thread CPU time inside the agent's optimizer hooks, `mon.step()` and sender, 100 steps): "
             + ", ".join(
                 f"{name} {t * 1e3:.2f} ms/step = {t / cpu_med['bare']:.1%} of bare" for name, t in direct.items()
             )

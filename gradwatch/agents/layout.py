@@ -52,6 +52,11 @@ class DeviceGroup:
     #: the device) to stand for the whole tensor.
     update_stride: tuple[int, ...]
     update_weight: torch.Tensor
+    #: Every parameter a plain (not sharded), real, non-empty tensor: statistics may take them as
+    #: they are, without a per-tensor check on the training step.
+    plain: bool = False
+    #: The layers of ``layer_of_param``, as a set.
+    layers: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -113,6 +118,8 @@ def _device_group(device: torch.device, params: list[torch.Tensor], layers: list
         layer_index=torch.tensor(layers, dtype=torch.long, device=device),
         update_stride=strides,
         update_weight=torch.tensor(strides, dtype=torch.float32, device=device),
+        plain=all(local_tensor(p) is p and not p.is_complex() and p.numel() > 0 for p in params),
+        layers=frozenset(layers),
     )
 
 

@@ -29,7 +29,7 @@ from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unw
 from gradwatch.agents.gather import DeviceGather, PinnedPool
 from gradwatch.agents.layout import LayerLayout, TrainedParams
 from gradwatch.agents.options import AgentOptions, default_endpoint
-from gradwatch.agents.pending import LayerPending, Pending, PendingReport, StepPending
+from gradwatch.agents.pending import CarriedMaxAbs, LayerPending, Pending, PendingReport, StepPending
 from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
@@ -106,6 +106,9 @@ class Monitor:
         self._pinned = PinnedPool()
         self._gather = DeviceGather(self._pinned)
         self._layers: LayerPending | None = None
+        on_cpu = all(group.device.type == "cpu" for group in self._layout.groups)
+        self._weight_max_abs_every = stats.WEIGHT_MAX_ABS_EVERY_CPU if on_cpu else 1
+        self._weight_max_abs = CarriedMaxAbs()
         self._weights_before: list[list[torch.Tensor]] | None = None
         self._optimizer_stepped = False
         self._failures = 0
@@ -235,8 +238,9 @@ class Monitor:
     def _take_weight_stats(self) -> None:
         assert self._layers is not None
         num_layers = self._layout.num_layers
+        max_abs = self._stats_taken % self._weight_max_abs_every == 0
         for index, group in enumerate(self._layout.groups):
-            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers)))
+            self._layers.weights.append(self._gather.add(stats.weight_stats(group, num_layers, max_abs)))
             if self._weights_before is not None:
                 self._layers.updates.append(
                     self._gather.add(stats.update_sumsq(group, self._weights_before[index], num_layers))
@@ -285,8 +289,12 @@ class Monitor:
 
     def _stepped_elsewhere(self) -> bool:
         """The watched optimizer did not step, but the weights moved: something else trains the model."""
-        moved = self._witness.moved() if self._witness is not None else None
-        if not moved or self._optimizer_stepped:
+        if self._witness is None:
+            return False
+        if self._optimizer_stepped:
+            self._witness.remember()  # compared only on a step where the optimizer does not step
+            return False
+        if not self._witness.moved():
             return False
         self._warn_once(
             "elsewhere",
@@ -300,7 +308,7 @@ class Monitor:
             return
         steps, gather = self._steps, self._gather
         self._steps, self._gather = [], DeviceGather(self._pinned)
-        self._sender.submit(PendingReport(steps, gather.start_copy(), self._layout))
+        self._sender.submit(PendingReport(steps, gather.start_copy(), self._layout, self._weight_max_abs))
 
     def _arm_recurrence(self) -> None:
         """Hook the coming forward when its step takes statistics (the probe is measured with them)."""

@@ -43,13 +43,35 @@ class StepPending:
     recurrent_gated: list[bool] | None = None
 
 
+class CarriedMaxAbs:
+    """The weights' max-abs per layer as last measured, for the statistics steps that do not measure it
+    (``stats.NOT_MEASURED``, on a CPU). Used by one sender thread, report after report, in step order."""
+
+    def __init__(self) -> None:
+        self._last: list[float] = []
+
+    def fill(self, measured: list[float]) -> list[float]:
+        if len(self._last) != len(measured):
+            self._last = [math.nan] * len(measured)  # never the case in step order: the first is measured
+        filled = [last if value < 0 else value for value, last in zip(measured, self._last, strict=True)]
+        self._last = filled
+        return filled
+
+
 class PendingReport:
     """Step records of one report, decoded on the sender thread."""
 
-    def __init__(self, steps: list[StepPending], host: HostValues, layout: LayerLayout) -> None:
+    def __init__(
+        self,
+        steps: list[StepPending],
+        host: HostValues,
+        layout: LayerLayout,
+        weight_max_abs: CarriedMaxAbs | None = None,
+    ) -> None:
         self._steps = steps
         self._host = host
         self._layout = layout
+        self._weight_max_abs = weight_max_abs or CarriedMaxAbs()
         self.num_steps = len(steps)
 
     def records(self) -> list[dict]:
@@ -107,7 +129,7 @@ class PendingReport:
             "grad_norm": [math.sqrt(v) if i in present else None for i, v in enumerate(grad_sumsq)],
             "grad_max_abs": [v if i in present else None for i, v in enumerate(combined(layers.grads, 1))],
             "weight_norm": [math.sqrt(v) for v in combined(layers.weights, 0)],
-            "weight_max_abs": combined(layers.weights, 1),
+            "weight_max_abs": self._weight_max_abs.fill(combined(layers.weights, 1)),
         }
         if layers.grad_missing is not None:
             # A layer of which any parameter got a gradient is reached by the loss.

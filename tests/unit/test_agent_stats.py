@@ -333,6 +333,19 @@ def test_nonfinite_sentinel_is_zero_when_finite_and_nan_otherwise():
         assert math.isnan(stats.nonfinite_sentinel([b]))
 
 
+def test_nonfinite_sentinel_takes_sparse_and_complex_gradients():
+    from gradwatch.agents import stats
+
+    table, phase = nn.Parameter(torch.zeros(5, 2)), nn.Parameter(torch.zeros(3, dtype=torch.complex64))
+    dense = nn.Parameter(torch.zeros(2))
+    table.grad = torch.sparse_coo_tensor(torch.tensor([[1, 3]]), torch.ones(2, 2), (5, 2), check_invariants=True)
+    phase.grad, dense.grad = torch.ones(3, dtype=torch.complex64), torch.ones(2)
+    assert stats.nonfinite_sentinel([dense, table, phase]) == 0.0
+    phase.grad[1] = complex(0.0, math.inf)
+    assert math.isnan(stats.nonfinite_sentinel([dense, table, phase]))
+    assert stats.nonfinite_sentinel([table]) is None  # only a sparse gradient: nothing dense to check
+
+
 def test_empty_parameters_such_as_an_empty_fsdp_shard_are_measured_without_error():
     with pytest.warns(UserWarning):  # torch: "Initializing zero-element tensors is a no-op"
         model = nn.Sequential(nn.Linear(4, 4), nn.Linear(0, 4))  # the second weight has no elements
@@ -435,4 +448,55 @@ def test_the_update_witness_tells_only_on_a_cpu():
     with torch.no_grad():
         weight.add_(1e-7)
     assert witness.moved() is True and witness.moved() is False
+    with torch.no_grad():
+        weight.add_(1.0)
+    witness.remember()  # a step the optimizer took: the comparison starts from here
+    assert witness.moved() is False
+    with torch.no_grad():
+        weight.sub_(1.0)
+    assert witness.moved() is True
+    weight.data = torch.zeros(5)  # replaced by a tensor of another shape: a fresh copy, no error
+    witness.remember()
+    assert witness.moved() is False
     assert UpdateWitness([nn.Parameter(torch.zeros(3, device="meta"))]).moved() is None
+
+
+def test_on_a_cpu_the_weights_max_abs_is_measured_every_fourth_statistics_step_and_carried_between():
+    from gradwatch.agents import stats
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+
+    def spoil(optimizer, args, kwargs):  # registered first: runs before the monitor reads the weights
+        if len(truth) == 6:  # not a measuring step: a NaN weight brings the max-abs back on its own step
+            with torch.no_grad():
+                model[1].weight[0, 2] = math.nan
+
+    optimizer.register_step_post_hook(spoil)
+    mon, recorder = _monitor(model, optimizer, stats_every=1)
+    truth = []
+    for _ in range(7):
+        optimizer.zero_grad()
+        model(torch.randn(8, 4)).pow(2).mean().backward()
+        optimizer.step()
+        truth.append([m.weight.abs().max().item() for m in model])  # each layer's max-abs (weights > biases here)
+        mon.step(1.0)
+    mon.close()
+    seen = [s["layers"]["weight_max_abs"] for s in recorder.steps]
+    every = stats.WEIGHT_MAX_ABS_EVERY_CPU
+    for step in range(6):
+        measured_at = step - step % every
+        assert seen[step] == pytest.approx(truth[measured_at], rel=1e-6), step
+    assert seen[6][0] == pytest.approx(truth[6][0]) and math.isnan(seen[6][1])
+    assert all(math.isfinite(s["layers"]["weight_norm"][0]) for s in recorder.steps)
+
+
+def test_weight_statistics_without_max_abs_keep_the_exact_sums_of_squares():
+    from gradwatch.agents import stats
+    from gradwatch.agents.layout import LayerLayout
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    group = LayerLayout.from_model(model).groups[0]
+    full, light = stats.weight_stats(group, 2), stats.weight_stats(group, 2, max_abs=False)
+    assert torch.allclose(full[0], light[0], rtol=1e-6)
+    assert light[1].tolist() == [stats.NOT_MEASURED] * 2
