@@ -253,13 +253,31 @@ def main() -> int:
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     cpu_times: dict[str, list[float]] = {v.name: [] for v in variants}
     peaks: dict[str, list[float]] = {v.name: [] for v in variants}
+    # Each variant's ratio to bare in its round: to the mean of the bare blocks just before and just
+    # after it, so that the machine's drift over a round (seconds; a VM's neighbours come and go)
+    # cancels to first order instead of landing on whichever variant ran furthest from bare.
+    ratios: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu_ratios: dict[str, list[float]] = {v.name: [] for v in variants}
+
+    def timed_block(variant: Variant) -> tuple[float, float]:
+        per_step, cpu_per_step, peak = run_block(w, variant, args.block, args.device)
+        times[variant.name].append(per_step)
+        cpu_times[variant.name].append(cpu_per_step)
+        peaks[variant.name].append(peak)
+        return per_step, cpu_per_step
+
+    others = variants[1:]
     for rep in range(args.reps):
-        order = variants[rep % len(variants) :] + variants[: rep % len(variants)]  # rotate who goes first
+        order = others[rep % len(others) :] + others[: rep % len(others)]  # rotate who goes first
+        before = timed_block(bare)
         for variant in order:
-            per_step, cpu_per_step, peak = run_block(w, variant, args.block, args.device)
-            times[variant.name].append(per_step)
-            cpu_times[variant.name].append(cpu_per_step)
-            peaks[variant.name].append(peak)
+            wall, cpu = timed_block(variant)
+            after = timed_block(bare)
+            ratios[variant.name].append(wall / ((before[0] + after[0]) / 2))
+            cpu_ratios[variant.name].append(cpu / ((before[1] + after[1]) / 2))
+            before = after
+        ratios[bare.name].append(1.0)
+        cpu_ratios[bare.name].append(1.0)
         print(
             f"round {rep + 1}/{args.reps}: "
             + ", ".join(f"{k} {v[-1] * 1e3:.1f} ms (CPU {cpu_times[k][-1] * 1e3:.1f})" for k, v in times.items()),
@@ -288,12 +306,9 @@ def main() -> int:
         "| variant | CPU ms/step | CPU ratio | wall ms/step | wall ratio | wall spread (ms) | target | met |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    # Ratios are medians of per-round ratios: each variant against bare in the same round, so that
-    # drift in the machine's speed between rounds (a VM's neighbours) cancels instead of adding noise.
-    cpu_ratio = {
-        k: statistics.median(a / b for a, b in zip(v, cpu_times["bare"], strict=True)) for k, v in cpu_times.items()
-    }
-    wall_ratio = {k: statistics.median(a / b for a, b in zip(v, times["bare"], strict=True)) for k, v in times.items()}
+    # Ratios are medians over rounds of each block's ratio to the bare blocks on either side of it.
+    cpu_ratio = {k: statistics.median(v) for k, v in cpu_ratios.items()}
+    wall_ratio = {k: statistics.median(v) for k, v in ratios.items()}
     for name, m in med.items():
         ratio = cpu_ratio[name] if args.device == "cpu" else wall_ratio[name]
         target, met = "", ""
@@ -314,10 +329,11 @@ def main() -> int:
         + (", bf16 autocast, 8,192 tokens per step" if model.startswith("gpt") and model != "gpt-tiny" else "")
         + f", on {args.device}"
         + (f" with {args.threads} torch thread(s)" if args.device == "cpu" else "")
-        + f". {len(variants)} variants interleaved round-robin, {args.reps} rounds × {args.block} steps each; "
+        + f". {len(variants)} variants interleaved round-robin, {args.reps} rounds × {args.block} steps each, every "
+        "block between two bare ones; "
         "the agent sends through its transport seam to a no-op transport (records are built, copied to the host "
-        "and encoded on the sender thread, packed as for HTTP; no socket). Times are medians over rounds; ratios are medians of "
-        "each round's ratio to bare in the same round; "
+        "and encoded on the sender thread, packed as for HTTP; no socket). Times are medians over rounds; ratios are "
+        "medians over rounds of each block's ratio to the mean of the bare blocks just before and after it; "
         + (
             "targets are judged on process CPU time (all threads): on a shared machine, wall time mostly measures the neighbours."
             if args.device == "cpu"
