@@ -29,7 +29,7 @@ def _frozen_lower_layers() -> RunView:
     u[::4] = 1e-3
     u[::4, :2] = 1e-8
     # Lower layers are tiny and the top ones huge, so RMS grads match: only "frozen" sees it.
-    return make_view(decaying_loss(320), grad=g, update=u, numel=[1, 1] + [10**10] * 6)
+    return make_view(decaying_loss(320), grad=g, update=u, numel=[2, 2] + [2 * 10**10] * 6)
 
 
 def _frozen_at_first_sample_only() -> RunView:
@@ -157,7 +157,16 @@ def _embedding_first() -> np.ndarray:
     return g
 
 
+def _clamped_temperature_first() -> RunView:
+    """CLIP: the learned logit scale, one number on the model itself (first in model order), clamped at its
+    ceiling, so its gradient is exactly 0 on every step; three Linear layers under it learn."""
+    g = noisy_grads(64, 4)
+    g[:, 0] = 0.0
+    return make_view(grad=g, numel=[1, 2112, 4160, 2080])
+
+
 VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("a clamped temperature (exactly 0) alone in the first layer", _clamped_temperature_first),
     ("two layers, the lower one's gradient 1e-5 of what it was", lambda: _two_layers(1e-5)),
     # A tiny learning rate stalls the body too, but its gradient is level with the head's: stagnation's to report.
     ("body not moving under a tiny lr, its gradient normal", lambda: _starved_bulk(body_grad=0.3, body_update=1e-7)),

@@ -81,6 +81,17 @@ def global_weight_norm(view: RunView) -> np.ndarray:
 SUMMARY_COLUMNS = ("grad_norm", "weight_norm", "low_quarter_rms", "top_quarter_rms", "layers_present", "update_ratio")
 
 
+#: Layers of fewer elements take no part in a depth profile (the quarter medians): a learned temperature
+#: or mixing weight alone in its layer (CLIP's ``logit_scale`` on the model itself, which comes first in
+#: model order) is one number, not a stage of the network, and is often 0 by design (clamped).
+DEPTH_MIN_NUMEL = 2
+
+
+def depth_layers(layer_numel: Any) -> np.ndarray:
+    """(L,) bool: the layers a depth profile reads (at least :data:`DEPTH_MIN_NUMEL` elements)."""
+    return np.asarray(layer_numel, dtype=float) >= DEPTH_MIN_NUMEL
+
+
 def row_summaries(
     grad_norm: np.ndarray, weight_norm: np.ndarray, layer_numel: np.ndarray, update_ratio: np.ndarray | None = None
 ) -> np.ndarray:
@@ -92,7 +103,7 @@ def row_summaries(
     g = np.atleast_2d(np.asarray(grad_norm, dtype=float))
     w = np.atleast_2d(np.asarray(weight_norm, dtype=float))
     rms = g / np.sqrt(np.maximum(np.asarray(layer_numel, dtype=float), 1.0))[None, :]
-    low, top, n = quarter_medians(rms, np.isfinite(rms))
+    low, top, n = quarter_medians(rms, np.isfinite(rms) & depth_layers(layer_numel)[None, :])
     u = np.full(g.shape, np.nan) if update_ratio is None else np.atleast_2d(np.asarray(update_ratio, dtype=float))
     return np.stack([global_norm(g), global_norm(w), low, top, n.astype(float), update_ratio_of_rows(u, w)], axis=1)
 
@@ -132,7 +143,7 @@ def clean_rms_quarters(view: RunView) -> tuple[np.ndarray, np.ndarray, np.ndarra
     def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if view.row_summaries is None:
             rms = rms_grad(view, clean_layer_grads(view))
-            return quarter_medians(rms, np.isfinite(rms))
+            return quarter_medians(rms, np.isfinite(rms) & depth_layers(view.layer_numel)[None, :])
         # A blanked row has no layer present: NaN medians and a count of 0.
         bad = _bad_grad_rows(view)
         summary = view.row_summaries

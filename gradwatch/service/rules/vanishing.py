@@ -15,6 +15,7 @@ from .series import (
     clean_layer_grads,
     clean_rms_quarters,
     clean_rms_row,
+    depth_layers,
     finite_loss,
     has_converged,
     quarter_medians,
@@ -67,7 +68,7 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
         onset_row = rows[-cfg.patience_rows :][np.argmax(recent < cfg.depth_ratio)]
     last = rows[-1]
     rms = clean_rms_row(view, last)
-    cols = np.flatnonzero(np.isfinite(rms))
+    cols = np.flatnonzero(np.isfinite(rms) & depth_layers(view.layer_numel))
     vanished = cols[rms[cols] < cfg.depth_ratio * top[last]]
     layer_col = vanished[0] if vanished.size else cols[0]
     lowest = cols[:LOWEST_LISTED]
@@ -108,11 +109,12 @@ def _newest_sampled_rows(view: RunView, cfg: VanishingGradientConfig, count: int
     u_all = np.asarray(view.update_ratio, dtype=float)
     rows = np.flatnonzero(np.isfinite(u_all).any(axis=1)) if u_all.size else np.zeros(0, dtype=int)
     grads, weights = clean_layer_grads(view), np.asarray(view.weight_norm, dtype=float)
+    depth = depth_layers(view.layer_numel)
     found: list[_FrozenRow] = []
     for row in rows[::-1]:
         u = u_all[row : row + 1]
         rel = np.reshape(safe_ratio(grads[row : row + 1], weights[row : row + 1]), u.shape)
-        present = np.isfinite(u) & np.isfinite(rel)
+        present = np.isfinite(u) & np.isfinite(rel) & depth[None, :]
         if not present.any():
             continue
         u_low, u_top, n = quarter_medians(u, present)
