@@ -441,7 +441,7 @@ SCENARIOS = [
         "Contrastive encoder (InfoNCE) whose learned CLIP logit scale sits past its clamp at 100: that parameter's "
         "gradient is exactly zero at every step.",
         _clip_clamped,
-        ("mlp", "contrastive"),
+        ("mlp", "contrastive", "quick"),  # quick: guards the depth profile against a one-element layer
         "adam",
     ),
     _h(
