@@ -46,6 +46,7 @@ import argparse
 import gc
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,6 +142,7 @@ def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
     from gradwatch.agents.sender import Sender
 
     spent = [0.0]
+    lock = threading.Lock()  # the training thread and the sender thread both add to it
     patched: list[tuple[type, str, Any]] = []
 
     def timed(cls: type, name: str) -> None:
@@ -151,7 +153,9 @@ def agent_work(w: Workload, variant: Gradwatch, steps: int = 100) -> float:
             try:
                 return inner(*args, **kwargs)
             finally:
-                spent[0] += time.thread_time() - started
+                elapsed = time.thread_time() - started
+                with lock:
+                    spent[0] += elapsed
 
         patched.append((cls, name, inner))
         setattr(cls, name, wrapper)

@@ -226,7 +226,7 @@ def per_layer_stats(tensors: list[torch.Tensor], layers: list[int], num_layers: 
         sumsq, absmax, chunk_layer = part
         # max() in the kernel may drop a NaN; the sum of squares keeps it (NaN squared and summed stays NaN).
         absmax = torch.where(sumsq.isnan(), sumsq, absmax)
-        layer_stats = torch.zeros(2, num_layers, device=sumsq.device)
+        layer_stats = torch.zeros(2, num_layers, device=sumsq.device, dtype=sumsq.dtype)
         layer_stats[0].index_add_(0, chunk_layer, sumsq)
         layer_stats[1].scatter_reduce_(0, chunk_layer, absmax, "amax", include_self=True)
         if out is None:
@@ -247,7 +247,7 @@ def update_sumsq(
         or any(b.dtype != a.dtype or b.numel() != a.numel() for b, a in zip(before, after, strict=True))
     ):
         return None
-    out = torch.zeros(2, num_layers, device=before[0].device)
+    out = torch.zeros(2, num_layers, device=before[0].device, dtype=torch.float32)
     for (same_before, same_after), their_layers in _by_dtype([before, after], layers):
         part = _run([same_before, same_after], their_layers, delta=True)
         if part is None:

@@ -45,16 +45,28 @@ class StepPending:
 
 class CarriedMaxAbs:
     """The weights' max-abs per layer as last measured, for the statistics steps that do not measure it
-    (``stats.NOT_MEASURED``, on a CPU). Used by one sender thread, report after report, in step order."""
+    (``stats.NOT_MEASURED``, on a CPU). Used by one sender thread, report after report, in step order.
+
+    Only a finite measurement is carried: after a NaN/Inf (the run may restore a checkpoint next) and
+    before any measurement reached the sender (a report dropped or lost), a layer not measured on its
+    step is sent as None, not measured, rather than as a value it may no longer have.
+    """
 
     def __init__(self) -> None:
-        self._last: list[float] = []
+        self._last: list[float | None] = []
 
-    def fill(self, measured: list[float]) -> list[float]:
+    def fill(self, measured: list[float]) -> list[float | None]:
+        if not measured:  # a record without weight statistics (the optimizer's step failed after its pre-hook)
+            return []
         if len(self._last) != len(measured):
-            self._last = [math.nan] * len(measured)  # never the case in step order: the first is measured
-        filled = [last if value < 0 else value for value, last in zip(measured, self._last, strict=True)]
-        self._last = filled
+            self._last = [None] * len(measured)
+        filled: list[float | None] = []
+        for layer, value in enumerate(measured):
+            if value < 0:
+                filled.append(self._last[layer])
+            else:
+                filled.append(value)
+                self._last[layer] = value if math.isfinite(value) else None
         return filled
 
 

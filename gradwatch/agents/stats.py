@@ -38,31 +38,32 @@ def _as_real(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _per_layer(
-    group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int
+    group: DeviceGroup, tensors: list[torch.Tensor], param_layers: list[int], num_layers: int, plain: bool = False
 ) -> torch.Tensor:
     """Shape (2, L): per-layer sum of squares and max-abs of ``tensors``.
 
     Layers with no tensor in ``tensors`` get 0 and 0; the caller knows which
-    layers were present and masks them on the host.
+    layers were present and masks them on the host. ``plain``: the caller vouches
+    that every tensor is real and non-empty (no per-tensor check).
     """
     device = group.device
-    if not group.plain and any(t.numel() == 0 for t in tensors):
+    if not plain and any(t.numel() == 0 for t in tensors):
         # An empty tensor (a rank's empty FSDP shard of a small parameter) adds
         # nothing, and the fused max-abs kernel refuses it.
         kept = [(t, layer) for t, layer in zip(tensors, param_layers, strict=True) if t.numel()]
         tensors, param_layers = [t for t, _ in kept], [layer for _, layer in kept]
     if not tensors:
-        return torch.zeros(2, num_layers, device=device)
+        return torch.zeros(2, num_layers, device=device, dtype=torch.float32)
     if device.type != "cpu":
         one_pass = fused.per_layer_stats(tensors, param_layers, num_layers)
         if one_pass is not None:
             return one_pass
-    norms, max_abs = _norms_and_max_abs(tensors if group.plain else _as_real(tensors))
+    norms, max_abs = _norms_and_max_abs(tensors if plain else _as_real(tensors))
     if len(tensors) == len(group.params):
         index = group.layer_index
     else:
         index = torch.tensor(param_layers, dtype=torch.long).to(device, non_blocking=True)
-    out = torch.zeros(2, num_layers, device=device)
+    out = torch.zeros(2, num_layers, device=device, dtype=torch.float32)
     out[0].index_add_(0, index, norms * norms)
     out[1].scatter_reduce_(0, index, max_abs, "amax", include_self=True)
     return out
@@ -113,10 +114,13 @@ def gradient_stats(
         # the tensors, then they go to the kernels as they are (no per-tensor Python work besides).
         fresh = [param.grad if param.requires_grad else None for param in group.params]
         if not any(grad is None or grad.is_sparse for grad in fresh):
-            dense = cast(list[torch.Tensor], fresh)
-            with torch.no_grad():
-                values = _per_layer(group, dense, list(group.layer_of_param), num_layers)
-            return values, set(group.layers), set()
+            try:
+                with torch.no_grad():
+                    dense = cast(list[torch.Tensor], fresh)
+                    values = _per_layer(group, dense, list(group.layer_of_param), num_layers, plain=True)
+                return values, set(group.layers), set()
+            except RuntimeError:  # a parameter changed since watch() (emptied, made complex): the general path
+                pass
     grads: list[torch.Tensor] = []
     layers: list[int] = []
     wanting: set[int] = set()
@@ -147,16 +151,18 @@ WEIGHT_MAX_ABS_EVERY_CPU = 4
 def weight_stats(group: DeviceGroup, num_layers: int, max_abs: bool = True) -> torch.Tensor:
     """Per-layer weight (sum of squares, max-abs). ``max_abs=False`` on a CPU group: row 1 is
     :data:`NOT_MEASURED` unless a sum of squares is not finite (then it is measured)."""
-    if not max_abs and group.plain and group.device.type == "cpu":
-        with torch.no_grad():
-            sumsq = _fused_norms(list(group.params), 2).square()
-        if bool(sumsq.isfinite().all()):  # a host read, free on a CPU
-            out = torch.full((2, num_layers), NOT_MEASURED)
-            out[0].zero_().index_add_(0, group.layer_index, sumsq)
-            return out
     if group.plain:
-        with torch.no_grad():  # the parameters as they are: no detached view made per tensor
-            return _per_layer(group, list(group.params), list(group.layer_of_param), num_layers)
+        try:
+            with torch.no_grad():  # the parameters as they are: no detached view made per tensor
+                if not max_abs and group.device.type == "cpu":
+                    sumsq = _fused_norms(list(group.params), 2).square()
+                    if bool(sumsq.isfinite().all()):  # a host read, free on a CPU
+                        out = torch.full((2, num_layers), NOT_MEASURED, dtype=torch.float32, device=group.device)
+                        out[0].zero_().index_add_(0, group.layer_index, sumsq)
+                        return out
+                return _per_layer(group, list(group.params), list(group.layer_of_param), num_layers, plain=True)
+        except RuntimeError:  # a parameter changed since watch() (emptied, made complex): the general path
+            pass
     weights = [local_tensor(p.detach()) for p in group.params]
     return _per_layer(group, weights, list(group.layer_of_param), num_layers)
 
@@ -203,10 +209,10 @@ def nonfinite_sentinel(params: list[torch.Tensor]) -> torch.Tensor | float | Non
         # so the usual case (plain dense real gradients) goes straight to one buffer.
         try:
             flat = torch.cat([grad if grad.dim() == 1 else grad.reshape(-1) for grad in dense])
-        except RuntimeError:  # a sparse or sharded gradient among them
-            flat = None
-        if flat is not None and not flat.is_complex():
-            return _cpu_nonfinite(flat)
+            if not flat.is_complex() and flat.layout == torch.strided:
+                return _cpu_nonfinite(flat)
+        except Exception:  # noqa: BLE001 - a sparse or sharded gradient among them: the general path below
+            pass
     grads = _as_real([local_tensor(g) for g in dense if not g.is_sparse])
     if not grads:
         return None
@@ -265,6 +271,6 @@ def update_sumsq(group: DeviceGroup, before: list[torch.Tensor], num_layers: int
         torch._foreach_sub_(before, after)
         delta_norms = _fused_norms(_as_real(before), 2)
         per_param = torch.stack([delta_norms * delta_norms, before_norms * before_norms])
-    out = torch.zeros(2, num_layers, device=per_param.device)
+    out = torch.zeros(2, num_layers, device=per_param.device, dtype=torch.float32)
     out.index_add_(1, group.layer_index, per_param * group.update_weight)
     return out

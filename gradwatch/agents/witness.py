@@ -41,12 +41,15 @@ class UpdateWitness:
         if not self._params:
             return
         with torch.no_grad():
-            if self._copy is not None:
-                try:
-                    torch._foreach_copy_(self._copy, self._params)
-                    return
-                except RuntimeError:  # a tensor replaced by one of another shape or dtype since
-                    pass
+            copy = self._copy
+            # A tensor replaced since by one of another shape or dtype (model.double()) would be cast or
+            # broadcast into its old buffer, never equal again: make the buffers anew then.
+            if copy is not None and all(
+                c.shape == p.shape and c.dtype == p.dtype and c.device == p.device
+                for c, p in zip(copy, self._params, strict=True)
+            ):
+                torch._foreach_copy_(copy, self._params)
+                return
             self._copy = [p.detach().clone() for p in self._params]
 
     def moved(self) -> bool | None:

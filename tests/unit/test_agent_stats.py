@@ -500,3 +500,63 @@ def test_weight_statistics_without_max_abs_keep_the_exact_sums_of_squares():
     full, light = stats.weight_stats(group, 2), stats.weight_stats(group, 2, max_abs=False)
     assert torch.allclose(full[0], light[0], rtol=1e-6)
     assert light[1].tolist() == [stats.NOT_MEASURED] * 2
+
+
+def test_the_carried_weight_max_abs_is_never_a_nan_from_before_nor_a_value_never_measured():
+    from gradwatch.agents.pending import CarriedMaxAbs
+    from gradwatch.agents.stats import NOT_MEASURED
+
+    carry = CarriedMaxAbs()
+    assert carry.fill([NOT_MEASURED, NOT_MEASURED]) == [None, None]  # the measured report was lost
+    assert carry.fill([2.0, math.nan]) == [2.0, pytest.approx(math.nan, nan_ok=True)]
+    # The run restored its weights: a layer last measured NaN is not measured now, not NaN.
+    assert carry.fill([NOT_MEASURED, NOT_MEASURED]) == [2.0, None]
+    assert carry.fill([]) == []  # a record without weights leaves the carry alone
+    assert carry.fill([NOT_MEASURED, 3.0]) == [2.0, 3.0]
+
+
+def test_statistics_survive_a_parameter_emptied_after_watch():
+    from gradwatch.agents import stats
+    from gradwatch.agents.layout import LayerLayout
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    group = LayerLayout.from_model(model).groups[0]
+    assert group.plain
+    model(torch.randn(2, 4)).sum().backward()
+    model[1].bias.data, model[1].bias.grad = torch.zeros(0), torch.zeros(0)  # partitioned away (ZeRO-3 style)
+    grads, present, _ = stats.gradient_stats(group, 2)
+    assert present == {0, 1} and grads[0, 1].item() == pytest.approx(model[1].weight.grad.pow(2).sum().item())
+    for max_abs in (True, False):
+        weights = stats.weight_stats(group, 2, max_abs)
+        assert weights[0, 1].item() == pytest.approx(model[1].weight.pow(2).sum().item(), rel=1e-5)
+
+
+def test_statistics_under_a_float64_default_dtype():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        mon, recorder = _monitor(model, optimizer, stats_every=1, update_ratio_every=1)
+        for _ in range(3):
+            optimizer.zero_grad()
+            model(torch.randn(2, 4)).sum().backward()
+            optimizer.step()
+            mon.step(1.0)
+        mon.close()
+    finally:
+        torch.set_default_dtype(previous)
+    layers = [s["layers"] for s in recorder.steps]
+    assert len(layers) == 3 and all(g > 0 for row in layers for g in row["grad_norm"])
+    assert all(u > 0 for row in layers for u in row["update_ratio"])
+
+
+def test_the_update_witness_starts_over_after_the_model_changes_dtype():
+    from gradwatch.agents.witness import UpdateWitness
+
+    weight = nn.Parameter(torch.zeros(3))
+    witness = UpdateWitness([weight])
+    witness.remember()
+    weight.data = torch.full((3,), 0.1, dtype=torch.float64)  # model.double() after watch(): 0.1 is not a float32
+    witness.remember()
+    assert witness.moved() is False  # a float32 buffer holding float64 values would never compare equal

@@ -251,3 +251,12 @@ def test_an_active_nonfinite_incident_masks_vanishing_even_when_not_found_again(
     findings = evaluate(make_view(grad=_depth_vanished()), RulesConfig(), active=active)
     assert findings["exploding_gradient"] is None and findings["nonfinite"] is None
     assert (findings["vanishing_gradient"] is None) == masked
+
+
+def test_the_row_summaries_made_at_ingest_leave_a_one_element_layer_out_of_the_quarters() -> None:
+    from gradwatch.service.rules.series import row_summaries
+
+    grads = np.array([[0.0, 0.5, 1.0, 2.0]])  # a clamped temperature first, exactly 0
+    summary = row_summaries(grads, np.ones_like(grads), np.array([1, 100, 100, 100]))
+    low, top, n_present = summary[0, 2:5]
+    assert n_present == 3 and low == pytest.approx(0.05) and top == pytest.approx(0.2)

@@ -69,6 +69,8 @@ def _depth(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str | None
     last = rows[-1]
     rms = clean_rms_row(view, last)
     cols = np.flatnonzero(np.isfinite(rms) & depth_layers(view.layer_numel))
+    if not cols.size:  # summaries restored from a snapshot of a service that counted one-element layers
+        return None
     vanished = cols[rms[cols] < cfg.depth_ratio * top[last]]
     layer_col = vanished[0] if vanished.size else cols[0]
     lowest = cols[:LOWEST_LISTED]
