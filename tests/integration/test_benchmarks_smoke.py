@@ -93,3 +93,10 @@ def test_update_ratio_cost_benchmark_times_both_ways():
 
 def _row_cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| gpt") else []
+
+
+def test_hook_costs_benchmark_times_every_piece_in_place_and_warm():
+    out = _run("hook_costs.py", "--steps", "2")
+    for piece in ("every-step gradient check", "gradient statistics", "weight statistics without max-abs"):
+        in_place, warm = (float(cell) for cell in _row(out, piece)[1:3])
+        assert in_place > 0 and warm > 0
