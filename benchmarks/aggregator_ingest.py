@@ -164,7 +164,7 @@ def run_phase(
     def sample() -> None:
         while not stop.wait(max(0.0, start + warmup - time.time())) and time.time() < start + warmup:
             pass
-        histograms.append(ingest_histogram(service))
+        histograms.append(ingest_histogram(service.get("/metrics")))
         service.memory()  # finds the actor
         service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
         t0 = time.time()
@@ -173,15 +173,29 @@ def run_phase(
             memory.append((time.time() - t0, m["http"], m["actor"], m["shared"]))
             stop.wait(args.sample_every)
 
+    scrapes: list[float] = []
+
+    def scrape() -> None:
+        # As Prometheus does: the whole body read and dropped (parsing it is Prometheus' work, on its own CPUs).
+        while not stop.wait(args.scrape_every):
+            t0 = time.perf_counter()
+            service.get("/metrics")
+            scrapes.append(time.perf_counter() - t0)
+
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    scraper = threading.Thread(target=scrape, daemon=True)
+    if args.scrape_every > 0:
+        scraper.start()
     collected = [results.get(timeout=start + warmup + duration + 300 - time.time()) for _ in procs]
     service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
     stop.set()
     for p in procs:
         p.join(10)
     sampler.join(10)
-    histograms.append(ingest_histogram(service))
+    if scraper.is_alive():
+        scraper.join(60)
+    histograms.append(ingest_histogram(service.get("/metrics")))
     latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}
     for _, s, _ in collected:
@@ -201,6 +215,7 @@ def run_phase(
         "errors": sum(v for k, v in statuses.items() if k != 202),
         "memory": memory,
         "cores": cores_used(service_cpu, sum(c for _, _, c in collected), duration),
+        "scrapes": scrapes,
     }
 
 
@@ -216,9 +231,16 @@ def cores_used(service_cpu: list[tuple[float, float, float]], clients_cpu: float
     }
 
 
-def ingest_histogram(service: ServeProcess) -> dict[float, float]:
-    """The service's own ``gradwatch_ingest_seconds`` buckets (upper bound → cumulative count)."""
-    text = service.get("/metrics").decode()
+def ingest_histogram(body: bytes) -> dict[float, float]:
+    """The service's own ``gradwatch_ingest_seconds`` buckets (upper bound → cumulative count) from a /metrics body.
+
+    Only the histogram's lines are decoded: the body holds every layer's series (40 MB for 64 runs of
+    1,000 layers), and reading all of it here would take a core from the service under test.
+    """
+    first = body.find(b"gradwatch_ingest_seconds_bucket{")
+    if first < 0:
+        return {}
+    text = body[first : body.find(b"gradwatch_ingest_seconds_count", first)].decode()
     pattern = r'^gradwatch_ingest_seconds_bucket\{le="([^"]+)"\} (\S+)$'
     return {float(le): float(count) for le, count in re.findall(pattern, text, re.M)}
 
@@ -300,6 +322,18 @@ def components(args: argparse.Namespace, reports: int = 200, runs: int = 16) -> 
     return {k: v / reports * 1e3 for k, v in timings.items()}
 
 
+def scrape_note(args: argparse.Namespace, phases: list[dict]) -> str:
+    """What the phases' /metrics scrapes were and cost, for the description."""
+    if args.scrape_every <= 0:
+        return "No /metrics scrapes during the phases (`--scrape-every 0`)."
+    times = [t for p in phases for t in p["scrapes"]]
+    taken = f" ({len(times)} in all, each {percentiles(times)['p50'] * 1e3:.0f} ms at the median)" if times else ""
+    return (
+        f"Meanwhile /metrics is read in full every {args.scrape_every:g} s{taken}, as `deploy/`'s Prometheus "
+        "scrapes: a scrape renders every layer's series, and ingest shares the machine with it."
+    )
+
+
 def scraped_total(service: ServeProcess, name: str) -> float:
     text = service.get("/metrics").decode()
     match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
@@ -354,6 +388,12 @@ def main() -> int:
         help="report encoding the clients send (default: %(default)s, the agent's; json is what curl or other clients send)",
     )
     parser.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
+    parser.add_argument(
+        "--scrape-every",
+        type=float,
+        default=5,
+        help="seconds between GET /metrics during each phase, as deploy/'s Prometheus scrapes (default: %(default)s; 0: none)",
+    )
     parser.add_argument("--config", help="a gradwatch serve TOML config (e.g. to compare settings)")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")
     args = parser.parse_args()
@@ -415,7 +455,8 @@ def main() -> int:
             "actor on a private local Ray). Latency is client-side (request sent → 202 read). Clients and service "
             f"share the machine. The service counted {ingested:.0f} reports ingested. Service p99: the service's own "
             "`gradwatch_ingest_seconds` over the phase (handler entered → rules evaluated; `histogram_quantile` "
-            "over its buckets), which leaves out the clients' own time on the shared CPUs.",
+            "over its buckets), which leaves out the clients' own time on the shared CPUs. "
+            + scrape_note(args, phases),
             "",
             *table,
             "",

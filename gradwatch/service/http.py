@@ -26,11 +26,11 @@ from gradwatch.service.auth import Token, token_middleware
 from gradwatch.service.columns import ColumnarReport, LayoutCache
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
-from gradwatch.service.exposition import SnapshotCollector
 from gradwatch.service.packed import PackedError
 from gradwatch.service.packed import decode as decode_packed
 from gradwatch.service.page import ASSETS, asset
 from gradwatch.service.page.series import SeriesLimits
+from gradwatch.service.render_worker import RenderWorker
 from gradwatch.wire import PACKED_CONTENT_TYPE, SUPPORTED_VERSIONS, Report, is_valid_run_name
 
 logger = logging.getLogger("gradwatch.service")
@@ -45,6 +45,8 @@ _JSON_TYPES = frozenset(
 )
 #: The aggregator's refusals (IngestRefused.status) as reasons of gradwatch_ingest_rejected_reports.
 _REFUSED_REASONS = {413: "too_many_layers", 429: "too_many_runs"}
+#: /metrics bodies are written this much at a time (see metrics_endpoint).
+_WRITE_SLICE_BYTES = 1 << 20
 
 
 class Backend(Protocol):
@@ -141,9 +143,9 @@ def make_app(
     ``protect_metrics``) answers 401 without ``Authorization: Bearer <token>``.
     """
     registry = registry or CollectorRegistry()
-    # Not registered: it writes its own (identical) text, ten times faster than
-    # the registry would for thousands of layer series, ahead of the registry's.
-    collector = SnapshotCollector()
+    # The layer series: not a registered collector (it writes the same text ten times faster than the
+    # registry would for thousands of series), ahead of the registry's, in a child process.
+    renderer = RenderWorker()
     metrics = HttpMetrics(registry)
     # The service process' standard process_* series (memory, CPU, open files).
     ProcessCollector(registry=registry)
@@ -226,21 +228,21 @@ def make_app(
 
         return handler
 
-    render_lock = asyncio.Lock()
-
-    def render(snapshots: list[AggregatorSnapshot]) -> bytes:
-        collector.update(snapshots)
-        return collector.render() + generate_latest(registry)
-
     async def metrics_endpoint(request: web.Request) -> web.Response:
         snapshots = await backend.snapshots()
-        # Rendering takes a while on a big service (64 runs of 1,000 layers: about a quarter of a
-        # second). In the event loop, every scrape would hold up ingest for that long; in a thread,
-        # the loop takes the interpreter back at each switch interval (5 ms) and goes on serving.
-        # One render at a time: the collector keeps its per-run templates from scrape to scrape.
-        async with render_lock:
-            body = await asyncio.to_thread(render, snapshots)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        layers = await renderer.render(snapshots)  # the big part, out of this process (render_worker.py)
+        own = generate_latest(registry)  # this process' few series
+        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
+        response.content_length = len(layers) + len(own)
+        await response.prepare(request)
+        # In slices: the transport copies what the socket does not take at once, and one copy of
+        # 40 MB would hold the loop (and ingest) for that long.
+        view = memoryview(layers)
+        for start in range(0, len(view), _WRITE_SLICE_BYTES):
+            await response.write(view[start : start + _WRITE_SLICE_BYTES])
+        await response.write(own)
+        await response.write_eof()
+        return response
 
     async def health(request: web.Request) -> web.Response:
         return _json({"status": "ok"})
@@ -306,6 +308,11 @@ def make_app(
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index)
     app.router.add_get("/page/{name}", page_asset)
+
+    async def stop_renderer(app: web.Application) -> None:
+        renderer.close()
+
+    app.on_cleanup.append(stop_renderer)
     return app
 
 

@@ -48,11 +48,21 @@ def test_reports_beyond_the_pending_limit_are_refused_before_the_actor():
     asyncio.run(scenario())
 
 
-def test_a_slow_metrics_render_does_not_hold_up_ingest(monkeypatch):
-    """/metrics of a big service takes a while to render; reports posted meanwhile are answered meanwhile."""
+def test_a_slow_metrics_render_in_process_does_not_hold_up_ingest(monkeypatch):
+    """/metrics of a big service takes a while to render; reports posted meanwhile are answered meanwhile.
+
+    The render runs in a child process (tests/unit/test_render_worker.py); where no child can be
+    started, in a thread of the front's, which must not hold up the event loop either.
+    """
     import time
 
     from gradwatch.service.exposition import SnapshotCollector
+    from gradwatch.service.render_worker import RenderWorker
+
+    def no_child(self):
+        raise OSError("no child processes here")
+
+    monkeypatch.setattr(RenderWorker, "_child", no_child)
 
     render = SnapshotCollector.render
 
