@@ -237,3 +237,25 @@ def test_nanmedian_of_complete_rows_matches_numpy_exactly():
             with np.errstate(all="ignore"):
                 expected = np.median(a, axis=1)
             assert np.array_equal(nanmedian(a, axis=1), expected, equal_nan=True)
+
+
+def test_nanmedian_of_a_whole_array_matches_numpy_over_its_finite_and_infinite_values():
+    from gradwatch.service.rules.robust import nanmedian
+
+    rng = np.random.default_rng(1)
+    for size in [1, 2, 3, 250, 251]:
+        for trial in range(20):
+            a = rng.standard_normal(size) * 10 ** rng.uniform(-30, 30)
+            if trial % 5 == 0:
+                a[0] = np.inf
+            if trial % 7 == 0:
+                a[-1] = -np.inf
+            if trial % 3 == 0 and size > 2:
+                a[1] = np.nan  # ignored
+            with np.errstate(all="ignore"):
+                expected = float(np.median(a[~np.isnan(a)]))
+            got = nanmedian(a.reshape(-1, 1) if trial % 2 else a)
+            assert got == expected or (np.isnan(got) and np.isnan(expected))
+            assert isinstance(got, float)
+    assert np.isnan(nanmedian(np.array([np.nan, np.nan])))
+    assert np.isnan(nanmedian(np.array([])))

@@ -42,7 +42,7 @@ def nanmedian(x: np.ndarray, axis: int | None = None) -> Any:
     a = np.asarray(x, dtype=float)
     if axis is None:
         f = a[~np.isnan(a)]
-        return float(np.median(f)) if f.size else float("nan")
+        return float(_median_complete(f, 0)) if f.size else float("nan")
     if a.shape[axis] == 0:
         return np.full(np.delete(a.shape, axis), np.nan)
     if not np.isnan(a).any():
