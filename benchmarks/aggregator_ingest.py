@@ -21,6 +21,7 @@ target, or at half of phase 1's rate when that is lower, or at
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import math
 import multiprocessing as mp
@@ -30,6 +31,7 @@ import re
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -164,7 +166,7 @@ def run_phase(
     def sample() -> None:
         while not stop.wait(max(0.0, start + warmup - time.time())) and time.time() < start + warmup:
             pass
-        histograms.append(ingest_histogram(service.get("/metrics")))
+        histograms.append(ingest_histogram(gzip.decompress(fetch_metrics(service))))
         service.memory()  # finds the actor
         service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
         t0 = time.time()
@@ -176,10 +178,11 @@ def run_phase(
     scrapes: list[float] = []
 
     def scrape() -> None:
-        # As Prometheus does: the whole body read and dropped (parsing it is Prometheus' work, on its own CPUs).
+        # As Prometheus does: gzip accepted, the whole body read and dropped (decompressing and parsing
+        # it are Prometheus' work, on its own CPUs).
         while not stop.wait(args.scrape_every):
             t0 = time.perf_counter()
-            service.get("/metrics")
+            fetch_metrics(service)
             scrapes.append(time.perf_counter() - t0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -195,7 +198,7 @@ def run_phase(
     sampler.join(10)
     if scraper.is_alive():
         scraper.join(60)
-    histograms.append(ingest_histogram(service.get("/metrics")))
+    histograms.append(ingest_histogram(gzip.decompress(fetch_metrics(service))))
     latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}
     for _, s, _ in collected:
@@ -229,6 +232,15 @@ def cores_used(service_cpu: list[tuple[float, float, float]], clients_cpu: float
         "aggregator actor": (actor1 - actor0) / (t1 - t0),
         "clients": clients_cpu / duration,
     }
+
+
+def fetch_metrics(service: ServeProcess) -> bytes:
+    """GET /metrics as Prometheus asks for it (gzip accepted); the body as sent."""
+    request = urllib.request.Request(service.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if response.headers.get("Content-Encoding") != "gzip":
+            raise RuntimeError("/metrics was not gzipped for a scraper that accepts it")
+        return response.read()
 
 
 def ingest_histogram(body: bytes) -> dict[float, float]:
@@ -329,8 +341,9 @@ def scrape_note(args: argparse.Namespace, phases: list[dict]) -> str:
     times = [t for p in phases for t in p["scrapes"]]
     taken = f" ({len(times)} in all, each {percentiles(times)['p50'] * 1e3:.0f} ms at the median)" if times else ""
     return (
-        f"Meanwhile /metrics is read in full every {args.scrape_every:g} s{taken}, as `deploy/`'s Prometheus "
-        "scrapes: a scrape renders every layer's series, and ingest shares the machine with it."
+        f"Meanwhile /metrics is read in full, gzip accepted, every {args.scrape_every:g} s{taken}, as "
+        "`deploy/`'s Prometheus scrapes: a scrape renders every layer's series, and ingest shares the machine "
+        "with it."
     )
 
 
@@ -392,7 +405,10 @@ def main() -> int:
         "--scrape-every",
         type=float,
         default=5,
-        help="seconds between GET /metrics during each phase, as deploy/'s Prometheus scrapes (default: %(default)s; 0: none)",
+        help=(
+            "seconds between GET /metrics (gzip accepted) during each phase, as deploy/'s Prometheus scrapes "
+            "(default: %(default)s; 0: none)"
+        ),
     )
     parser.add_argument("--config", help="a gradwatch serve TOML config (e.g. to compare settings)")
     parser.add_argument("--write-docs", action="store_true", help="write the table into docs/benchmarks.md")

@@ -230,17 +230,20 @@ def make_app(
 
     async def metrics_endpoint(request: web.Request) -> web.Response:
         snapshots = await backend.snapshots()
-        layers = await renderer.render(snapshots)  # the big part, out of this process (render_worker.py)
-        own = generate_latest(registry)  # this process' few series
-        response = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-        response.content_length = len(layers) + len(own)
+        gzipped = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
+        # The layer series, then this process' own few; rendered out of this process (render_worker.py).
+        body = await renderer.render(snapshots, generate_latest(registry), gzipped)
+        headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
+        if gzipped:
+            headers["Content-Encoding"] = "gzip"
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(body)
         await response.prepare(request)
         # In slices: the transport copies what the socket does not take at once, and one copy of
         # 40 MB would hold the loop (and ingest) for that long.
-        view = memoryview(layers)
+        view = memoryview(body)
         for start in range(0, len(view), _WRITE_SLICE_BYTES):
             await response.write(view[start : start + _WRITE_SLICE_BYTES])
-        await response.write(own)
         await response.write_eof()
         return response
 
@@ -322,6 +325,19 @@ _PAGE_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-cache",
 }
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an Accept-Encoding header admits gzip (Prometheus sends ``gzip``; ``gzip;q=0`` refuses it)."""
+    for part in accept_encoding.split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            q = params.strip().lower().removeprefix("q=").strip()
+            try:
+                return not q or float(q) > 0
+            except ValueError:
+                return False
+    return False
 
 
 def _asset_response(name: str) -> web.Response:

@@ -6,7 +6,9 @@ process that quarter second holds the interpreter, and every report arriving
 meanwhile waits for it; with Prometheus scraping every 5 s (``deploy/``), a 50 ms
 ingest p99 became 400 ms (``benchmarks/aggregator_ingest.py`` scrapes as it does).
 A child process renders instead, at a lower CPU priority than ingest: the
-front only pickles the snapshot to it (a few MB) and sends back the bytes.
+front only pickles the snapshot to it (a few MB) and sends back the bytes,
+gzip-compressed when the scraper accepts it, as Prometheus does (5.6 MB
+instead of 39 for the front to copy and the network to carry).
 
 The child is started with ``spawn`` (the front holds Ray's threads, which a fork
 would copy in whatever state they are), once, and kept: the collector's per-run
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import multiprocessing
 import os
@@ -45,10 +48,18 @@ def _start_child() -> None:
     _collector = SnapshotCollector()
 
 
-def _render_in_child(snapshots: list[AggregatorSnapshot]) -> bytes:
+def _render_in_child(snapshots: list[AggregatorSnapshot], tail: bytes, gzipped: bool) -> bytes:
     assert _collector is not None
-    _collector.update(snapshots)
-    return _collector.render()
+    return _body(_collector, snapshots, tail, gzipped)
+
+
+def _body(collector: SnapshotCollector, snapshots: list[AggregatorSnapshot], tail: bytes, gzipped: bool) -> bytes:
+    """The exposition: ``snapshots``' series, then ``tail`` (the front's own registry); gzipped if asked."""
+    collector.update(snapshots)
+    body = collector.render() + tail
+    # Level 1: a seventh of the size (39 -> 5.6 MB) for half the render's time again; higher levels
+    # take three times as long for 10% less.
+    return gzip.compress(body, compresslevel=1, mtime=0) if gzipped else body
 
 
 class RenderWorker:
@@ -59,11 +70,14 @@ class RenderWorker:
         self._failures = 0
         self._lock = asyncio.Lock()  # one render at a time: the child's templates are not shared
 
-    async def render(self, snapshots: list[AggregatorSnapshot]) -> bytes:
+    async def render(self, snapshots: list[AggregatorSnapshot], tail: bytes = b"", gzipped: bool = False) -> bytes:
+        """The exposition of ``snapshots`` followed by ``tail``, gzip-compressed when ``gzipped``."""
         async with self._lock:
             if self._failures < MAX_CHILD_FAILURES:
                 try:
-                    body = await asyncio.get_running_loop().run_in_executor(self._child(), _render_in_child, snapshots)
+                    body = await asyncio.get_running_loop().run_in_executor(
+                        self._child(), _render_in_child, snapshots, tail, gzipped
+                    )
                     self._failures = 0
                     return body
                 except (BrokenProcessPool, OSError):
@@ -74,9 +88,7 @@ class RenderWorker:
                         "gradwatch: the /metrics renderer process failed; rendering in-process", exc_info=True
                     )
                     self.close()
-            collector = SnapshotCollector()
-            collector.update(snapshots)
-            return await asyncio.to_thread(collector.render)
+            return await asyncio.to_thread(_body, SnapshotCollector(), snapshots, tail, gzipped)
 
     def _child(self) -> ProcessPoolExecutor:
         if self._pool is None:

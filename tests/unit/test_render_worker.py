@@ -84,3 +84,53 @@ def test_without_children_every_scrape_is_rendered_here(monkeypatch):
     for _ in range(render_worker.MAX_CHILD_FAILURES + 2):
         assert asyncio.run(worker.render([aggregator.snapshot()])) == _in_process(aggregator)
     assert worker._failures == render_worker.MAX_CHILD_FAILURES  # it stopped trying
+
+
+def test_gzipped_on_request_with_the_front_series_after_the_layers():
+    import gzip
+
+    aggregator = _aggregator()
+    worker = RenderWorker()
+    tail = b"# HELP front_series x\n# TYPE front_series gauge\nfront_series 1.0\n"
+    try:
+        plain = asyncio.run(worker.render([aggregator.snapshot()], tail))
+        packed = asyncio.run(worker.render([aggregator.snapshot()], tail, gzipped=True))
+    finally:
+        worker.close()
+    assert plain == _in_process(aggregator) + tail
+    assert packed[:2] == b"\x1f\x8b" and gzip.decompress(packed) == plain
+
+
+def test_accept_encoding_is_read_as_http_says():
+    from gradwatch.service.http import _accepts_gzip
+
+    assert _accepts_gzip("gzip")
+    assert _accepts_gzip("deflate, gzip;q=0.5")
+    assert _accepts_gzip("GZIP")
+    assert not _accepts_gzip("")
+    assert not _accepts_gzip("identity")
+    assert not _accepts_gzip("gzip;q=0")
+    assert not _accepts_gzip("gzip;q=0.0, identity")
+    assert not _accepts_gzip("x-gzip2")
+
+
+def test_metrics_over_http_are_gzipped_for_scrapers_that_accept_it():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gradwatch.service.backends import LocalBackend
+    from gradwatch.service.config import ServiceConfig
+    from gradwatch.service.http import make_app
+
+    aggregator = _aggregator()
+
+    async def scrape(accept: str) -> tuple[str | None, str]:
+        async with TestClient(TestServer(make_app(LocalBackend(aggregator), ServiceConfig()))) as client:
+            response = await client.get("/metrics", headers={"Accept-Encoding": accept})
+            assert response.status == 200
+            return response.headers.get("Content-Encoding"), await response.text()  # the client decompresses
+
+    for accept, encoding in (("gzip", "gzip"), ("identity", None)):
+        sent_as, text = asyncio.run(scrape(accept))
+        assert sent_as == encoding
+        assert 'gradwatch_layer_grad_norm{layer="block.3.weight",run="run-1"} 0.4' in text
+        assert text.count("# TYPE process_resident_memory_bytes gauge") == 1  # the front's own, once
