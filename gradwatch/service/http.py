@@ -228,11 +228,10 @@ def make_app(
 
         return handler
 
-    async def metrics_endpoint(request: web.Request) -> web.Response:
-        snapshots = await backend.snapshots()
+    async def metrics_endpoint(request: web.Request) -> web.StreamResponse:
         gzipped = _accepts_gzip(request.headers.get("Accept-Encoding", ""))
-        # The layer series, then this process' own few; rendered out of this process (render_worker.py).
-        body = await renderer.render(snapshots, generate_latest(registry), gzipped)
+        # The aggregators' series, then this process' own few; rendered out of this process (render_worker.py).
+        body = await renderer.render(backend.snapshots, lambda: generate_latest(registry), gzipped)
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept-Encoding"}
         if gzipped:
             headers["Content-Encoding"] = "gzip"
@@ -307,13 +306,14 @@ def make_app(
     app.router.add_get("/v1/runs/{run:.+}/diagnoses", per_run(backend.diagnoses))
     app.router.add_get("/v1/runs/{run:.+}/layers", per_run(backend.layers))
     app.router.add_get("/v1/runs/{run:.+}/series", series)
-    app.router.add_get("/metrics", metrics_endpoint)
+    # No HEAD: its answer would cost a whole render, and Prometheus does not send it.
+    app.router.add_get("/metrics", metrics_endpoint, allow_head=False)
     app.router.add_get("/healthz", health)
     app.router.add_get("/", index)
     app.router.add_get("/page/{name}", page_asset)
 
     async def stop_renderer(app: web.Application) -> None:
-        renderer.close()
+        await asyncio.to_thread(renderer.close)  # waits for the child to exit
 
     app.on_cleanup.append(stop_renderer)
     return app
@@ -328,15 +328,27 @@ _PAGE_HEADERS = {
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header admits gzip (Prometheus sends ``gzip``; ``gzip;q=0`` refuses it)."""
+    """Whether an Accept-Encoding header admits gzip (RFC 9110 12.5.3; Prometheus sends ``gzip``).
+
+    ``gzip`` or ``x-gzip`` by name, else ``*``, with a q-value above 0; a malformed q-value refuses.
+    """
+    weights: dict[str, float] = {}
     for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            q = params.strip().lower().removeprefix("q=").strip()
-            try:
-                return not q or float(q) > 0
-            except ValueError:
-                return False
+        coding, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+                if not 0.0 <= q <= 1.0:
+                    q = 0.0
+        weights.setdefault(coding.lower(), q)
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in weights:
+            return weights[coding] > 0
     return False
 
 

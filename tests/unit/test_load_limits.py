@@ -56,13 +56,13 @@ def test_a_slow_metrics_render_in_process_does_not_hold_up_ingest(monkeypatch):
     """
     import time
 
+    from gradwatch.service import render_worker
     from gradwatch.service.exposition import SnapshotCollector
-    from gradwatch.service.render_worker import RenderWorker
 
-    def no_child(self):
+    def no_child(*args, **kwargs):
         raise OSError("no child processes here")
 
-    monkeypatch.setattr(RenderWorker, "_child", no_child)
+    monkeypatch.setattr(render_worker.subprocess, "Popen", no_child)
 
     render = SnapshotCollector.render
 

@@ -1,0 +1,68 @@
+"""The ingest benchmark's reads of ``/metrics``: as Prometheus scrapes, and the service's own ingest histogram."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import urllib.request
+
+from benchmarks._common import ServeProcess, percentiles
+
+
+def fetch_metrics(service: ServeProcess) -> bytes:
+    """GET /metrics as Prometheus asks for it (gzip accepted); the body as sent."""
+    request = urllib.request.Request(service.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if response.headers.get("Content-Encoding") != "gzip":
+            raise RuntimeError("/metrics was not gzipped for a scraper that accepts it")
+        return response.read()
+
+
+def ingest_histogram(body: bytes) -> dict[float, float]:
+    """The service's own ``gradwatch_ingest_seconds`` buckets (upper bound → cumulative count) from a /metrics body.
+
+    Only the histogram's lines are decoded: the body holds every layer's series (40 MB for 64 runs of
+    1,000 layers), and reading all of it here would take a core from the service under test.
+    """
+    first = body.find(b"gradwatch_ingest_seconds_bucket{")
+    if first < 0:
+        return {}
+    text = body[first : body.find(b"gradwatch_ingest_seconds_count", first)].decode()
+    pattern = r'^gradwatch_ingest_seconds_bucket\{le="([^"]+)"\} (\S+)$'
+    return {float(le): float(count) for le, count in re.findall(pattern, text, re.M)}
+
+
+def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float:
+    """The q-quantile of the observations between two scrapes, interpolated in buckets as Prometheus does."""
+    buckets = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not buckets or buckets[-1][1] <= 0:
+        return float("nan")
+    rank = q * buckets[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            if math.isinf(upper):
+                return lower
+            return lower + (upper - lower) * (rank - below) / max(count - below, 1e-12)
+        lower, below = upper, count
+    return float("nan")
+
+
+def scraped_total(service: ServeProcess, name: str) -> float:
+    text = service.get("/metrics").decode()
+    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else float("nan")
+
+
+def scrape_note(args: argparse.Namespace, phases: list[dict]) -> str:
+    """What the phases' /metrics scrapes were and cost, for the description."""
+    if args.scrape_every <= 0:
+        return "No /metrics scrapes during the phases (`--scrape-every 0`)."
+    times = [t for p in phases for t in p["scrapes"]]
+    taken = f" ({len(times)} in all, each {percentiles(times)['p50'] * 1e3:.0f} ms at the median)" if times else ""
+    return (
+        f"Meanwhile /metrics is read in full, gzip accepted, every {args.scrape_every:g} s{taken}, as "
+        "`deploy/`'s Prometheus scrapes: a scrape renders every layer's series, and ingest shares the machine "
+        "with it."
+    )
