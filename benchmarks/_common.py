@@ -134,6 +134,13 @@ class ServeProcess:
         self.actor_pid = min(actors) if actors else None
         return self.actor_pid
 
+    def renderer_memory(self) -> float:
+        """Private resident memory (MB) of the front's /metrics renderer child; NaN before the first scrape."""
+        for pid in descendants(self.proc.pid):
+            if "gradwatch.service.render_worker" in cmdline(pid):
+                return rss_mb(pid, "RssAnon")
+        return float("nan")
+
     def memory(self) -> dict[str, float]:
         """Private resident memory (MB) of the HTTP process and of the aggregator actor, and the shared.
 

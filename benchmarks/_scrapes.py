@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gzip
 import math
 import re
 import urllib.request
@@ -10,21 +11,22 @@ import urllib.request
 from benchmarks._common import ServeProcess, percentiles
 
 
-def fetch_metrics(service: ServeProcess) -> bytes:
-    """GET /metrics as Prometheus asks for it (gzip accepted); the body as sent."""
-    request = urllib.request.Request(service.url + "/metrics", headers={"Accept-Encoding": "gzip"})
+def scrape(url: str, accept_encoding: str = "gzip") -> bytes:
+    """GET /metrics with this Accept-Encoding (Prometheus sends gzip); the body as sent, not decompressed."""
+    request = urllib.request.Request(url + "/metrics", headers={"Accept-Encoding": accept_encoding})
     with urllib.request.urlopen(request, timeout=60) as response:
-        if response.headers.get("Content-Encoding") != "gzip":
-            raise RuntimeError("/metrics was not gzipped for a scraper that accepts it")
+        if (response.headers.get("Content-Encoding") == "gzip") != (accept_encoding == "gzip"):
+            raise RuntimeError(f"/metrics answered Content-Encoding {response.headers.get('Content-Encoding')!r}")
         return response.read()
 
 
-def ingest_histogram(body: bytes) -> dict[float, float]:
-    """The service's own ``gradwatch_ingest_seconds`` buckets (upper bound → cumulative count) from a /metrics body.
+def ingest_histogram(service: ServeProcess) -> dict[float, float]:
+    """The service's own ``gradwatch_ingest_seconds`` buckets (upper bound → cumulative count), from a scrape.
 
     Only the histogram's lines are decoded: the body holds every layer's series (40 MB for 64 runs of
     1,000 layers), and reading all of it here would take a core from the service under test.
     """
+    body = gzip.decompress(scrape(service.url))
     first = body.find(b"gradwatch_ingest_seconds_bucket{")
     if first < 0:
         return {}

@@ -21,7 +21,6 @@ target, or at half of phase 1's rate when that is lower, or at
 from __future__ import annotations
 
 import argparse
-import gzip
 import http.client
 import multiprocessing as mp
 import os
@@ -36,7 +35,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import ServeProcess, cpu_seconds, percentiles  # noqa: E402
 from benchmarks._reports import ReportMaker, check_encodings_agree, layer_variants  # noqa: E402
 from benchmarks._scrapes import (  # noqa: E402
-    fetch_metrics,
     histogram_quantile,
     ingest_histogram,
     scrape_note,
@@ -170,7 +168,7 @@ def run_phase(
     def sample() -> None:
         while not stop.wait(max(0.0, start + warmup - time.time())) and time.time() < start + warmup:
             pass
-        histograms.append(ingest_histogram(gzip.decompress(fetch_metrics(service))))
+        histograms.append(ingest_histogram(service))
         service.memory()  # finds the actor
         service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
         t0 = time.time()
@@ -186,7 +184,7 @@ def run_phase(
         # it are Prometheus' work, on its own CPUs).
         while not stop.wait(args.scrape_every):
             t0 = time.perf_counter()
-            fetch_metrics(service)
+            scrape(service.url)
             scrapes.append(time.perf_counter() - t0)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -196,13 +194,14 @@ def run_phase(
         scraper.start()
     collected = [results.get(timeout=start + warmup + duration + 300 - time.time()) for _ in procs]
     service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
+    renderer_mb = service.renderer_memory()
     stop.set()
     for p in procs:
         p.join(10)
     sampler.join(10)
     if scraper.is_alive():
         scraper.join(60)
-    histograms.append(ingest_histogram(gzip.decompress(fetch_metrics(service))))
+    histograms.append(ingest_histogram(service))
     latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}
     for _, s, _ in collected:
@@ -223,6 +222,7 @@ def run_phase(
         "memory": memory,
         "cores": cores_used(service_cpu, sum(c for _, _, c in collected), duration),
         "scrapes": scrapes,
+        "renderer_mb": renderer_mb,
     }
 
 
@@ -435,7 +435,8 @@ def main() -> int:
             f"Memory during the sustained phase: {memory_summary(mem)}. Private memory decides whether a "
             "process leaks; both processes also map Ray's object store, which carries the batches from "
             "the front to the actor, and its pages count in both RSS as they are first touched (last "
-            "column).",
+            f"column). The front's /metrics renderer child held {sustained['renderer_mb']:.0f} MB private at the "
+            "end of the phase (read then, not sampled).",
             "",
             "CPU, average cores over each phase ("
             + "; ".join(

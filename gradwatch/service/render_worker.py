@@ -1,14 +1,14 @@
 """``/metrics`` text rendered in a child process, so that a scrape does not hold up ingest.
 
-A big service's exposition is large: 64 runs of 1,000 layers are 455,000 series,
-39 MB of text, about a quarter of a second of CPU to write. In the front's own
+A big service's exposition is large: 64 runs of 1,000 layers are 450,000 series,
+40 MB of text, about a quarter of a second of CPU to write. In the front's own
 process that quarter second holds the interpreter, and every report arriving
 meanwhile waits for it; with Prometheus scraping every 5 s (``deploy/``), a 60 ms
 ingest p99 became 400 ms (``benchmarks/aggregator_ingest.py`` scrapes as it does).
 A child process renders instead, at a lower CPU priority than ingest: the
 front pickles the snapshot to it (a few MB) and reads back the bytes,
 gzip-compressed when the scraper accepts it, as Prometheus does (5.6 MB
-instead of 39 for the front to copy and the network to carry).
+instead of 40 for the front to copy and the network to carry).
 
 The child is a plain ``python -m gradwatch.service.render_worker`` speaking
 length-prefixed frames over its stdin and stdout, not a multiprocessing
@@ -68,8 +68,8 @@ def _body(collector: SnapshotCollector, snapshots: list[AggregatorSnapshot], tai
     """The exposition: ``snapshots``' series, then ``tail`` (the front's own registry); gzipped if asked."""
     collector.update(snapshots)
     body = collector.render() + tail
-    # Level 1: a seventh of the size (39 -> 5.6 MB) for half the render's time again; higher levels
-    # take three times as long for 10% less.
+    # Level 1, the cheapest: it already takes the text to a seventh (40 -> 5.6 MB, 132 ms;
+    # benchmarks/metrics_scrape.py), and the child's CPU is the machine's too.
     return gzip.compress(body, compresslevel=1, mtime=0) if gzipped else body
 
 
