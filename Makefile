@@ -37,5 +37,6 @@ test: install system-deps
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/pip install --quiet ruff
+	$(BIN)/pip install --quiet ruff mypy types-PyYAML
 	$(BIN)/ruff check gradwatch tests
+	$(BIN)/mypy gradwatch

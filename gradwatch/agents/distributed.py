@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -36,7 +36,7 @@ _DTENSOR = _dtensor_type()
 def local_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """The part of ``tensor`` this rank holds: a DTensor's local shard, else the tensor itself."""
     if _DTENSOR is not None and isinstance(tensor, _DTENSOR):
-        return tensor.to_local()
+        return cast(Any, tensor).to_local()
     return tensor
 
 
@@ -124,7 +124,7 @@ def attach_nan_origin_hook(model: torch.nn.Module) -> NanOriginHook | None:
         return None
     hook = NanOriginHook()
     try:
-        model.register_comm_hook(state=model.process_group, hook=hook.reduce)
+        cast(Any, model).register_comm_hook(state=model.process_group, hook=hook.reduce)
     except Exception:  # noqa: BLE001 - watch() must not fail on DDP's checks
         return None  # a hook of the user's own is registered (or an odd DDP): theirs stays, no origin flags
     return hook

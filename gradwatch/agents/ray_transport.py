@@ -13,6 +13,7 @@ pushes them to Alertmanager on its next refresh of active alerts.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ class RayActorTransport:
             raise ValueError(f"endpoint {endpoint!r} must look like actor://NAME (the name given to gradwatch serve)")
         self._service = name
         self._actor_name = aggregator_actor_name(name)
-        self._actor = None
+        self._actor: Any = None
 
     def __call__(self, body: bytes, timeout: float) -> tuple[int, str]:
         try:
@@ -52,7 +53,8 @@ class RayActorTransport:
         except RayError as exc:
             status = getattr(exc, "status", None) or getattr(getattr(exc, "cause", None), "status", None)
             if isinstance(status, int):
-                return status, json.dumps({"error": str(getattr(exc.cause, "reason", exc))[:500]})
+                cause = getattr(exc, "cause", None)
+                return status, json.dumps({"error": str(getattr(cause, "reason", exc))[:500]})
             raise OSError(f"aggregator actor {self._actor_name}: {type(exc).__name__}") from exc
         return 202, json.dumps({"accepted": len(report.steps), "run": report.run})
 
