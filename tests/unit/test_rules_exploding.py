@@ -66,6 +66,20 @@ def _diverging_loss() -> np.ndarray:
     return loss
 
 
+def _ramp(rises: int, per_step: float = 1.03, dip_at: int | None = None) -> np.ndarray:
+    """Loss creeping down to 0.11 for 40 steps, then ``rises`` steps each ``per_step`` x the last (a linear model past
+    its stability edge on full batches: +3% a step); ``dip_at``: that step of the ramp falls back instead."""
+    loss = np.r_[np.linspace(0.12, 0.11, 40), 0.11 * per_step ** np.arange(1, rises + 1)]
+    if dip_at is not None:
+        loss[40 + dip_at] = loss[40 + dip_at - 1] * 0.99
+    return loss
+
+
+def _queue_filling_infonce(steps: int = 30) -> np.ndarray:
+    """InfoNCE while its queue of negatives fills: about log(negatives), 64 more a step, rising ever more slowly."""
+    return np.log(64.0 * np.arange(1, steps + 1)) + 0.1
+
+
 def _blowing_up_loss() -> np.ndarray:
     """x1000 in one step, then to 7e25 in the next (a too-large init on its way to NaN): the last step is
     ~90% of the rise in log units, but the rise had already multiplied the loss by 1000 before it."""
@@ -166,6 +180,8 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
         "update_ratio",
     ),
     ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
+    # explode_finite_past_edge_linear: +3% a step, far from any 100x, every loss above the one before.
+    ("loss ramping up 3% a step for 12 steps", lambda: make_view(_ramp(12)), 40, "loss_ramp"),
 ]
 
 
@@ -259,6 +275,10 @@ def _slow_steady_growth() -> RunView:
 
 
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("loss ramping up for 9 steps only", lambda: make_view(_ramp(9))),
+    ("loss ramp broken by one lower step", lambda: make_view(_ramp(14, dip_at=6))),
+    ("loss ramping up 1% a step (x1.13 in 12)", lambda: make_view(_ramp(12, per_step=1.01))),
+    ("InfoNCE climbing while its queue of negatives fills", lambda: make_view(_queue_filling_infonce())),
     # A gated recurrence may learn to carry more gradient to the early step that matters (delayed recall).
     ("LSTM carrying 300x more gradient to its first step", lambda: _recurrence(300.0, True)),
     ("plain recurrence, first step 30x its last", lambda: _recurrence(30.0, False)),

@@ -8,6 +8,7 @@ import numpy as np
 
 from .config import ExplodingGradientConfig
 from .growth import Hit, baseline_rows, gradient_growth
+from .loss_ramp import loss_ramp
 from .robust import (
     as_float,
     nanmedian,
@@ -344,6 +345,8 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
       level shift: one step making more than max_jump_share of the rise in
       log units, unless it is the newest step, taken from a loss already above
       everything before the rise (an accelerating blow-up);
+    * loss_ramp: >= ramp_rises consecutive every-step loss rises, by >= ramp_factor,
+      at a log-rate not slowing below ramp_rate_share (see loss_ramp);
     * gradient_scale: ||g|| / ||w|| >= max_grad_weight_ratio for depth_rows
       rows, or once at 10x that (off by default: the ratio has the loss's units);
     * through_time: a plain recurrence's first-step / last-step RMS gradient
@@ -357,6 +360,7 @@ def detect_exploding_gradient(view: RunView, config: ExplodingGradientConfig) ->
             ("depth_profile", _depth_profile(view, config)),
             ("update_ratio", _update_ratio(view, config)),
             ("loss_divergence", _loss_divergence(view, config)),
+            ("loss_ramp", loss_ramp(view, config)),
             ("gradient_scale", _gradient_scale(view, config)),
             ("through_time", _through_time(view, config)),
         )

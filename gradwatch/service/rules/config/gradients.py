@@ -115,6 +115,26 @@ class ExplodingGradientConfig(_RuleConfig):
             "level shift (a batch of bad data, a changed bias), not a divergence that feeds on itself."
         ),
     )
+    ramp_rises: int = Field(
+        default=10,
+        ge=3,
+        description=(
+            "Consecutive every-step loss rises that make a loss ramp (with ramp_factor and ramp_rate_share): "
+            "noise orders n + 1 losses increasingly once in (n + 1)!."
+        ),
+    )
+    ramp_factor: float = Field(
+        default=1.3, gt=1.0, description="Growth of the loss over a ramp's rises that counts as divergence."
+    )
+    ramp_rate_share: float = Field(
+        default=0.8,
+        ge=0.0,
+        description=(
+            "A ramp's mean log-increase per step over its second half must be at least this share of its first "
+            "half's: a divergence keeps its rate, a healthy climb (a filling queue of negatives, a ramped "
+            "loss weight) slows down."
+        ),
+    )
 
 
 class VanishingGradientConfig(_RuleConfig):
