@@ -259,10 +259,12 @@ def _through_time(view: RunView, cfg: VanishingGradientConfig) -> tuple[int, str
         return None
     # An underflowed (exactly 0) ratio is the deepest vanishing, not a missing value. A gated
     # recurrence (an LSTM or GRU) may start with its gates half shut and the ratio underflowed, and
-    # open them as it learns: a young run is judged once it has GATED_RISE_ROWS rows.
+    # open them as it learns: a young run is judged once it has GATED_RISE_ROWS rows and a whole
+    # loss window (a GRU forecaster's ratio sat at 5e-7 from initialisation while its loss was flat
+    # for 25 steps, then fell 0.7 -> 0.3 by step 55: it learns from the recent steps).
     floor = np.maximum(ratio, np.finfo(float).tiny)
     if view.recurrent_gated:
-        if rows.size < GATED_RISE_ROWS:
+        if rows.size < GATED_RISE_ROWS or finite_loss(view, cfg.loss_window_steps)[1].size < cfg.loss_window_steps:
             return None
         # Learning to open the gates is not monotone (a GRU's ratio went 0 -> 3e-14 -> 1e-16 -> 0.1 over
         # 85 steps): the newer half of the last GATED_HISTORY_ROWS rows must not reach recovery-fold
