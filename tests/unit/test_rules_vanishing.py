@@ -116,7 +116,8 @@ VANISHING_FIRES: list[tuple[str, Callable[[], RunView], int, str, str]] = [
         "through_time",
         "rnn",
     ),
-    ("through time: a GRU, 5 rows underflowed", lambda: _young_recurrence(np.zeros(5), True), 0, "through_time", "rnn"),
+    # A gated recurrence is judged once its loss has had a whole window (40 steps, 8 rows) to improve.
+    ("through time: a GRU, 8 rows underflowed", lambda: _young_recurrence(np.zeros(8), True), 0, "through_time", "rnn"),
     (
         "through time: an LSTM stuck at 1e-9 for 64 rows",
         lambda: make_view(_stuck_loss(), grad=noisy_grads(64, 3), recurrent=np.full(64, 1e-9), gated=True),
@@ -215,6 +216,11 @@ VANISHING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ),
     # A GRU on 100-step sequences: its half-shut gates underflow the ratio at first, then it learns to open them.
     ("through time: a young GRU, 4 rows underflowed", lambda: _young_recurrence(np.zeros(4), gated=True)),
+    # Set 19's GRU forecaster: 5e-7 from initialisation, the loss flat for 25 steps before it began to fall.
+    (
+        "through time: a GRU at 5e-7 for 5 rows, the loss flat 25 steps",
+        lambda: _young_recurrence(np.full(5, 5e-7), True),
+    ),
     (
         "through time: a GRU's ratio underflowed, then rising",
         lambda: _young_recurrence(np.r_[np.zeros(4), 5e-20], True),
