@@ -48,12 +48,13 @@ def _recovered_spike_then_level_shift() -> RunView:
     return make_view(loss, new_loss_from=450)
 
 
-def _heavy_tailed(spike_length: int, new_loss_from: int = 0, near_misses: bool = True) -> RunView:
-    """Log-noise 0.03 where one batch in 25 lands 3.5 sigmas up (the data's own outliers), and 12 sigmas up at 300."""
+def _heavy_tailed(spike_length: int, new_loss_from: int = 0, near_misses: bool = True, sigmas: float = 12) -> RunView:
+    """Log-noise 0.03 where one batch in 25 lands 3.5 sigmas up (the data's own outliers), and ``sigmas`` up at 300
+    (12: x1.43)."""
     loss = decaying_loss(400, noise=0.03, start=2.1)
     if near_misses:
         loss[np.arange(40, 400, 25)] *= np.exp(0.03 * 3.5)
-    loss[300 : 300 + spike_length] *= np.exp(0.03 * 12)
+    loss[300 : 300 + spike_length] *= np.exp(0.03 * sigmas)
     return make_view(loss, new_loss_from=new_loss_from)
 
 
@@ -76,8 +77,9 @@ LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
         True,
     ),
     (
-        "the same one-batch outlier without near misses before it",
-        lambda: _heavy_tailed(1, near_misses=False),
+        # 16 log sigmas, x1.62: a one-batch spike must take the loss to 1.5x its level.
+        "a one-batch outlier without near misses before it",
+        lambda: _heavy_tailed(1, near_misses=False, sigmas=16),
         300,
         True,
     ),
@@ -141,7 +143,15 @@ def _outlier_after_a_calm_start() -> RunView:
     return make_view(loss)
 
 
+def _low_noise_bump() -> RunView:
+    """A loss at 0.37 with noise 0.01 (a large-batch bf16 CNN); one batch at 0.48: 11 sigmas, 30% up."""
+    loss = 0.37 + 0.01 * rng(14).standard_normal(200)
+    loss[150] = 0.48
+    return make_view(loss)
+
+
 LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
+    ("one batch 30% above a low-noise loss", _low_noise_bump),
     ("a level that drifts up step by step (a GAN discriminator)", _drift_up),
     ("a one-batch outlier on step 19, after a calm start", _outlier_after_a_calm_start),
     ("a hinge loss mostly at exactly 0, its nonzero batches small", _mostly_zero),
@@ -152,7 +162,8 @@ LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("old spike, recovered and already seen", lambda: _spiked(200, 3.0, length=5, new_loss_from=400)),
     ("too little history", lambda: make_view(np.r_[np.ones(5), 100.0])),
     ("smooth loss without noise", lambda: make_view(np.linspace(3.0, 2.0, 300))),
-    ("heavy-tailed noise: a one-batch outlier, back at once", lambda: _heavy_tailed(1)),
+    ("heavy-tailed noise: a one-batch outlier, back at once", lambda: _heavy_tailed(1, sigmas=16)),
+    ("one batch x1.43 (12 log sigmas) without near misses", lambda: _heavy_tailed(1, near_misses=False)),
     ("heavy-tailed noise: a spike confirmed and seen long ago", lambda: _heavy_tailed(5, new_loss_from=350)),
 ]
 

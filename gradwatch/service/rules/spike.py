@@ -145,7 +145,8 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     rel_noise_floor * |b_t|, tiny). Differences cancel a falling trend, and
     MAD ignores earlier outliers. x_t is a spike when
     x_t - b_t > z_threshold * sigma_t and x_t - b_t > min_rel_jump * max(|b_t|, sigma_t)
-    (the relative clause keeps a smooth large-batch loss from flagging tiny wobbles), and the
+    (the relative clause keeps a smooth large-batch loss from flagging wobbles of a batch: a spike
+    takes the loss to 1.5x its level), and the
     rise is abrupt: x_t - r_t > abrupt_share * (x_t - b_t), with r_t the median of the
     abrupt_steps losses before t (a level reached by drifting up step by step is a trend).
     Where b_t is exactly 0 (most of a hinge loss's batches meet every margin), x_t must
@@ -158,7 +159,7 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     spans orders of magnitude, and a healthy batch does not land far above
     where training started. A sustained jump, above every loss of its baseline
     window for confirm_steps steps in a row, needs only SUSTAINED_Z_SHARE of the
-    linear line and not the log test. Where the log-noise is heavy-tailed (near misses,
+    linear line, sustained_rel_jump instead of min_rel_jump, and not the log test. Where the log-noise is heavy-tailed (near misses,
     log z > 2.5, at least 3 and at least heavy_tail_excess times the Gaussian
     rate so far), a spike must also be followed by confirm_steps losses whose
     median stays confirm_z log sigmas above its baseline: there one-batch
@@ -177,12 +178,14 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     steps = view.loss_steps[idx]
     base, sigma = _baselines(view, steps, f, config.baseline_steps, config.rel_noise_floor, log=False)
     jump = f - base
-    strong = jump > config.z_threshold * sigma
+    scale = np.maximum(np.abs(base), sigma)
+    # The full lines (z and relative) for a spike of a batch or two; a sustained one needs less (see below).
+    strong = (jump > config.z_threshold * sigma) & (jump > config.min_rel_jump * scale)
     spike = (
         (history >= config.min_history)
         # Half the line here; the full line below unless the spike is sustained (see there).
         & (jump > SUSTAINED_Z_SHARE * config.z_threshold * sigma)
-        & (jump > config.min_rel_jump * np.maximum(np.abs(base), sigma))
+        & (jump > config.sustained_rel_jump * scale)
         # A run whose loss has fallen to ~0 (a memorised set) has batches at
         # 30x the median that are still nothing: jumps under 1% of where the
         # run started are not spikes, however large relative to the median.

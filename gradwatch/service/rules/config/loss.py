@@ -58,7 +58,20 @@ class LossSpikeConfig(_RuleConfig):
         ),
     )
     min_rel_jump: float = Field(
-        default=0.1, ge=0.0, description="Jump must also exceed this fraction of max(|baseline|, sigma)."
+        default=0.5,
+        ge=0.0,
+        description=(
+            "Jump must also exceed this fraction of max(|baseline|, sigma): a spike takes the loss to at least "
+            "1.5x where it stood. A low-noise loss wobbling 20-40% for one batch is many sigmas, and no spike."
+        ),
+    )
+    sustained_rel_jump: float = Field(
+        default=0.1,
+        ge=0.0,
+        description=(
+            "The same fraction for a sustained jump (above every loss of its baseline window for confirm_steps "
+            "steps in a row): a loss that steps up 30% and stays there has changed, where one batch 30% up has not."
+        ),
     )
     abrupt_steps: int = Field(
         default=3,
