@@ -276,6 +276,11 @@ def _slow_steady_growth() -> RunView:
 
 EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("loss ramping up for 9 steps only", lambda: make_view(_ramp(9))),
+    # Set 20's memorising GRU forecaster: from 1e-4 (its start: 1.0) up 20x over 11 steps under Adam, then back.
+    (
+        "a memorised loss at 1e-4 climbing 20x",
+        lambda: make_view(np.r_[np.geomspace(1.0, 1e-4, 40), np.full(20, 1e-4), 1e-4 * 1.3 ** np.arange(1, 12)]),
+    ),
     ("loss ramp broken by one lower step", lambda: make_view(_ramp(14, dip_at=6))),
     ("loss ramping up 1% a step (x1.13 in 12)", lambda: make_view(_ramp(12, per_step=1.01))),
     ("InfoNCE climbing while its queue of negatives fills", lambda: make_view(_queue_filling_infonce())),

@@ -25,7 +25,7 @@ def loss_ramp(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
     loss can climb for a while: an InfoNCE loss while its negatives' queue fills, a KL or penalty weight
     ramped up; those rises slow down (their log-rate falls as the ramp's linear growth adds less and
     less in proportion), where a divergence feeding on itself keeps its rate or speeds up. The onset
-    is the first rising step.
+    is the first rising step. The ramp must also reach ramp_floor x the run's initial loss.
     """
     steps, loss = finite_loss(view)
     if loss.size <= cfg.ramp_rises:
@@ -35,6 +35,11 @@ def loss_ramp(view: RunView, cfg: ExplodingGradientConfig) -> Hit | None:
         return None
     ramp = loss[-rises - 1 :]
     if not (ramp[0] > 0 and ramp[-1] >= cfg.ramp_factor * ramp[0]):
+        return None
+    # A run that has fitted its data (a memorised set at 1e-4, under Adam) may climb for a dozen steps and fall
+    # back; while the loss stays under ramp_floor of where training started, it is nowhere near diverging.
+    start = view.initial_loss
+    if np.isfinite(start) and start > 0 and ramp[-1] < cfg.ramp_floor * start:
         return None
     increase = np.diff(np.log(ramp))
     half = increase.size // 2

@@ -126,6 +126,14 @@ class ExplodingGradientConfig(_RuleConfig):
     ramp_factor: float = Field(
         default=1.3, gt=1.0, description="Growth of the loss over a ramp's rises that counts as divergence."
     )
+    ramp_floor: float = Field(
+        default=0.01,
+        ge=0.0,
+        description=(
+            "A ramp must take the loss above this fraction of the run's initial loss: a memorised training set at "
+            "1e-4 that climbs for a dozen steps under Adam and falls back is not diverging."
+        ),
+    )
     ramp_rate_share: float = Field(
         default=0.8,
         ge=0.0,
