@@ -274,6 +274,33 @@ OVERFITTING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ),
     ("rise shorter than patience", lambda: make_view(decaying_loss(), val=_val(_u_shaped(18)))),
     (
+        # healthy20_batch2_plain_cnn, seed 0: at chance for 200 steps (val flat to 1e-3), then learning on
+        # batches of 2, the held-out loss jumping 0.35 -> 0.60 for five checks and back; a whole-series noise
+        # estimate is the flat stretch's.
+        "noisy held-out loss once learning starts, after a flat start",
+        lambda: make_view(
+            np.r_[np.full(300, 1.38), np.geomspace(1.2, 0.07, 200)],
+            val=(
+                np.arange(1, 33) * 15,
+                np.r_[
+                    1.386 + 1e-3 * rng(3).standard_normal(20),
+                    0.83,
+                    0.63,
+                    0.50,
+                    0.62,
+                    0.44,
+                    0.37,
+                    0.36,
+                    0.35,
+                    0.60,
+                    0.61,
+                    0.43,
+                    0.46,
+                ],
+            ),
+        ),
+    ),
+    (
         # Nothing is being fitted better: a held-out estimate drifting up over a flat train loss is the held-out
         # set's own noise (set 16: a fresh data stream, which cannot be overfitted, read as overfitting on 4 runs).
         "val rises, train flat",

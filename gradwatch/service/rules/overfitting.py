@@ -10,6 +10,12 @@ from .series import finite_loss
 from .view import Finding, RunView
 
 
+#: The val noise is also measured over the newest this many points, and the larger estimate taken: a run at
+#: chance for 200 steps has a flat held-out loss (noise 1e-3), and once it learns on batches of 2 its held-out
+#: loss jumps by 0.25 from one check to the next (held-out set 20); a whole-series estimate is the flat part's.
+RECENT_VAL_POINTS = 12
+
+
 def _train_near(steps: np.ndarray, loss: np.ndarray, at: int, width: int) -> tuple[float, int]:
     """Median of the last ``width`` finite train losses at or before step ``at``, and how many there were."""
     before = loss[steps <= at][-width:]
@@ -24,7 +30,8 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
 
     With v_j the finite val losses, m_j = min_{i<=j} med3(v)_i (running minimum
     of a centred 3-point median) and sigma_v = 1.4826 * MAD(second differences
-    of v) / sqrt(6) (a sparse val series has curvature between points), the line
+    of v) / sqrt(6) (a sparse val series has curvature between points), over all
+    of v or its newest RECENT_VAL_POINTS, whichever is larger, the line
     is m_j + max(rel_tolerance * |m_j|, noise_k * sigma_v). Present when the
     last ``patience`` val points all lie above their line (a one-off bump does
     not), or the last ``rise_points`` val points each rose and together rose by
@@ -53,8 +60,7 @@ def detect_overfitting(view: RunView, config: OverfittingConfig) -> Finding | No
     # inside a flat plateau's noise.
     smooth = median3(v)
     run_min = np.minimum.accumulate(smooth)
-    sigma_v = diff2_sigma(v)
-    sigma_v = sigma_v if np.isfinite(sigma_v) else 0.0
+    sigma_v = np.nanmax([diff2_sigma(v), diff2_sigma(v[-RECENT_VAL_POINTS:]), 0.0])
     line = run_min + np.maximum(config.rel_tolerance * np.abs(run_min), config.noise_k * sigma_v)
     run = trailing_run(v > line)
     if run >= config.patience:
