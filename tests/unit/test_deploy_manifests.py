@@ -276,6 +276,16 @@ def test_raycluster_pod_templates_are_valid_core_pod_templates(version):
         assert worker["minReplicas"] <= worker["replicas"] <= worker["maxReplicas"]
 
 
+def test_every_ray_container_inlines_report_batches_as_a_local_serve_does():
+    from gradwatch.service.server import INLINE_CALL_BYTES
+
+    spec = _one("RayCluster")["spec"]
+    for group in [spec["headGroupSpec"], *spec.get("workerGroupSpecs", [])]:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container.get("env", [])}
+            assert env.get("RAY_max_direct_call_object_size") == str(INLINE_CALL_BYTES), container["name"]
+
+
 def test_every_custom_resource_matches_its_structural_schema():
     custom = [d for d in _resources() if d["apiVersion"] not in CORE_API_VERSIONS]
     assert {d["kind"] for d in custom} == {"RayCluster", "ServiceMonitor", "PrometheusRule"}
