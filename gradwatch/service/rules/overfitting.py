@@ -9,7 +9,6 @@ from .robust import as_float, diff2_sigma, diff_sigma, median3, median_gap_band,
 from .series import finite_loss
 from .view import Finding, RunView
 
-
 #: The val noise is also measured over the newest this many points, and the larger estimate taken: a run at
 #: chance for 200 steps has a flat held-out loss (noise 1e-3), and once it learns on batches of 2 its held-out
 #: loss jumps by 0.25 from one check to the next (held-out set 20); a whole-series estimate is the flat part's.
