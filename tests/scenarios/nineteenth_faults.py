@@ -1,9 +1,9 @@
 """Set 19 faults (held-out): shipped bugs in a ReZero transformer, a tabular MLP re-initialised mid-run, a conv +
 BiGRU CTC recogniser, a transformer fed an HF-style attention mask, a DDPM-style denoiser (twice), a GRU temperature
 forecaster, an LSTM behind a broken dedup step and a Siamese triplet net. Onsets from offline measurement
-(_nineteenth_measure.py)."""
+(`_measure.py nineteenth`)."""
 
-# Offline measurements (_nineteenth_measure.py: a stand-in watch() recording, after every optimizer step, the loss,
+# Offline measurements (`_measure.py nineteenth`: a stand-in watch() recording, after every optimizer step, the loss,
 # the val loss, every parameter's grad norm grouped by module, the relative update per module and any NaN/Inf in
 # loss, grads or weights; seeds 0/1/2). "ratio" = max loss[t] / median(loss[t-20:t]); "pre-onset ratio" = the same
 # over steps before the onset. Onset = first optimizer step at which the symptom is present. "twin" = the healthy

@@ -3,7 +3,7 @@ noisy labels, a metric-learning loss, spectral-norm layers, layer-wise lr decay 
 loss, an MSE of ~1e-6, a collator change mid-run, ReZero branches with zero gradient at step 0) but train
 correctly."""
 
-# Offline measurements (_nineteenth_measure.py, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
+# Offline measurements (`_measure.py nineteenth`, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
 # loss[t] / median(loss[t-20:t]); no NaN/Inf in any loss, gradient, weight or val of any run):
 # rprop_fullbatch_tanh_mlp (1024 noiseless rows): MSE 0.062/0.16/0.053 -> 1.9e-4/4e-4/2.5e-4, falling at every
 #   20-step mean; val 0.018/0.035/0.019 -> 7.5e-4/1.6e-3/1.1e-3, min on the last check; grads 0.4-1 -> 1e-3 (the

@@ -2,9 +2,9 @@
 recurrence, a deep GELU MLP's init helper, a 1-D CNN reloaded after its optimizer was built, an LSTM behind a logging
 callback, a token transformer's warmup, a CNN with a squeeze-excite activation, a Lipschitz-constrained tanh MLP, a
 focal loss, a tone classifier fed at the wrong sample rate, a position-sensitive CNN given horizontal flips and a GRU
-forecaster behind a windowing bug. Onsets from offline measurement (_twentieth_measure.py)."""
+forecaster behind a windowing bug. Onsets from offline measurement (`_measure.py twentieth`)."""
 
-# Offline measurements (_twentieth_measure.py: a stand-in watch() recording, after every optimizer step, the loss,
+# Offline measurements (`_measure.py twentieth`: a stand-in watch() recording, after every optimizer step, the loss,
 # the val loss, every parameter's grad norm grouped by module, the relative update per module and any NaN/Inf in
 # loss, grads or weights; seeds 0/1/2). "loss" = 20-step means; "ratio" = max loss[t] / median(loss[t-20:t]);
 # "pre-onset ratio" = the same over steps before the onset. Onset = first optimizer step at which the symptom is

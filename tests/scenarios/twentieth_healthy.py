@@ -3,7 +3,7 @@ sitting on a floor, BYOL with a moving EMA target, LoRA adapters whose A gets ze
 curriculum that raises the loss twice, bf16 with a warmup from lr 0, a cyclical lr, self-paced sample weights, batches
 of 2, Cauchy target noise, 8-way gradient accumulation, an MSE of ~1e-8) but train correctly."""
 
-# Offline measurements (_twentieth_measure.py, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
+# Offline measurements (`_measure.py twentieth`, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
 # loss[t] / median(loss[t-20:t]); no NaN/Inf in any loss, gradient, weight or val of any run):
 # gru_sgdr_tmult2: loss 1.3 -> 0.31/0.26/0.32 (lowest 20-step means 0.23-0.24), val 1.3 -> min 0.21@259 / 0.25@229 /
 #   0.22@259, then 0.23/0.33/0.42 on the last check (the restart at 280 puts the lr back to 0.05); ratio 2.6/2.3/3.7,

@@ -1,15 +1,15 @@
-"""Offline recorder for set 20 (plain PyTorch, no gradwatch). Adapted from _nineteenth_measure.py.
+"""Offline recorder for the held-out sets (plain PyTorch, no gradwatch), used for sets 19 and 20.
 
 Trains each scenario of a file through a stand-in for watch() that records, at every mon.step() (after the
 optimizer step): the loss, the held-out loss (when given), the L2 norm of every parameter's gradient grouped by
 module (None = no gradient; sparse gradients are coalesced first), the size of the update since the previous call
 (||w_t - w_{t-1}|| / ||w_{t-1}|| per module) and whether any loss/gradient/weight is NaN/Inf. Then prints a per-seed
-summary, with whatever the train function left in _twentieth_lib.DIAG.
+summary, with whatever the train function left in the set's ``_SET_lib.DIAG`` (when it has one).
 
-usage: python _twentieth_measure.py [FILE.py ...] [name-substring ...] [--at=STEP] [--dump=A:B] [--seeds=0,1,2]
+usage: python _measure.py SET [FILE.py ...] [name-substring ...] [--at=STEP] [--dump=A:B] [--seeds=0,1,2]
 
-With no FILE.py, both twentieth_faults.py and twentieth_healthy.py are loaded; name substrings select scenarios
-(none = all of them).
+SET is the set's file prefix (nineteenth, twentieth). With no FILE.py, SET_faults.py and SET_healthy.py are
+loaded; name substrings select scenarios (none = all of them).
 
 --at=STEP   also summarise the windows [STEP-30, STEP) and [STEP, STEP+30) (default: the first integer onset > 0)
 --dump=A:B  print, for each step A..B-1: loss, total grad norm, lowest/highest module grad norm, total update, val
@@ -90,10 +90,17 @@ class Recorder:
         pass
 
 
-def record(scn, seed):
-    import _twentieth_lib
+def _diag(set_name):
+    """The set's DIAG dict (numbers its train functions leave for this script), or a throwaway one."""
+    try:
+        return importlib.import_module(f"_{set_name}_lib").DIAG
+    except (ImportError, AttributeError):
+        return {}
 
-    _twentieth_lib.DIAG.clear()
+
+def record(scn, seed, set_name):
+    diag = _diag(set_name)
+    diag.clear()
     box = {}
 
     def watch(model, optimizer=None, **_):
@@ -105,7 +112,7 @@ def record(scn, seed):
     scn.train(watch, seed)
     r = box["r"]
     r.seconds = time.time() - t0
-    r.diag = dict(_twentieth_lib.DIAG)
+    r.diag = dict(diag)
     return r
 
 
@@ -260,6 +267,9 @@ def dump(r, a, b):
 
 def main(argv):
     here = Path(__file__).resolve().parent
+    if not argv or argv[0].startswith("-") or argv[0].endswith(".py"):
+        sys.exit(__doc__)
+    set_name, argv = argv[0], argv[1:]
     at_override, span, seeds, only, files = None, None, (0, 1, 2), [], []
     for a in argv:
         if a.startswith("--at="):
@@ -272,12 +282,12 @@ def main(argv):
             files.append(a)
         else:
             only.append(a)
-    files = files or [str(here / "twentieth_faults.py"), str(here / "twentieth_healthy.py")]
+    files = files or [str(here / f"{set_name}_faults.py"), str(here / f"{set_name}_healthy.py")]
     scenarios = []
     for i, path in enumerate(files):
         if not Path(path).exists():
             continue
-        spec = importlib.util.spec_from_file_location(f"scenarios20_{i}", path)
+        spec = importlib.util.spec_from_file_location(f"measured_{set_name}_{i}", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         scenarios.extend(mod.SCENARIOS)
@@ -291,7 +301,7 @@ def main(argv):
             at = ints[0] if ints else None
         print(f"== {scn.name} expect={scn.expect} allow={sorted(scn.allow)}", flush=True)
         for seed in seeds:
-            r = record(scn, seed)
+            r = record(scn, seed, set_name)
             print(f"  seed {seed}:")
             for k, v in summary(r, at).items():
                 print(f"    {k}: {v}")
