@@ -159,9 +159,10 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
     spans orders of magnitude, and a healthy batch does not land far above
     where training started. A sustained jump, above every loss of its baseline
     window for confirm_steps steps in a row, needs only SUSTAINED_Z_SHARE of the
-    linear line, sustained_rel_jump instead of min_rel_jump, and not the log test. Where the log-noise is heavy-tailed (near misses,
-    log z > 2.5, at least 3 and at least heavy_tail_excess times the Gaussian
-    rate so far), a spike must also be followed by confirm_steps losses whose
+    linear line, sustained_rel_jump instead of min_rel_jump, and not the log test.
+    Where the log-noise is heavy-tailed (near misses, log z > 2.5, at least 3 and
+    at least heavy_tail_excess times the Gaussian rate so far), a spike must also
+    be followed by confirm_steps losses whose
     median stays confirm_z log sigmas above its baseline: there one-batch
     outliers are the data's own.
 
