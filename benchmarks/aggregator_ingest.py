@@ -37,6 +37,7 @@ from benchmarks._reports import ReportMaker, check_encodings_agree, layer_varian
 from benchmarks._scrapes import (  # noqa: E402
     histogram_quantile,
     ingest_histogram,
+    scrape,
     scrape_note,
     scraped_total,
 )
@@ -178,18 +179,22 @@ def run_phase(
             stop.wait(args.sample_every)
 
     scrapes: list[float] = []
+    scrape_errors: list[BaseException] = []
 
-    def scrape() -> None:
+    def scrape_periodically() -> None:
         # As Prometheus does: gzip accepted, the whole body read and dropped (decompressing and parsing
         # it are Prometheus' work, on its own CPUs).
-        while not stop.wait(args.scrape_every):
-            t0 = time.perf_counter()
-            scrape(service.url)
-            scrapes.append(time.perf_counter() - t0)
+        try:
+            while not stop.wait(args.scrape_every):
+                t0 = time.perf_counter()
+                scrape(service.url)
+                scrapes.append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - reported after the phase: a phase without its scrapes is void
+            scrape_errors.append(exc)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    scraper = threading.Thread(target=scrape, daemon=True)
+    scraper = threading.Thread(target=scrape_periodically, daemon=True)
     if args.scrape_every > 0:
         scraper.start()
     collected = [results.get(timeout=start + warmup + duration + 300 - time.time()) for _ in procs]
@@ -201,6 +206,10 @@ def run_phase(
     sampler.join(10)
     if scraper.is_alive():
         scraper.join(60)
+    if scrape_errors:
+        # A scraper that died leaves a phase measuring a service nobody scrapes, which is what this benchmark
+        # stopped measuring (docs/benchmarks.md): better no numbers than those.
+        raise RuntimeError(f"the /metrics scraper failed during the {label} phase") from scrape_errors[0]
     histograms.append(ingest_histogram(service))
     latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}

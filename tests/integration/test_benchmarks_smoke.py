@@ -55,13 +55,15 @@ def test_aggregator_ingest_benchmark_delivers_reports_over_http():
     out = _run(
         "aggregator_ingest.py",
         *("--duration", "4", "--latency-duration", "2", "--latency-rate", "5", "--warmup", "1"),
-        *("--procs", "2", "--runs-per-proc", "2", "--layers", "100", "--sample-every", "1"),
+        *("--procs", "2", "--runs-per-proc", "2", "--layers", "100", "--sample-every", "1", "--scrape-every", "1"),
     )
     sustained, half = _row(out, "sustained"), _row(out, "half load")
     assert float(sustained[2].replace(",", "")) > 0 and sustained[-1] == "0"  # reports/s, no errors
     assert half[-1] == "0" and 0 < _ms(half[7]) < 10_000  # p99
     assert re.search(r"The service counted [1-9][0-9]* reports ingested", out)
     assert re.search(r"aggregator actor [0-9]+ → max [0-9]+", out)  # the actor's process was found and sampled
+    # /metrics was read during the phases, as Prometheus would (a scraper that died once went unnoticed here).
+    assert re.search(r"every 1 s \([1-9][0-9]* in all, each [0-9]+ ms at the median\)", out)
 
 
 def test_metrics_scrape_benchmark_times_real_scrapes():
