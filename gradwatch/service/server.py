@@ -38,8 +38,8 @@ _DEFAULT_EVALUATION_PERIOD = 0.5
 #: shared memory, an exchange with the raylet on each side of every call. Inline (batches of up to ~12
 #: reports), the half-load ingest latency of ``benchmarks/aggregator_ingest.py`` fell by 15-23% at the
 #: median (22.1 -> 18.8 and 22.5 -> 17.3 ms; p99 72.4 -> 71.3 and 59.1 -> 47.4 ms; runs alternated on a
-#: 2-core machine), for ~5 MB more private memory in the front; a 4-8 MB limit cut it by a third and
-#: cost ~70 MB. A cluster started elsewhere takes it as the environment variable
+#: 2-core machine, without /metrics scrapes: the benchmark's scraper was broken then), for ~5 MB more
+#: private memory in the front; a 4-8 MB limit cut it by a third and cost ~70 MB. A cluster started elsewhere takes it as the environment variable
 #: RAY_max_direct_call_object_size on every node (deploy/kubernetes/raycluster.yaml sets it).
 INLINE_CALL_BYTES = 1 << 20
 
