@@ -6,6 +6,8 @@ import argparse
 import gzip
 import math
 import re
+import threading
+import time
 import urllib.request
 
 from benchmarks._common import ServeProcess, percentiles
@@ -18,6 +20,41 @@ def scrape(url: str, accept_encoding: str = "gzip") -> bytes:
         if (response.headers.get("Content-Encoding") == "gzip") != (accept_encoding == "gzip"):
             raise RuntimeError(f"/metrics answered Content-Encoding {response.headers.get('Content-Encoding')!r}")
         return response.read()
+
+
+class PeriodicScraper:
+    """Reads /metrics every ``every`` seconds in a thread, as Prometheus does (gzip accepted, the whole body read
+    and dropped: decompressing and parsing it are Prometheus' work, on its own CPUs), timing each read.
+
+    A phase whose scraper died measured a service nobody scrapes: :meth:`stop` raises then.
+    """
+
+    def __init__(self, url: str, every: float) -> None:
+        self.url, self.every = url, every
+        self.seconds: list[float] = []
+        self._error: BaseException | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        if self.every > 0:
+            self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                t0 = time.perf_counter()
+                scrape(self.url)
+                self.seconds.append(time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - raised by stop(), in the benchmark's thread
+            self._error = exc
+
+    def stop(self, phase: str) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(60)
+        if self._error is not None:
+            raise RuntimeError(f"the /metrics scraper failed during the {phase} phase") from self._error
 
 
 def ingest_histogram(service: ServeProcess) -> dict[float, float]:

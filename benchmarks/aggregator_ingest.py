@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._common import ServeProcess, cpu_seconds, percentiles  # noqa: E402
 from benchmarks._reports import ReportMaker, check_encodings_agree, layer_variants  # noqa: E402
 from benchmarks._scrapes import (  # noqa: E402
+    PeriodicScraper,
     histogram_quantile,
     ingest_histogram,
-    scrape,
     scrape_note,
     scraped_total,
 )
@@ -178,25 +178,10 @@ def run_phase(
             memory.append((time.time() - t0, m["http"], m["actor"], m["shared"]))
             stop.wait(args.sample_every)
 
-    scrapes: list[float] = []
-    scrape_errors: list[BaseException] = []
-
-    def scrape_periodically() -> None:
-        # As Prometheus does: gzip accepted, the whole body read and dropped (decompressing and parsing
-        # it are Prometheus' work, on its own CPUs).
-        try:
-            while not stop.wait(args.scrape_every):
-                t0 = time.perf_counter()
-                scrape(service.url)
-                scrapes.append(time.perf_counter() - t0)
-        except BaseException as exc:  # noqa: BLE001 - reported after the phase: a phase without its scrapes is void
-            scrape_errors.append(exc)
-
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    scraper = threading.Thread(target=scrape_periodically, daemon=True)
-    if args.scrape_every > 0:
-        scraper.start()
+    scraper = PeriodicScraper(service.url, args.scrape_every)
+    scraper.start()
     collected = [results.get(timeout=start + warmup + duration + 300 - time.time()) for _ in procs]
     service_cpu.append((time.time(), cpu_seconds(service.proc.pid), cpu_seconds(service.actor_pid)))
     renderer_mb = service.renderer_memory()
@@ -204,12 +189,7 @@ def run_phase(
     for p in procs:
         p.join(10)
     sampler.join(10)
-    if scraper.is_alive():
-        scraper.join(60)
-    if scrape_errors:
-        # A scraper that died leaves a phase measuring a service nobody scrapes, which is what this benchmark
-        # stopped measuring (docs/benchmarks.md): better no numbers than those.
-        raise RuntimeError(f"the /metrics scraper failed during the {label} phase") from scrape_errors[0]
+    scraper.stop(label)
     histograms.append(ingest_histogram(service))
     latencies = [x for lat, _, _ in collected for x in lat]
     statuses: dict[int, int] = {}
@@ -230,7 +210,7 @@ def run_phase(
         "errors": sum(v for k, v in statuses.items() if k != 202),
         "memory": memory,
         "cores": cores_used(service_cpu, sum(c for _, _, c in collected), duration),
-        "scrapes": scrapes,
+        "scrapes": scraper.seconds,
         "renderer_mb": renderer_mb,
     }
 

@@ -1,4 +1,4 @@
-"""Offline recorder for the held-out sets (plain PyTorch, no gradwatch), used for sets 19 and 20.
+"""Offline recorder for the held-out sets (plain PyTorch, no gradwatch), used for sets 18 to 20.
 
 Trains each scenario of a file through a stand-in for watch() that records, at every mon.step() (after the
 optimizer step): the loss, the held-out loss (when given), the L2 norm of every parameter's gradient grouped by
@@ -8,7 +8,7 @@ summary, with whatever the train function left in the set's ``_SET_lib.DIAG`` (w
 
 usage: python _measure.py SET [FILE.py ...] [name-substring ...] [--at=STEP] [--dump=A:B] [--seeds=0,1,2]
 
-SET is the set's file prefix (nineteenth, twentieth). With no FILE.py, SET_faults.py and SET_healthy.py are
+SET is the set's file prefix (eighteenth, nineteenth, twentieth). With no FILE.py, SET_faults.py and SET_healthy.py are
 loaded; name substrings select scenarios (none = all of them).
 
 --at=STEP   also summarise the windows [STEP-30, STEP) and [STEP, STEP+30) (default: the first integer onset > 0)

@@ -1,8 +1,8 @@
 """Set 18 faults (held-out): shipped bugs in a 1-D U-Net denoiser, a mixture of experts, quantisation-aware
 training, a deep 1-D CNN, a tabular regressor, knowledge distillation, a GRU seq2seq, a ViT, a weight-tied LM and a
-contrastive (InfoNCE) encoder. Onsets from offline measurement (_eighteenth_measure.py)."""
+contrastive (InfoNCE) encoder. Onsets from offline measurement (`_measure.py eighteenth`)."""
 
-# Offline measurements (_eighteenth_measure.py: a stand-in watch() recording, after every optimizer step, the loss,
+# Offline measurements (`_measure.py eighteenth`: a stand-in watch() recording, after every optimizer step, the loss,
 # the val loss, every parameter's grad norm grouped by module, the relative update size per module and any NaN/Inf
 # in loss, grads or weights; seeds 0/1/2). "ratio" = max loss[t] / median(loss[t-20:t]); "twin" = the same run
 # without the bug (scratch scripts, not shipped). Onset = first optimizer step at which the symptom is present.

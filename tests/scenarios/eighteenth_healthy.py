@@ -4,7 +4,7 @@ lr, a loss in int16 units, a very deep residual net with tiny residual-branch gr
 a learned temperature at its clamp, sparse embedding gradients, quantisation switched on mid-run) but train
 correctly."""
 
-# Offline measurements (_eighteenth_measure.py, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
+# Offline measurements (`_measure.py eighteenth`, seeds 0/1/2; "loss" = 20-step means, first -> last; "ratio" = max
 # loss[t] / median(loss[t-20:t]); no NaN/Inf in any loss, val or weight of any run; the only nonfinite gradients are
 # the fp16 run's skipped steps):
 # reinforce_contextual_bandit: surrogate loss -0.07/-0.05/-0.04 -> -0.2 (steps 60-79) -> -0.10/-0.10/-0.09 (it rises
