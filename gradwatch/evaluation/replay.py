@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from gradwatch.agents.monitor import Monitor
 from gradwatch.agents.options import AgentOptions
-from gradwatch.evaluation.runner import Outcome, Recorder
+from gradwatch.evaluation.runner import Outcome, train_watched
 from gradwatch.evaluation.scenario import Scenario
 from gradwatch.service.aggregator import Aggregator, IngestRefused
 from gradwatch.service.config import ServiceConfig
@@ -53,28 +48,15 @@ def recording_path(directory: Path, scenario: str, seed: int) -> Path:
 def record_run(scenario: Scenario, seed: int, directory: Path, deliver_every: int) -> Outcome:
     """Train one run, keep its report bodies in ``directory``; the outcome has nothing fired yet."""
     keeper = _Keeper()
-    monitors: list[Monitor] = []
-    val_losses: list[tuple[int, float]] = []
-
-    def watch(model: Any, optimizer: Any = None, **options: Any) -> Any:
-        options.setdefault("flush_interval", 0.05)
-        mon = Monitor(
+    trained = train_watched(
+        scenario,
+        seed,
+        lambda model, optimizer, options: Monitor(
             model, optimizer, run=RUN, endpoint="http://127.0.0.1:1", options=AgentOptions(**options), transport=keeper
-        )
-        monitors.append(mon)
-        return Recorder(mon, val_losses, deliver_every)
-
-    torch.manual_seed(seed)
-    started = time.perf_counter()
-    error = None
-    try:
-        scenario.train(watch, seed)
-    except Exception:  # noqa: BLE001 - one broken scenario must not end the recording
-        error = traceback.format_exc(limit=5)
-    for mon in monitors:
-        mon.flush(60)
-        mon.close()
-    wall = time.perf_counter() - started
+        ),
+        deliver_every,
+    )
+    error, val_losses, wall = trained.error, trained.val_losses, trained.wall_seconds
     kept = {"bodies": keeper.bodies, "val_losses": val_losses, "error": error, "wall_seconds": wall}
     recording_path(directory, scenario.name, seed).write_text(json.dumps(kept))
     return Outcome(scenario.name, seed, RUN, wall, 0, {}, error, val_losses)

@@ -74,15 +74,28 @@ def _get_json(url: str) -> Any:
         return json.loads(response.read())
 
 
-def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "", deliver_every: int = 0) -> Outcome:
-    """Train one scenario with one seed against the service at ``endpoint`` (``deliver_every``: see Recorder)."""
-    run = f"eval-{tag or uuid.uuid4().hex[:6]}-{scenario.name}-s{seed}"[:128]
+@dataclass
+class Trained:
+    """One scenario trained with one seed: its monitors (flushed and closed), what went wrong, how long."""
+
+    monitors: list[Any]
+    val_losses: list[tuple[int, float]]
+    error: str | None
+    wall_seconds: float
+
+
+def train_watched(scenario: Scenario, seed: int, make_monitor: Callable[..., Any], deliver_every: int = 0) -> Trained:
+    """Train ``scenario`` with ``seed``, each ``watch()`` call served by ``make_monitor(model, optimizer, options)``.
+
+    A scenario that raises is an error of its outcome, not of the evaluation; every monitor is then
+    flushed (up to 60 s) and closed, and a report left undelivered is an error too.
+    """
     monitors: list[Any] = []
     val_losses: list[tuple[int, float]] = []
 
     def watch(model: Any, optimizer: Any = None, **options: Any) -> Any:
         options.setdefault("flush_interval", 0.05)
-        mon = gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, **options)
+        mon = make_monitor(model, optimizer, options)
         monitors.append(mon)
         return Recorder(mon, val_losses, deliver_every)
 
@@ -95,12 +108,24 @@ def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "",
         error = traceback.format_exc(limit=5)
     for mon in monitors:
         if not mon.flush(60):
-            error = (error or "") + f"\nreports for {run} were not all delivered within 60 s"
+            error = (error or "") + "\nreports were not all delivered within 60 s"
         mon.close()
-    wall = time.perf_counter() - started
-    steps = sum(getattr(m, "delivered", 0) for m in monitors)
     if not monitors:
         error = (error or "") + "\nthe scenario never called watch()"
+    return Trained(monitors, val_losses, error, time.perf_counter() - started)
+
+
+def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "", deliver_every: int = 0) -> Outcome:
+    """Train one scenario with one seed against the service at ``endpoint`` (``deliver_every``: see Recorder)."""
+    run = f"eval-{tag or uuid.uuid4().hex[:6]}-{scenario.name}-s{seed}"[:128]
+    trained = train_watched(
+        scenario,
+        seed,
+        lambda model, optimizer, options: gradwatch.watch(model, optimizer, run=run, endpoint=endpoint, **options),
+        deliver_every,
+    )
+    error, val_losses = trained.error, trained.val_losses
+    steps = sum(getattr(m, "delivered", 0) for m in trained.monitors)
     try:
         items = _get_json(f"{endpoint}/v1/runs/{urllib.parse.quote(run, safe='')}/diagnoses") if steps else []
     except OSError as exc:
@@ -109,7 +134,7 @@ def run_scenario(scenario: Scenario, seed: int, endpoint: str, *, tag: str = "",
         scenario=scenario.name,
         seed=seed,
         run=run,
-        wall_seconds=wall,
+        wall_seconds=trained.wall_seconds,
         steps=steps,
         fired={item["symptom"]: item for item in items},
         error=error,
