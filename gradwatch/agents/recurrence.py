@@ -203,10 +203,17 @@ class RecurrenceProbe:
             time_dim = 1 if (x.dim() == 3 and getattr(module, "batch_first", False)) else 0
             if x.shape[time_dim] < MIN_STEPS:
                 return None
-            replaced = not x.requires_grad
-            if replaced:
+            if x.requires_grad:
+                # A view, not the tensor itself: a hook on a leaf the user keeps across steps (a learned
+                # input sequence) would stay on it, one more every measured step.
+                x = x.view_as(x)
+            elif any(p.requires_grad for p in module.parameters()):
                 # Only this measured forward pays for the input's gradient; nothing upstream changes.
                 x = x.detach().requires_grad_(True)
+            else:
+                # A frozen recurrence on an input without gradient: no gradient goes through it in this
+                # training, and a leaf that wants one would make its output require grad (and cost a backward).
+                return None
 
             @_never_raises
             def keep(grad: torch.Tensor) -> None:
@@ -215,6 +222,6 @@ class RecurrenceProbe:
                 probe.profile = (per_step[0], per_step[-1])
 
             x.register_hook(keep)
-            return (x, *args[1:]) if replaced else None
+            return (x, *args[1:])
 
         return hook

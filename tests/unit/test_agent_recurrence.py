@@ -94,6 +94,34 @@ def test_the_input_sequence_is_left_as_the_user_made_it():
     assert not x.requires_grad and x.grad is None
 
 
+def test_a_frozen_recurrence_on_an_input_without_gradient_is_left_out_of_autograd():
+    # A pretrained, frozen encoder: giving its input a gradient would make its output require one, so the
+    # user's `features.numpy()` would raise and every measured step would pay a backward through it.
+    torch.manual_seed(0)
+    model = _FusedRNN(nn.LSTM)
+    model.rnn.requires_grad_(False)
+    probe = RecurrenceProbe(model)
+    probe.arm()
+    features, _ = model.rnn(torch.randn(4, 20, 3))
+    assert not features.requires_grad
+    features.numpy()
+    assert probe.take() is None
+
+
+def test_a_long_lived_input_leaf_gets_no_hook_of_its_own():
+    # A learned input sequence (a prompt parameter) lives across steps: a hook on it would stay, one per step.
+    torch.manual_seed(0)
+    model = _FusedRNN(nn.GRU)
+    prompt = nn.Parameter(torch.randn(4, 20, 3))
+    probe = RecurrenceProbe(model)
+    for _ in range(3):
+        probe.arm()
+        model(prompt).pow(2).mean().backward()
+        assert probe.take() is not None
+    assert not prompt._backward_hooks
+    assert prompt.grad is not None
+
+
 def test_a_loop_is_found_by_counting_calls_then_measured_per_call():
     torch.manual_seed(0)
     model = _LoopRNN(recurrent_gain=0.05, nonlinearity=torch.sigmoid)
