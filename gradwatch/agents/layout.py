@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch.nn.parameter import is_lazy
 
 from gradwatch.agents.distributed import local_tensor
 
@@ -66,6 +67,8 @@ class LayerLayout:
     names: tuple[str, ...]
     numel: tuple[int, ...]
     groups: tuple[DeviceGroup, ...]
+    #: Parameters of lazy modules not initialised yet (no shape to lay out), left out.
+    lazy: int = 0
 
     @property
     def num_layers(self) -> int:
@@ -81,8 +84,12 @@ class LayerLayout:
         """
         owner: dict[int, str] = {}
         ordered: list[torch.Tensor] = []
+        lazy: set[int] = set()
         for module_name, module in model.named_modules(remove_duplicate=False):
             for param in module.parameters(recurse=False):
+                if is_lazy(param):
+                    lazy.add(id(param))
+                    continue
                 if id(param) in owner or not (param.is_floating_point() or param.is_complex()):
                     continue
                 owner[id(param)] = module_name or ROOT_LAYER
@@ -106,7 +113,7 @@ class LayerLayout:
             indices.append(index)
 
         groups = tuple(_device_group(device, params, indices) for device, (params, indices) in per_device.items())
-        return cls(names=tuple(names), numel=tuple(numel), groups=groups)
+        return cls(names=tuple(names), numel=tuple(numel), groups=groups, lazy=len(lazy))
 
 
 def _device_group(device: torch.device, params: list[torch.Tensor], layers: list[int]) -> DeviceGroup:

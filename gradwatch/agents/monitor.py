@@ -14,6 +14,7 @@ itself off.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import numbers
 import socket
@@ -64,6 +65,12 @@ class Monitor:
         self.endpoint = endpoint
         self._options = options
         self._layout = LayerLayout.from_model(unwrap_data_parallel(model))
+        if self._layout.lazy:
+            logger.warning(
+                "gradwatch: %d parameter(s) of lazy modules are not initialised yet and are not watched; "
+                "call watch() after the model's first forward pass to watch them",
+                self._layout.lazy,
+            )
         self._optimizer = optimizer
         self._trained = TrainedParams()
         rank = detect_rank()
@@ -313,7 +320,12 @@ class Monitor:
     def _arm_recurrence(self) -> None:
         """Hook the coming forward when its step takes statistics (the probe is measured with them)."""
         if self._recurrence is not None and self._is_stats_step():
-            self._recurrence.arm()
+            try:
+                self._recurrence.arm()
+            except Exception:  # noqa: BLE001 - a model that takes no hooks (a TorchScript module): no probe
+                probe, self._recurrence = self._recurrence, None
+                with contextlib.suppress(Exception):
+                    probe.take()
 
     def _local_grad_flag(self) -> Pending:
         """This rank's own gradients held NaN/Inf on this step, as a pending device value (nonzero: yes).

@@ -127,3 +127,37 @@ def test_double_precision_model_gets_statistics_and_update_ratio():
     assert len(rows) == 3
     assert rows[-1]["layers"]["grad_norm"][0] == pytest.approx(expected, rel=1e-5)
     assert all(0 < r < 1 for r in rows[-1]["layers"]["update_ratio"])
+
+
+def _train(model, optimizer, mon, steps=4):
+    for _ in range(steps):
+        loss = model(torch.randn(8, 4)).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        mon.step(loss)
+    mon.close(timeout=5)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_a_torchscript_model_is_watched_without_the_through_time_probe():
+    # A ScriptModule takes no forward hooks: watch() used to raise there.
+    model = torch.jit.script(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording_monitor(model, optimizer)
+    _train(model, optimizer, mon)
+    assert mon.delivered == 4 and mon.dropped == 0
+    assert all(r["grad_norm"] > 0 for r in _layer_rows(bodies))
+
+
+@pytest.mark.filterwarnings("ignore:Lazy modules are a new feature:UserWarning")
+def test_lazy_parameters_not_yet_initialised_are_left_out_with_a_warning(caplog):
+    # watch() before the first forward of a model with a LazyLinear used to raise: the layer has no shape yet.
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.LazyLinear(1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording_monitor(model, optimizer)
+    assert "lazy modules" in caplog.text
+    _train(model, optimizer, mon)
+    assert mon.delivered == 4 and mon.dropped == 0
+    rows = _layer_rows(bodies)
+    assert len(rows) == 4 and all(r["layers"]["names"] == ["0"] for r in rows)
