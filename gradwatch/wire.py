@@ -63,6 +63,7 @@ MAX_LAYER_NAME = 256
 MAX_LAYERS_PER_REPORT = 20_000
 MAX_STEPS_PER_REPORT = 10_000
 MAX_SCALARS_PER_STEP = 32
+MAX_SCALAR_NAME = 64
 #: Integers are bounded so that they fit the service's int64 arrays (and a
 #: JavaScript number): an unbounded one is a 422, not an overflow inside.
 MAX_INT = 2**53
@@ -88,6 +89,11 @@ _WIRE_CONFIG = ConfigDict(
 def is_valid_run_name(name: str) -> bool:
     """True when ``name`` is acceptable as a run name."""
     return 0 < len(name) <= MAX_RUN_NAME and _RUN_NAME_RE.match(name) is not None
+
+
+def is_valid_scalar_name(name: str) -> bool:
+    """True when ``name`` is acceptable as the name of a step's scalar."""
+    return len(name) <= MAX_SCALAR_NAME and _SCALAR_NAME_RE.match(name) is not None
 
 
 class LayerStats(BaseModel):
@@ -173,8 +179,10 @@ class StepRecord(BaseModel):
     @classmethod
     def _scalar_names(cls, value: dict[str, MaybeFloat]) -> dict[str, MaybeFloat]:
         for name in value:
-            if len(name) > 64 or not _SCALAR_NAME_RE.match(name):
-                raise ValueError(f"scalar name {name[:80]!r} must match [A-Za-z_][A-Za-z0-9_]* (at most 64 chars)")
+            if not is_valid_scalar_name(name):
+                raise ValueError(
+                    f"scalar name {name[:80]!r} must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_SCALAR_NAME} chars)"
+                )
         return value
 
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import numbers
+import os
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -35,7 +38,7 @@ from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
 from gradwatch.agents.witness import UpdateWitness
-from gradwatch.wire import is_valid_run_name
+from gradwatch.wire import MAX_SCALAR_NAME, MAX_SCALARS_PER_STEP, is_valid_run_name, is_valid_scalar_name
 
 logger = logging.getLogger("gradwatch.agent")
 
@@ -120,10 +123,13 @@ class Monitor:
         self._optimizer_stepped = False
         self._failures = 0
         self._closed = False
+        self._recording = threading.Lock()
         self._warned: set[str] = set()
         # A script that never calls close() still delivers its last steps at
         # exit (within close_timeout); registered after the sender's hook, so it runs first.
         atexit.register(weak_call(self, Monitor.close))
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=weak_call(self, Monitor._after_fork_in_child))
         self._hooks = []
         if optimizer is not None:
             self._hooks = [
@@ -156,14 +162,18 @@ class Monitor:
         if self._closed or self._failures >= _MAX_FAILURES:
             return
         try:
-            self._record_step(loss, val_loss, scalars, grad_norm)
+            # One training loop calls this; the lock (uncontended there) keeps a step recorded from another
+            # thread from landing in a report whose values were swapped out under it.
+            with self._recording:
+                self._record_step(loss, val_loss, scalars, grad_norm)
         except Exception:  # noqa: BLE001 - the training loop comes first
             self._fail("step")
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Send everything recorded so far; True when it was delivered within ``timeout``."""
         try:
-            self._submit()
+            with self._recording:
+                self._submit()
             return self._sender.flush(timeout)
         except Exception:  # noqa: BLE001
             self._fail("flush")
@@ -179,7 +189,8 @@ class Monitor:
                 hook.remove()
             if self._recurrence is not None:
                 self._recurrence.take()
-            self._submit()
+            with self._recording:
+                self._submit()
             self._sender.close(self._options.close_timeout if timeout is None else timeout)
         except Exception:  # noqa: BLE001
             self._fail("close")
@@ -190,9 +201,25 @@ class Monitor:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _after_fork_in_child(self) -> None:
+        # The steps recorded but not yet sent are the parent's to send; this process starts with none.
+        self._steps = []
+        self._layers = None
+        self._weights_before = None
+        self._gather = DeviceGather(self._pinned)
+
     # --- optimizer hooks ------------------------------------------------------
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self._closed or self._failures >= _MAX_FAILURES:
+            return
+        if self._optimizer_stepped:
+            # A second optimizer step before mon.step(): this record's statistics are the first step's,
+            # and taking them again at every step would multiply their cost.
+            self._warn_once(
+                "steps_between",
+                "gradwatch: optimizer.step() ran again before mon.step(); call mon.step() after every optimizer "
+                "step (statistics are taken on the first step after each mon.step() only)",
+            )
             return
         if not self._is_stats_step():  # the statistics' per-layer max-abs flag every gradient
             if self._sentinels:
@@ -261,6 +288,10 @@ class Monitor:
             # No hooks (no optimizer, or not the one that steps): read what is there now.
             self._take_gradient_stats()
             self._take_weight_stats()
+        if self._layers is not None and self._layers.grads and not self._layers.weights:
+            # optimizer.step() raised after its pre-hook (the loop caught an out-of-memory error, say):
+            # gradients without the weights they would have moved make no statistics row.
+            self._layers = None
         values: dict[str, Pending] = {
             "loss": self._value(loss, "loss"),
             "val_loss": self._value(val_loss, "val_loss"),
@@ -276,7 +307,7 @@ class Monitor:
         record = StepPending(
             step=self._step,
             values={k: v for k, v in values.items() if v is not None},
-            scalars={k: self._value(v, k) for k, v in scalars.items()},
+            scalars=self._scalars(scalars),
             skipped=self._optimizer is not None and not self._optimizer_stepped and not elsewhere,
             layers=self._layers,
             recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
@@ -339,6 +370,27 @@ class Monitor:
         sentinel, self._sentinel_flag = self._sentinel_flag, None
         return self._gather.add(sentinel) if isinstance(sentinel, torch.Tensor) else sentinel
 
+    def _scalars(self, scalars: dict[str, Any]) -> dict[str, Pending]:
+        """The named scalars the service takes (valid names, at most MAX_SCALARS_PER_STEP); the rest warned of once.
+
+        One the service would refuse would take the whole report, and the steps in it, with it.
+        """
+        kept: dict[str, Pending] = {}
+        for name, value in scalars.items():
+            if not is_valid_scalar_name(name):
+                self._warn_once(
+                    f"scalar name {name}",
+                    f"gradwatch: ignoring scalar {name[:80]!r}: names must match [A-Za-z_][A-Za-z0-9_]* "
+                    f"(at most {MAX_SCALAR_NAME} characters)",
+                )
+            elif len(kept) >= MAX_SCALARS_PER_STEP:
+                self._warn_once(
+                    "scalar count", f"gradwatch: recording the first {MAX_SCALARS_PER_STEP} scalars of a step only"
+                )
+            else:
+                kept[name] = self._value(value, name)
+        return kept
+
     def _value(self, value: Any, name: str) -> Pending:
         """A number now, or a slot in the report's device copy for a tensor."""
         if value is None:
@@ -347,9 +399,18 @@ class Monitor:
             if value.numel() != 1:
                 self._warn_once(name, f"gradwatch: {name} has {value.numel()} elements; recording its mean")
                 value = value.detach().float().mean()
+            elif value.grad_fn is None:
+                # Read when the report is copied, steps later: a tensor the loop updates in place (a tensor
+                # lr, a running count) would be recorded with its later value. The loss of a step's graph is new.
+                value = value.detach().clone()
             return self._gather.add(value)
         if isinstance(value, numbers.Real):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # an integer past float's range
+                return math.inf if value > 0 else -math.inf
+            except (TypeError, ValueError):
+                pass
         self._warn_once(name, f"gradwatch: ignoring {name} of type {type(value).__name__}; pass a number or a tensor")
         return None
 

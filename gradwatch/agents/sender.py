@@ -128,6 +128,8 @@ class Sender:
         self.dropped = 0
         self._dropped_unreported = 0
         self._closed = False
+        #: This process was forked from the one that built the sender: the run's end is the parent's to tell.
+        self._in_forked_child = False
         # Packed bodies until a service answers that it reads only JSON (415: an older one).
         self._packed = bool(getattr(transport, "accepts_packed", False))
         self._reset_thread_state()
@@ -136,6 +138,7 @@ class Sender:
 
     def _after_fork_in_child(self) -> None:
         self._reset_thread_state()
+        self._in_forked_child = True
         # The parent's kept-alive connection is shared with the child: two
         # processes on one socket read each other's answers. The child closes
         # its copy of the descriptor (the parent's stays open) and dials anew.
@@ -195,7 +198,9 @@ class Sender:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(max(min(deadline - time.monotonic(), self._options.request_timeout), 0))
-            if delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered:
+            finished = delivered_all and not self._thread.is_alive() and not self._failing_since and self.delivered
+            # A forked child (a checkpoint writer, a worker) ending is not the run ending.
+            if finished and not self._in_forked_child:
                 self._send_final(min(deadline - time.monotonic(), self._options.request_timeout))
         self._abandon_leftovers()
         if hasattr(self._transport, "close"):

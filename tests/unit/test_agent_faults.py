@@ -113,6 +113,127 @@ def test_odd_values_never_raise():
     mon.step(1.0)  # after close: ignored
 
 
+def _recording(model, optimizer, **options):
+    bodies: list[dict] = []
+
+    def record(body, timeout):
+        bodies.append(json.loads(body))
+        return 202, "{}"
+
+    opts = AgentOptions(flush_interval=0.01, **options)
+    return Monitor(model, optimizer, run="rec", endpoint="http://x:1", options=opts, transport=record), bodies
+
+
+def _steps(bodies):
+    return [s for b in bodies for s in b["steps"]]
+
+
+def test_one_bad_value_loses_nothing_else(caplog):
+    # Each of these used to cost more than itself: an integer past float's range raised (and a failure drops the
+    # steps not yet sent), a scalar name or count the service refuses took the whole report with it.
+    model = nn.Linear(3, 1)
+    mon, bodies = _recording(model, None)
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        for step in range(12):
+            scalars = {"ok": 1.0}
+            if step == 4:
+                scalars["acc/top1"] = 0.5
+            if step == 6:
+                scalars.update({f"s{i}": float(i) for i in range(40)})
+            mon.step(10**400 if step == 5 else float(step), **scalars)
+        mon.close(timeout=5)
+    steps = _steps(bodies)
+    assert [s["step"] for s in steps] == list(range(12)) and mon.dropped == 0
+    assert steps[5]["loss"] == float("inf")
+    assert "acc/top1" not in steps[4]["scalars"] and steps[4]["scalars"]["ok"] == 1.0
+    assert len(steps[6]["scalars"]) == 32
+    assert "acc/top1" in caplog.text and "first 32 scalars" in caplog.text
+
+
+def test_a_tensor_updated_in_place_is_recorded_as_it_was_at_its_step():
+    model = nn.Linear(3, 1)
+    mon, bodies = _recording(model, None)
+    seen = torch.zeros(())
+    for _ in range(4):
+        seen += 1  # a running count the loop keeps on the device
+        mon.step(1.0, samples=seen)
+    mon.close(timeout=5)
+    assert [s["scalars"]["samples"] for s in _steps(bodies)] == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_an_optimizer_step_that_raises_costs_only_its_own_statistics():
+    # A loop that catches an out-of-memory error in optimizer.step() and skips the batch: the pre-hook had taken
+    # the gradients, the post-hook never ran, and a row without weights took its whole report down with it.
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording(model, optimizer, stats_every=1)
+    for step in range(6):
+        model(torch.randn(4, 3)).pow(2).mean().backward()
+        if step == 2:
+            with pytest.raises(RuntimeError):
+                optimizer.step(closure=lambda: (_ for _ in ()).throw(RuntimeError("out of memory")))
+        else:
+            optimizer.step()
+        optimizer.zero_grad()
+        mon.step(1.0)
+    mon.close(timeout=5)
+    steps = _steps(bodies)
+    assert [s["step"] for s in steps] == list(range(6)) and mon.dropped == 0
+    assert ["layers" in s for s in steps] == [True, True, False, True, True, True]
+
+
+def test_several_optimizer_steps_per_mon_step_take_statistics_once(caplog):
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, _ = _recording(model, optimizer, stats_every=1)
+    taken = []
+    mon._take_gradient_stats = lambda *a, _take=mon._take_gradient_stats: (taken.append(1), _take(*a))[1]
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        for step in range(20):
+            model(torch.randn(4, 3)).pow(2).mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            if step % 10 == 9:  # logged every 10 optimizer steps
+                mon.step(1.0)
+        mon.close(timeout=5)
+    assert len(taken) == 2
+    assert "optimizer.step() ran again before mon.step()" in caplog.text
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
+def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
+    # A checkpoint writer forked mid-run, ending with sys.exit (so atexit runs): it used to send the parent's
+    # unsent steps and a final report, which marks the run finished while the parent trains on.
+    read, write = os.pipe()
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def record(body, timeout):
+        os.write(write, f"{os.getpid()} {json.loads(body).get('final', False)}\n".encode())
+        return 202, "{}"
+
+    options = AgentOptions(flush_interval=0.01)
+    mon = Monitor(model, optimizer, run="helper", endpoint="http://x:1", options=options, transport=record)
+    _train(mon, model, optimizer, 3)  # 3 steps recorded, not yet submitted (stats_every=5)
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            mon.close()  # what atexit runs at a normal exit (the monitor's hook first, then the sender's)
+            mon._sender._at_exit()
+        except BaseException:  # noqa: BLE001
+            code = 1
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    mon.close(timeout=5)
+    os.close(write)
+    with os.fdopen(read) as lines:
+        senders = [line.split() for line in lines]
+    assert senders and all(int(sender) == os.getpid() for sender, _ in senders)
+    assert mon.delivered == 3
+
+
 def test_watch_rejects_mistakes_before_training_starts():
     model = nn.Linear(3, 1)
     with pytest.raises(ValueError, match="run name"):
