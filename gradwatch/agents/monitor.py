@@ -408,7 +408,7 @@ class Monitor:
             try:
                 return float(value)
             except OverflowError:  # an integer past float's range
-                return math.inf if value > 0 else -math.inf
+                return -math.inf if str(value).startswith("-") else math.inf
             except (TypeError, ValueError):
                 pass
         self._warn_once(name, f"gradwatch: ignoring {name} of type {type(value).__name__}; pass a number or a tensor")
