@@ -98,6 +98,8 @@ class NanOriginHook:
 
     def __init__(self) -> None:
         self._flag: torch.Tensor | None = None
+        #: The user's own communication hook (state, hook), registered after this one: it does the reduction.
+        self.inner: tuple[Any, Any] | None = None
 
     # No annotations on purpose: DDP rejects a hook whose annotations are not
     # exactly dist.GradBucket / Future[Tensor] (and here they would be strings).
@@ -110,6 +112,9 @@ class NanOriginHook:
             self._flag = bad if self._flag is None else self._flag | bad
         except Exception:  # noqa: BLE001 - the all-reduce below must run whatever happens here
             pass
+        if self.inner is not None:
+            state, hook = self.inner
+            return hook(state, bucket)
         return allreduce_hook(process_group, bucket)
 
     def take(self) -> torch.Tensor | None:
@@ -122,9 +127,18 @@ def attach_nan_origin_hook(model: torch.nn.Module) -> NanOriginHook | None:
     """Register a :class:`NanOriginHook` on a DDP model; None when it is not DDP or has a hook already."""
     if not _is_ddp(model):
         return None
-    hook = NanOriginHook()
+    origin = NanOriginHook()
     try:
-        cast(Any, model).register_comm_hook(state=model.process_group, hook=hook.reduce)
+        cast(Any, model).register_comm_hook(state=model.process_group, hook=origin.reduce)
     except Exception:  # noqa: BLE001 - watch() must not fail on DDP's checks
         return None  # a hook of the user's own is registered (or an odd DDP): theirs stays, no origin flags
-    return hook
+
+    def register_comm_hook(state: Any, hook: Any) -> None:
+        # DDP takes one communication hook per model, and this one came first: the user's own (fp16
+        # compression, PowerSGD), registered after watch(), would raise. It does the reduction inside ours.
+        if origin.inner is not None:
+            raise RuntimeError("register_comm_hook can only be called once (gradwatch already holds DDP's slot)")
+        origin.inner = (state, hook)
+
+    object.__setattr__(model, "register_comm_hook", register_comm_hook)
+    return origin

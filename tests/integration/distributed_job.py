@@ -1,7 +1,7 @@
 """A small distributed training job for the integration tests, launched by real torchrun (gloo, CPU).
 
     python -m torch.distributed.run --standalone --nproc-per-node N distributed_job.py \
-        --mode ddp|fsdp --endpoint URL --run-name NAME [--poison-rank R --poison-step S] [--steps K]
+        --mode ddp|fsdp --endpoint URL --run-name NAME [--poison-rank R --poison-step S] [--steps K] [--user-comm-hook]
 
 Every rank trains its slice of one global batch per step, instrumented as a
 user would: ``gradwatch.watch(model, optimizer, run=...)`` then ``mon.step(loss)``.
@@ -74,6 +74,9 @@ def main() -> None:
     parser.add_argument("--poison-rank", type=int, default=-1)
     parser.add_argument("--poison-step", type=int, default=-1)
     parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds to idle per step (a slower job)")
+    parser.add_argument(
+        "--user-comm-hook", action="store_true", help="register DDP fp16 compression after watch(), as a user would"
+    )
     args = parser.parse_args()
 
     dist.init_process_group("gloo")
@@ -96,6 +99,15 @@ def main() -> None:
     with gradwatch.watch(
         model, optimizer, run=args.run_name, endpoint=args.endpoint, flush_interval=0.1, stats_every=stats_every
     ) as mon:
+        hook_calls = [0]
+        if args.user_comm_hook:
+            from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import fp16_compress_hook
+
+            def compress(state, bucket):  # type: ignore[no-untyped-def]
+                hook_calls[0] += 1
+                return fp16_compress_hook(state, bucket)
+
+            model.register_comm_hook(state=None, hook=compress)
         for step in range(args.steps):
             x, y = global_batch(step)
             x, y = x[rank * per_rank : (rank + 1) * per_rank].clone(), y[rank * per_rank : (rank + 1) * per_rank]
@@ -107,6 +119,8 @@ def main() -> None:
             optimizer.step()
             mon.step(loss.detach())
             time.sleep(args.step_sleep)
+    if args.user_comm_hook:
+        print(f"rank {rank}: user comm hook calls {hook_calls[0]}", flush=True)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -17,10 +17,11 @@ from tests.integration.distributed_job import reference_layer_norms
 JOB = Path(__file__).with_name("distributed_job.py")
 
 
-def _torchrun(nprocs: int, *args: str, timeout: float = 240) -> None:
+def _torchrun(nprocs: int, *args: str, timeout: float = 240) -> str:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nprocs}"]
     result = subprocess.run([*command, str(JOB), *args], capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
 
 
 def _wait_for(fetch, timeout: float = 20.0):
@@ -32,9 +33,12 @@ def _wait_for(fetch, timeout: float = 20.0):
         time.sleep(0.2)
 
 
-def test_nan_from_one_ranks_batch_is_attributed_to_that_rank(service, http):
+@pytest.mark.parametrize("user_comm_hook", [False, True], ids=["ddp", "ddp-with-users-comm-hook"])
+def test_nan_from_one_ranks_batch_is_attributed_to_that_rank(service, http, user_comm_hook):
+    # DDP takes one communication hook per model and watch() registers one: a user's own (fp16 compression
+    # here), registered after watch(), used to raise; it now reduces inside gradwatch's.
     run = f"ddp-poison-{uuid.uuid4().hex[:6]}"
-    _torchrun(
+    out = _torchrun(
         4,
         "--mode=ddp",
         f"--endpoint={service.url}",
@@ -42,7 +46,10 @@ def test_nan_from_one_ranks_batch_is_attributed_to_that_rank(service, http):
         "--steps=40",
         "--poison-rank=2",
         "--poison-step=27",
+        *(["--user-comm-hook"] if user_comm_hook else []),
     )
+    if user_comm_hook:
+        assert out.count("user comm hook calls 40") == 4, out
 
     def nonfinite():
         status, items = http.get_json(f"/v1/runs/{run}/diagnoses")
