@@ -23,6 +23,8 @@ import socket
 import threading
 import time
 import uuid
+import weakref
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -38,7 +40,13 @@ from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
 from gradwatch.agents.witness import UpdateWitness
-from gradwatch.wire import MAX_SCALAR_NAME, MAX_SCALARS_PER_STEP, is_valid_run_name, is_valid_scalar_name
+from gradwatch.wire import (
+    MAX_LAYERS_PER_REPORT,
+    MAX_SCALAR_NAME,
+    MAX_SCALARS_PER_STEP,
+    is_valid_run_name,
+    is_valid_scalar_name,
+)
 
 logger = logging.getLogger("gradwatch.agent")
 
@@ -49,6 +57,10 @@ def _transport_for(endpoint: str, options: AgentOptions) -> Transport:
     if endpoint.startswith(ray_transport.SCHEME):
         return ray_transport.RayActorTransport(endpoint)
     return HttpTransport.from_options(endpoint, options)
+
+
+#: The newest monitor of each watched optimizer (to tell a second watch() of the same one).
+_WATCHING: weakref.WeakKeyDictionary[Any, weakref.ref[Monitor]] = weakref.WeakKeyDictionary()
 
 
 class Monitor:
@@ -78,6 +90,15 @@ class Monitor:
         self._trained = TrainedParams()
         rank = detect_rank()
         self._plan = shard_plan(model, rank.rank, rank.world_size)
+        if self._layout.num_layers > MAX_LAYERS_PER_REPORT:
+            # The service refuses a report with more layers, and the steps in it with it.
+            logger.warning(
+                "gradwatch: the model has %d layers (modules with parameters), more than a report carries (%d); "
+                "per-layer statistics are off, losses, learning rates and NaN checks are still sent",
+                self._layout.num_layers,
+                MAX_LAYERS_PER_REPORT,
+            )
+            self._plan = replace(self._plan, reports_layers=False)
         self._nan_origin = attach_nan_origin_hook(model)
         # A NaN/Inf only in the gradients (the loss still finite) would otherwise be seen on the next
         # statistics step, or when the weights it spoils make the loss NaN a step later. With
@@ -132,6 +153,15 @@ class Monitor:
             os.register_at_fork(after_in_child=weak_call(self, Monitor._after_fork_in_child))
         self._hooks = []
         if optimizer is not None:
+            earlier = _WATCHING.get(optimizer)
+            if earlier is not None and (monitor := earlier()) is not None and not monitor._closed:
+                # A notebook cell that calls watch() again: both monitors would report every step.
+                logger.warning(
+                    "gradwatch: this optimizer is already watched (run %r) by a monitor that was not closed; "
+                    "both report every step: call close() on the first",
+                    monitor.run,
+                )
+            _WATCHING[optimizer] = weakref.ref(self)
             self._hooks = [
                 optimizer.register_step_pre_hook(self._before_optimizer_step),
                 optimizer.register_step_post_hook(self._after_optimizer_step),

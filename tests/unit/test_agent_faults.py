@@ -234,6 +234,33 @@ def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
     assert mon.delivered == 3
 
 
+def test_a_model_with_more_layers_than_a_report_carries_still_reports_its_steps(monkeypatch, caplog):
+    # The service refuses a report past MAX_LAYERS_PER_REPORT layers, and every step in it with it.
+    monkeypatch.setattr("gradwatch.agents.monitor.MAX_LAYERS_PER_REPORT", 2)
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 3), nn.Linear(3, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        mon, bodies = _recording(model, optimizer, stats_every=1)
+    _train(mon, model, optimizer, 4)
+    mon.close(timeout=5)
+    steps = _steps(bodies)
+    assert len(steps) == 4 and not any("layers" in s for s in steps)
+    assert "per-layer statistics are off" in caplog.text
+
+
+def test_watching_an_optimizer_twice_without_closing_is_warned_of(caplog):
+    model = nn.Linear(3, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
+        first, _ = _recording(model, optimizer)
+        first.close()
+        second, _ = _recording(model, optimizer)  # the first was closed: nothing to say
+        assert "already watched" not in caplog.text
+        _recording(model, optimizer)  # a notebook cell run again
+    assert "already watched" in caplog.text
+    second.close()
+
+
 def test_watch_rejects_mistakes_before_training_starts():
     model = nn.Linear(3, 1)
     with pytest.raises(ValueError, match="run name"):
