@@ -49,17 +49,21 @@ def _layer_rows(bodies):
     return [s for b in bodies for s in b["steps"] if "layers" in s]
 
 
-def test_complex_parameters_integer_buffers_and_unused_modules():
-    model = _Odd()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
-    mon, bodies = _recording_monitor(model, optimizer)
-    for _ in range(6):
+def _train(model, optimizer, mon, steps=4):
+    for _ in range(steps):
         loss = model(torch.randn(8, 4)).pow(2).mean()
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
         mon.step(loss)
     mon.close(timeout=5)
+
+
+def test_complex_parameters_integer_buffers_and_unused_modules():
+    model = _Odd()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    mon, bodies = _recording_monitor(model, optimizer)
+    _train(model, optimizer, mon, 6)
     assert mon.delivered == 6 and mon.dropped == 0
     rows = _layer_rows(bodies)
     assert len(rows) == 6
@@ -127,16 +131,6 @@ def test_double_precision_model_gets_statistics_and_update_ratio():
     assert len(rows) == 3
     assert rows[-1]["layers"]["grad_norm"][0] == pytest.approx(expected, rel=1e-5)
     assert all(0 < r < 1 for r in rows[-1]["layers"]["update_ratio"])
-
-
-def _train(model, optimizer, mon, steps=4):
-    for _ in range(steps):
-        loss = model(torch.randn(8, 4)).pow(2).mean()
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-        mon.step(loss)
-    mon.close(timeout=5)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
