@@ -68,19 +68,7 @@ def _mostly_zero(spike_at: int | None = None) -> RunView:
     return make_view(loss, new_loss_from=spike_at or 0)
 
 
-def _sawtooth(spike_at: int | None = None) -> RunView:
-    """A PPO loss: at 0.03 (noise 2%), up 1.5-2.6x at every new rollout (each 16 steps, a little higher than the last)
-    and back over a few steps; ``spike_at``: 4x that for 3 steps."""
-    s = np.arange(120)
-    height = np.array([0.2, 1.5, 1.6, 1.8, 2.0, 2.2, 2.4, 2.6])[s // 16]
-    loss = 0.03 * (1 + height * np.exp(-(s % 16) / 2.0)) * np.exp(0.02 * rng(43).standard_normal(s.size))
-    if spike_at is not None:
-        loss[spike_at : spike_at + 3] *= 4
-    return make_view(loss, new_loss_from=spike_at or 0)
-
-
 LOSS_SPIKE_FIRES: list[tuple[str, Callable[[], RunView], int, bool]] = [
-    ("a spike among the rollouts of a PPO loss", lambda: _sawtooth(spike_at=105), 105, True),
     ("heavy-tailed noise, a spike that holds for 5 steps", lambda: _heavy_tailed(5), 300, True),
     (
         "heavy-tailed noise: a spike confirmed by steps that are new now",
@@ -164,8 +152,6 @@ def _low_noise_bump() -> RunView:
 
 LOSS_SPIKE_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("one batch 30% above a low-noise loss", _low_noise_bump),
-    # Each rollout's jump is a new high for the window, for 3 steps: a sustained jump, but one the run took before.
-    ("a PPO loss jumping at every new rollout", _sawtooth),
     ("a level that drifts up step by step (a GAN discriminator)", _drift_up),
     ("a one-batch outlier on step 19, after a calm start", _outlier_after_a_calm_start),
     ("a hinge loss mostly at exactly 0, its nonzero batches small", _mostly_zero),

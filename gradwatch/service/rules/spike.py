@@ -95,20 +95,6 @@ def _heavy_tailed(log_z: np.ndarray, min_history: int, excess: float) -> np.ndar
     return (before >= MIN_NEAR_MISSES) & (before >= excess * NEAR_MISS_GAUSSIAN_RATE * judged)
 
 
-def _has_precedents(ratio: np.ndarray, candidates: np.ndarray, needed: int, share: float) -> np.ndarray:
-    """Per index: a candidate whose ``ratio`` (jump over baseline) was reached, to ``share`` of it, in ``needed``
-    separate episodes before it (runs of consecutive steps, none of them a candidate)."""
-    out = np.zeros(ratio.size, dtype=bool)
-    if needed <= 0:
-        return out
-    plain = np.where(candidates, -np.inf, np.nan_to_num(ratio, nan=-np.inf))
-    for t in np.flatnonzero(candidates):
-        reached = plain[:t] >= share * ratio[t]
-        episodes = np.count_nonzero(reached[1:] & ~reached[:-1]) + int(reached[:1].any())
-        out[t] = episodes >= needed
-    return out
-
-
 def _above_window_max(f: np.ndarray, width: int, steps: int) -> np.ndarray:
     """Per index t: f[t .. t+steps-1] all exist and each exceeds the max of the ``width`` values before t."""
     n = f.size
@@ -254,10 +240,6 @@ def detect_loss_spike(view: RunView, config: LossSpikeConfig) -> Finding | None:
             decided = np.where(heavy, confirmed_at, decided)
     else:
         spike &= strong
-    # A jump the run has taken before without it being a spike (before min_history, say, or one the heavy-tail
-    # test let pass) is the run's own: a PPO loss jumps at every new rollout and falls over its epochs, Cauchy
-    # targets put a batch at 10x now and then. Not a spike now either.
-    spike &= ~_has_precedents(jump / scale, spike, config.precedents, config.precedent_share)
     # Unrecovered: the loss has stayed above the spike's recovery line ever since (the suffix minimum
     # from the spike on). Judging only the newest loss would revive every recovered spike in the
     # window once the loss rises for another reason, and name the oldest as the onset.

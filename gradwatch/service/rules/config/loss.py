@@ -49,20 +49,6 @@ class LossSpikeConfig(_RuleConfig):
     confirm_steps: int = Field(
         default=3, ge=1, le=20, description="Steps after a spike judged for its after-effect in heavy-tailed noise."
     )
-    precedents: int = Field(
-        default=1,
-        ge=0,
-        description=(
-            "A jump over the baseline that the run already took in this many separate episodes before, none of "
-            "them a spike, is the run's own (a PPO loss at each new rollout, heavy-tailed targets), not a spike "
-            "(0: off)."
-        ),
-    )
-    precedent_share: float = Field(
-        default=0.8,
-        gt=0.0,
-        description="An earlier jump is a precedent when it reached this share of the new one (jump over baseline).",
-    )
     confirm_z: float = Field(
         default=3.0,
         gt=0.0,
