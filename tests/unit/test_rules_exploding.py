@@ -75,11 +75,6 @@ def _ramp(rises: int, per_step: float = 1.03, dip_at: int | None = None) -> np.n
     return loss
 
 
-def _falling_below_zero(drops: np.ndarray) -> np.ndarray:
-    """Loss near 1.4 for 60 steps, one step to -4.4, then falling by ``drops`` (one per step)."""
-    return np.r_[np.linspace(1.4, 1.3, 60), -4.4 - np.cumsum(np.r_[0.0, drops])]
-
-
 def _queue_filling_infonce(steps: int = 30) -> np.ndarray:
     """InfoNCE while its queue of negatives fills: about log(negatives), 64 more a step, rising ever more slowly."""
     return np.log(64.0 * np.arange(1, steps + 1)) + 0.1
@@ -187,13 +182,6 @@ EXPLODING_FIRES: list[tuple[str, Callable[[], RunView], int | None, str]] = [
     ("loss multiplying step after step", lambda: make_view(_diverging_loss()), 200, "loss_divergence"),
     # explode_finite_past_edge_linear: +3% a step, far from any 100x, every loss above the one before.
     ("loss ramping up 3% a step for 12 steps", lambda: make_view(_ramp(12)), 40, "loss_ramp"),
-    # explode15_l2_penalty_sign_flipped: below zero, each fall 10% larger than the last.
-    (
-        "a loss falling below zero faster and faster",
-        lambda: make_view(_falling_below_zero(0.1 * 1.1 ** np.arange(12))),
-        61,
-        "loss_ramp",
-    ),
 ]
 
 
@@ -296,14 +284,6 @@ EXPLODING_SILENT: list[tuple[str, Callable[[], RunView]]] = [
     ("loss ramp broken by one lower step", lambda: make_view(_ramp(14, dip_at=6))),
     ("loss ramping up 1% a step (x1.13 in 12)", lambda: make_view(_ramp(12, per_step=1.01))),
     ("InfoNCE climbing while its queue of negatives fills", lambda: make_view(_queue_filling_infonce())),
-    # A Gaussian NLL while its learned variance shrinks at Adam's pace: below zero, a constant fall per step.
-    ("a loss falling below zero at a steady pace", lambda: make_view(_falling_below_zero(np.full(14, 0.15)))),
-    ("a loss falling below zero, ever more slowly", lambda: make_view(_falling_below_zero(0.4 * 0.9 ** np.arange(14)))),
-    (
-        # Faster and faster, but still nearer zero than the run's first loss (1.4) was above it.
-        "a loss falling faster below zero, not yet past its start's size",
-        lambda: make_view(np.r_[np.linspace(1.4, 1.3, 60), -0.1 - np.cumsum(np.r_[0.0, 0.03 * 1.15 ** np.arange(12)])]),
-    ),
     # A gated recurrence may learn to carry more gradient to the early step that matters (delayed recall).
     ("LSTM carrying 300x more gradient to its first step", lambda: _recurrence(300.0, True)),
     ("plain recurrence, first step 30x its last", lambda: _recurrence(30.0, False)),

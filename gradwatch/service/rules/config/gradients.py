@@ -143,15 +143,6 @@ class ExplodingGradientConfig(_RuleConfig):
             "loss weight) slows down."
         ),
     )
-    ramp_speedup: float = Field(
-        default=1.5,
-        gt=0.0,
-        description=(
-            "A loss falling below zero on every step (ramp_rises steps, by ramp_factor, past the initial loss's "
-            "size) diverges when its mean fall per step over the second half is at least this many times the "
-            "first half's: a healthy negative log-likelihood falls at a steady pace or slows down."
-        ),
-    )
 
 
 class VanishingGradientConfig(_RuleConfig):
