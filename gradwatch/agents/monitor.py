@@ -61,6 +61,8 @@ def _transport_for(endpoint: str, options: AgentOptions) -> Transport:
 
 #: The newest monitor of each watched optimizer (to tell a second watch() of the same one).
 _WATCHING: weakref.WeakKeyDictionary[Any, weakref.ref[Monitor]] = weakref.WeakKeyDictionary()
+#: In a forked child, what its monitors held at the fork (never freed there, see _after_fork_in_child).
+_KEPT_AT_FORK: list[Any] = []
 
 
 class Monitor:
@@ -144,7 +146,7 @@ class Monitor:
         self._optimizer_stepped = False
         self._failures = 0
         self._closed = False
-        self._recording = threading.Lock()
+        self._recording = threading.RLock()
         self._warned: set[str] = set()
         # A script that never calls close() still delivers its last steps at
         # exit (within close_timeout); registered after the sender's hook, so it runs first.
@@ -153,20 +155,26 @@ class Monitor:
             os.register_at_fork(after_in_child=weak_call(self, Monitor._after_fork_in_child))
         self._hooks = []
         if optimizer is not None:
+            self._note_watching(optimizer)
+            self._hooks = [
+                optimizer.register_step_pre_hook(self._before_optimizer_step),
+                optimizer.register_step_post_hook(self._after_optimizer_step),
+            ]
+        self._arm_recurrence()
+
+    def _note_watching(self, optimizer: Any) -> None:
+        """Warn when ``optimizer`` is watched already (a notebook cell run again: both monitors report)."""
+        try:
             earlier = _WATCHING.get(optimizer)
             if earlier is not None and (monitor := earlier()) is not None and not monitor._closed:
-                # A notebook cell that calls watch() again: both monitors would report every step.
                 logger.warning(
                     "gradwatch: this optimizer is already watched (run %r) by a monitor that was not closed; "
                     "both report every step: call close() on the first",
                     monitor.run,
                 )
             _WATCHING[optimizer] = weakref.ref(self)
-            self._hooks = [
-                optimizer.register_step_pre_hook(self._before_optimizer_step),
-                optimizer.register_step_post_hook(self._after_optimizer_step),
-            ]
-        self._arm_recurrence()
+        except TypeError:  # an optimizer class that cannot be a weak key (unhashable, say): nothing to tell
+            pass
 
     # --- public API --------------------------------------------------------
     @property
@@ -232,11 +240,15 @@ class Monitor:
         self.close()
 
     def _after_fork_in_child(self) -> None:
-        # The steps recorded but not yet sent are the parent's to send; this process starts with none.
+        # The steps recorded but not yet sent are the parent's to send; this process starts with none. What
+        # they hold is kept, not freed: freeing device memory here could wait on an allocator lock that a
+        # thread of the parent held at the fork. A lock held then is made anew for the same reason.
+        _KEPT_AT_FORK.append((self._steps, self._layers, self._weights_before, self._gather))
         self._steps = []
         self._layers = None
         self._weights_before = None
         self._gather = DeviceGather(self._pinned)
+        self._recording = threading.RLock()
 
     # --- optimizer hooks ------------------------------------------------------
     def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
@@ -266,8 +278,9 @@ class Monitor:
             self._fail("gradient statistics")
 
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._optimizer_stepped = True
-        if self._layers is None or self._closed:
+        # Weights after the first optimizer step since mon.step() only: the record's gradients are that step's.
+        first, self._optimizer_stepped = not self._optimizer_stepped, True
+        if not first or self._layers is None or self._closed:
             return
         try:
             self._take_weight_stats()
@@ -409,7 +422,7 @@ class Monitor:
         for name, value in scalars.items():
             if not is_valid_scalar_name(name):
                 self._warn_once(
-                    f"scalar name {name}",
+                    "scalar name",
                     f"gradwatch: ignoring scalar {name[:80]!r}: names must match [A-Za-z_][A-Za-z0-9_]* "
                     f"(at most {MAX_SCALAR_NAME} characters)",
                 )
@@ -431,15 +444,17 @@ class Monitor:
                 value = value.detach().float().mean()
             elif value.grad_fn is None:
                 # Read when the report is copied, steps later: a tensor the loop updates in place (a tensor
-                # lr, a running count) would be recorded with its later value. The loss of a step's graph is new.
-                value = value.detach().clone()
+                # lr, a running count) would be recorded with its later value. The copy is the float64 cast
+                # the report's copy makes anyway, made now. A loss with a graph is the step's own.
+                value = value.detach().to(torch.float64, copy=True)
             return self._gather.add(value)
         if isinstance(value, numbers.Real):
             try:
                 return float(value)
             except OverflowError:  # an integer past float's range
-                return -math.inf if str(value).startswith("-") else math.inf
-            except (TypeError, ValueError):
+                with contextlib.suppress(Exception):
+                    return math.inf if value > 0 else -math.inf  # type: ignore[operator]
+            except Exception:  # noqa: BLE001 - a Real that will not convert costs only itself
                 pass
         self._warn_once(name, f"gradwatch: ignoring {name} of type {type(value).__name__}; pass a number or a tensor")
         return None

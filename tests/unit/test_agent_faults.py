@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -140,11 +141,11 @@ def test_one_bad_value_loses_nothing_else(caplog):
                 scalars["acc/top1"] = 0.5
             if step == 6:
                 scalars.update({f"s{i}": float(i) for i in range(40)})
-            mon.step(10**400 if step == 5 else float(step), **scalars)
+            mon.step(10**400 if step == 5 else -(10**5000) if step == 7 else float(step), **scalars)
         mon.close(timeout=5)
     steps = _steps(bodies)
     assert [s["step"] for s in steps] == list(range(12)) and mon.dropped == 0
-    assert steps[5]["loss"] == float("inf")
+    assert steps[5]["loss"] == float("inf") and steps[7]["loss"] == float("-inf")
     assert "acc/top1" not in steps[4]["scalars"] and steps[4]["scalars"]["ok"] == 1.0
     assert len(steps[6]["scalars"]) == 32
     assert "acc/top1" in caplog.text and "first 32 scalars" in caplog.text
@@ -185,23 +186,49 @@ def test_an_optimizer_step_that_raises_costs_only_its_own_statistics():
 def test_several_optimizer_steps_per_mon_step_take_statistics_once(caplog):
     model = nn.Linear(3, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    mon, _ = _recording(model, optimizer, stats_every=1)
-    taken = []
+    mon, bodies = _recording(model, optimizer, stats_every=1)
+    taken, after_first = [], []
     mon._take_gradient_stats = lambda *a, _take=mon._take_gradient_stats: (taken.append(1), _take(*a))[1]
     with caplog.at_level(logging.WARNING, logger="gradwatch.agent"):
         for step in range(20):
             model(torch.randn(4, 3)).pow(2).mean().backward()
             optimizer.step()
             optimizer.zero_grad()
+            if step % 10 == 0:  # the first optimizer step after a mon.step(): the record's statistics are its own
+                after_first.append([model.weight.detach().norm().item(), model.bias.detach().norm().item()])
             if step % 10 == 9:  # logged every 10 optimizer steps
                 mon.step(1.0)
         mon.close(timeout=5)
     assert len(taken) == 2
     assert "optimizer.step() ran again before mon.step()" in caplog.text
+    rows = [s["layers"] for s in _steps(bodies)]
+    assert len(rows) == 2
+    # One set of weight statistics per record (the layer's weight and bias make its norm), not one per step.
+    for row, (weight, bias) in zip(rows, after_first, strict=True):
+        assert row["weight_norm"][0] == pytest.approx((weight**2 + bias**2) ** 0.5, rel=1e-6)
+
+
+def test_close_from_a_signal_handler_in_the_middle_of_a_step_does_not_hang():
+    # A preemption handler (SIGTERM under SLURM) runs on the training thread, possibly inside mon.step().
+    model = nn.Linear(3, 1)
+    mon, _ = _recording(model, None)
+    value = mon._value
+
+    def interrupted(*args):
+        mon._value = value
+        mon.close(timeout=1)  # what the handler does, re-entering the monitor on the same thread
+        return value(*args)
+
+    mon._value = interrupted
+    stepping = threading.Thread(target=mon.step, args=(1.0,), daemon=True)
+    stepping.start()
+    stepping.join(10)
+    assert not stepping.is_alive()
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX-only")
-def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
+@pytest.mark.parametrize("trains", [False, True], ids=["checkpoint-writer", "worker"])
+def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents(trains):
     # A checkpoint writer forked mid-run, ending with sys.exit (so atexit runs): it used to send the parent's
     # unsent steps and a final report, which marks the run finished while the parent trains on.
     read, write = os.pipe()
@@ -209,7 +236,9 @@ def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
 
     def record(body, timeout):
-        os.write(write, f"{os.getpid()} {json.loads(body).get('final', False)}\n".encode())
+        report = json.loads(body)
+        steps = [s["step"] for s in report["steps"]]
+        os.write(write, f"{os.getpid()} {report.get('final', False)} {json.dumps(steps)}\n".encode())
         return 202, "{}"
 
     options = AgentOptions(flush_interval=0.01)
@@ -219,6 +248,9 @@ def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
     if pid == 0:
         code = 0
         try:
+            if trains:  # a worker that trains and reports: its own steps, not the run's end
+                _train(mon, model, optimizer, 2)
+                mon.flush(5)
             mon.close()  # what atexit runs at a normal exit (the monitor's hook first, then the sender's)
             mon._sender._at_exit()
         except BaseException:  # noqa: BLE001
@@ -229,8 +261,10 @@ def test_a_forked_helper_that_exits_normally_sends_nothing_of_the_parents():
     mon.close(timeout=5)
     os.close(write)
     with os.fdopen(read) as lines:
-        senders = [line.split() for line in lines]
-    assert senders and all(int(sender) == os.getpid() for sender, _ in senders)
+        bodies = [line.split(maxsplit=2) for line in lines]
+    child = [(final, steps) for sender, final, steps in bodies if int(sender) == pid]
+    assert all(final == "False" for final, _ in child)
+    assert {step for _, steps in child for step in json.loads(steps)} == ({3, 4} if trains else set())
     assert mon.delivered == 3
 
 
