@@ -38,7 +38,7 @@ from gradwatch.agents.options import AgentOptions, default_endpoint
 from gradwatch.agents.pending import CarriedMaxAbs, LayerPending, Pending, PendingReport, StepPending
 from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
-from gradwatch.agents.sender import HttpTransport, Sender, Transport, weak_call
+from gradwatch.agents.sender import HttpTransport, Sender, Transport, exit_budget, weak_call
 from gradwatch.agents.witness import UpdateWitness
 from gradwatch.wire import (
     MAX_LAYERS_PER_REPORT,
@@ -150,7 +150,7 @@ class Monitor:
         self._warned: set[str] = set()
         # A script that never calls close() still delivers its last steps at
         # exit (within close_timeout); registered after the sender's hook, so it runs first.
-        atexit.register(weak_call(self, Monitor.close))
+        atexit.register(weak_call(self, Monitor._close_at_exit))
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=weak_call(self, Monitor._after_fork_in_child))
         self._hooks = []
@@ -232,6 +232,9 @@ class Monitor:
             self._sender.close(self._options.close_timeout if timeout is None else timeout)
         except Exception:  # noqa: BLE001
             self._fail("close")
+
+    def _close_at_exit(self) -> None:
+        self.close(exit_budget(self._options.close_timeout))
 
     def __enter__(self) -> Monitor:
         return self

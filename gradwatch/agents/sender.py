@@ -231,7 +231,7 @@ class Sender:
             logger.debug("gradwatch: could not send the final report", exc_info=True)
 
     def _at_exit(self) -> None:
-        self.close(self._options.close_timeout)
+        self.close(exit_budget(self._options.close_timeout))
 
     def _start_thread(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"gradwatch-sender[{self._describe}]", daemon=True)
@@ -410,6 +410,21 @@ def _non_finite_loss(record: dict) -> bool:
         if value is not None and not math.isfinite(value):
             return True
     return False
+
+
+#: When the interpreter's exit began closing monitors: one deadline for all of them.
+_exit_started: list[float] = []
+
+
+def exit_budget(close_timeout: float) -> float:
+    """Seconds a monitor closed at exit may still take: ``close_timeout`` from the first one's start, shared.
+
+    A process holding several monitors it never closed (a notebook cell run again) would otherwise
+    wait close_timeout for each against a service that does not answer.
+    """
+    if not _exit_started:
+        _exit_started.append(time.monotonic())
+    return max(_exit_started[0] + close_timeout - time.monotonic(), 0.0)
 
 
 def weak_call(obj: T, method: Callable[[T], None]) -> Callable[[], None]:
