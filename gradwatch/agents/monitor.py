@@ -1,4 +1,4 @@
-"""``gradwatch.watch()`` and the ``Monitor`` that lives in the training loop.
+"""The ``Monitor`` that lives in the training loop (``gradwatch.watch()``, in watching.py, builds it).
 
 Per optimizer step the monitor records the loss (and anything else the user
 passes) without reading it on the host. Every ``stats_every`` steps it also
@@ -16,8 +16,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
-import math
-import numbers
 import os
 import socket
 import threading
@@ -34,18 +32,15 @@ from gradwatch.agents import ray_transport, stats
 from gradwatch.agents.distributed import attach_nan_origin_hook, shard_plan, unwrap_data_parallel
 from gradwatch.agents.gather import DeviceGather, PinnedPool
 from gradwatch.agents.layout import LayerLayout, TrainedParams
-from gradwatch.agents.options import AgentOptions, default_endpoint
+from gradwatch.agents.options import AgentOptions
 from gradwatch.agents.pending import CarriedMaxAbs, LayerPending, Pending, PendingReport, StepPending
 from gradwatch.agents.ranks import detect_rank
 from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, exit_budget, weak_call
+from gradwatch.agents.values import pending_scalars, pending_value
 from gradwatch.agents.witness import UpdateWitness
 from gradwatch.wire import (
     MAX_LAYERS_PER_REPORT,
-    MAX_SCALAR_NAME,
-    MAX_SCALARS_PER_STEP,
-    is_valid_run_name,
-    is_valid_scalar_name,
 )
 
 logger = logging.getLogger("gradwatch.agent")
@@ -417,50 +412,10 @@ class Monitor:
         return self._gather.add(sentinel) if isinstance(sentinel, torch.Tensor) else sentinel
 
     def _scalars(self, scalars: dict[str, Any]) -> dict[str, Pending]:
-        """The named scalars the service takes (valid names, at most MAX_SCALARS_PER_STEP); the rest warned of once.
-
-        One the service would refuse would take the whole report, and the steps in it, with it.
-        """
-        kept: dict[str, Pending] = {}
-        for name, value in scalars.items():
-            if not is_valid_scalar_name(name):
-                self._warn_once(
-                    "scalar name",
-                    f"gradwatch: ignoring scalar {name[:80]!r}: names must match [A-Za-z_][A-Za-z0-9_]* "
-                    f"(at most {MAX_SCALAR_NAME} characters)",
-                )
-            elif len(kept) >= MAX_SCALARS_PER_STEP:
-                self._warn_once(
-                    "scalar count", f"gradwatch: recording the first {MAX_SCALARS_PER_STEP} scalars of a step only"
-                )
-            else:
-                kept[name] = self._value(value, name)
-        return kept
+        return pending_scalars(scalars, self._value, self._warn_once)
 
     def _value(self, value: Any, name: str) -> Pending:
-        """A number now, or a slot in the report's device copy for a tensor."""
-        if value is None:
-            return None
-        if isinstance(value, torch.Tensor):
-            if value.numel() != 1:
-                self._warn_once(name, f"gradwatch: {name} has {value.numel()} elements; recording its mean")
-                value = value.detach().float().mean()
-            elif value.grad_fn is None:
-                # Read when the report is copied, steps later: a tensor the loop updates in place (a tensor
-                # lr, a running count) would be recorded with its later value. The copy is the float64 cast
-                # the report's copy makes anyway, made now. A loss with a graph is the step's own.
-                value = value.detach().to(torch.float64, copy=True)
-            return self._gather.add(value)
-        if isinstance(value, numbers.Real):
-            try:
-                return float(value)
-            except OverflowError:  # an integer past float's range
-                with contextlib.suppress(Exception):
-                    return math.inf if value > 0 else -math.inf  # type: ignore[operator]
-            except Exception:  # noqa: BLE001 - a Real that will not convert costs only itself
-                pass
-        self._warn_once(name, f"gradwatch: ignoring {name} of type {type(value).__name__}; pass a number or a tensor")
-        return None
+        return pending_value(value, name, self._gather, self._warn_once)
 
     def _learning_rate(self) -> Pending:
         if self._optimizer is None or not self._optimizer.param_groups:
@@ -485,59 +440,3 @@ class Monitor:
             logger.exception("gradwatch: %s failed %d times; monitoring is off for this run", where, self._failures)
         else:
             logger.exception("gradwatch: %s failed; this step is not recorded", where)
-
-
-class NullMonitor:
-    """The same interface as :class:`Monitor`, doing nothing (``enabled=False``)."""
-
-    run = ""
-    delivered = 0
-    dropped = 0
-
-    def step(self, loss: Any = None, *, val_loss: Any = None, grad_norm: Any = None, **scalars: Any) -> None:
-        """Do nothing."""
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Nothing to send."""
-        return True
-
-    def close(self, timeout: float | None = None) -> None:
-        """Do nothing."""
-
-    def __enter__(self) -> NullMonitor:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-def watch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    *,
-    run: str,
-    endpoint: str | None = None,
-    **options: Any,
-) -> Monitor | NullMonitor:
-    """Start watching ``model`` (and ``optimizer``'s steps) as run ``run``.
-
-    ``endpoint`` defaults to ``$GRADWATCH_ENDPOINT`` or the service on this
-    host; ``actor://NAME`` hands reports straight to the aggregator actor of
-    ``gradwatch serve --name NAME`` from inside the same Ray cluster (Ray
-    Train workers). ``options`` are the fields of :class:`AgentOptions`. Mistakes in the
-    arguments raise ``ValueError`` here, before training starts; after this,
-    nothing the monitor does raises.
-    """
-    if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-    if not isinstance(run, str) or not is_valid_run_name(run):
-        raise ValueError(
-            f"run name {run!r} is not valid: use 1-128 characters from letters, digits and ._:@+=/- "
-            "starting with a letter or digit"
-        )
-    parsed = AgentOptions(**options)
-    if not parsed.enabled:
-        return NullMonitor()
-    return Monitor(model, optimizer, run=run, endpoint=endpoint or default_endpoint(), options=parsed)
