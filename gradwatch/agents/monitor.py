@@ -39,9 +39,7 @@ from gradwatch.agents.recurrence import RecurrenceProbe
 from gradwatch.agents.sender import HttpTransport, Sender, Transport, exit_budget, weak_call
 from gradwatch.agents.values import pending_scalars, pending_value
 from gradwatch.agents.witness import UpdateWitness
-from gradwatch.wire import (
-    MAX_LAYERS_PER_REPORT,
-)
+from gradwatch.wire import MAX_LAYERS_PER_REPORT
 
 logger = logging.getLogger("gradwatch.agent")
 
@@ -348,7 +346,7 @@ class Monitor:
         record = StepPending(
             step=self._step,
             values={k: v for k, v in values.items() if v is not None},
-            scalars=self._scalars(scalars),
+            scalars=pending_scalars(scalars, self._value, self._warn_once),
             skipped=self._optimizer is not None and not self._optimizer_stepped and not elsewhere,
             layers=self._layers,
             recurrent_names=self._recurrence.names if recurrent is not None and self._recurrence else None,
@@ -410,9 +408,6 @@ class Monitor:
             return None if flag is None else self._gather.add(flag.float())
         sentinel, self._sentinel_flag = self._sentinel_flag, None
         return self._gather.add(sentinel) if isinstance(sentinel, torch.Tensor) else sentinel
-
-    def _scalars(self, scalars: dict[str, Any]) -> dict[str, Pending]:
-        return pending_scalars(scalars, self._value, self._warn_once)
 
     def _value(self, value: Any, name: str) -> Pending:
         return pending_value(value, name, self._gather, self._warn_once)
