@@ -94,16 +94,25 @@ class NanOriginHook:
     The flag is a device tensor OR-ed over the step's buckets, never read on the
     host here; :meth:`take` hands it to the report and starts the next step's.
     It costs one read of each bucket per step, overlapped with communication.
+
+    It holds the model's process group itself and registers with no state, so
+    that ``torch.save`` and ``copy.deepcopy`` of the DDP model still work: DDP
+    keeps its hooks' states among what it pickles, and a process group cannot
+    be pickled. A copy reduces over the default group, as an unpickled DDP does.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, process_group: Any = None) -> None:
+        self.process_group = process_group
         self._flag: torch.Tensor | None = None
         #: The user's own communication hook (state, hook), registered after this one: it does the reduction.
         self.inner: tuple[Any, Any] | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "process_group": None, "_flag": None}
+
     # No annotations on purpose: DDP rejects a hook whose annotations are not
     # exactly dist.GradBucket / Future[Tensor] (and here they would be strings).
-    def reduce(self, process_group, bucket):  # type: ignore[no-untyped-def]
+    def reduce(self, state, bucket):  # type: ignore[no-untyped-def]
         from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
         try:
@@ -113,32 +122,35 @@ class NanOriginHook:
         except Exception:  # noqa: BLE001 - the all-reduce below must run whatever happens here
             pass
         if self.inner is not None:
-            state, hook = self.inner
-            return hook(state, bucket)
-        return allreduce_hook(process_group, bucket)
+            inner_state, hook = self.inner
+            return hook(inner_state, bucket)
+        return allreduce_hook(self.process_group, bucket)
 
     def take(self) -> torch.Tensor | None:
         """This step's flag (a 0-d bool tensor), or None if no bucket was reduced since the last call."""
         flag, self._flag = self._flag, None
         return flag
 
+    def register_user_hook(self, state: Any, hook: Any) -> None:
+        """Stands in for the model's ``register_comm_hook`` once this hook holds DDP's one slot.
+
+        The user's own hook (fp16 compression, PowerSGD), registered after watch(), would
+        otherwise raise; it does the reduction inside ours. A method, not a closure, so
+        that the model it is set on still pickles.
+        """
+        if self.inner is not None:
+            raise RuntimeError("register_comm_hook can only be called once (gradwatch already holds DDP's slot)")
+        self.inner = (state, hook)
+
 
 def attach_nan_origin_hook(model: torch.nn.Module) -> NanOriginHook | None:
     """Register a :class:`NanOriginHook` on a DDP model; None when it is not DDP or has a hook already."""
     if not _is_ddp(model):
         return None
-    origin = NanOriginHook()
+    origin = NanOriginHook(model.process_group)
     try:
-        cast(Any, model).register_comm_hook(state=model.process_group, hook=origin.reduce)
+        cast(Any, model).register_comm_hook(state=None, hook=origin.reduce)
     except Exception:  # noqa: BLE001 - watch() must not fail on DDP's checks
         return None  # a hook of the user's own is registered (or an odd DDP): theirs stays, no origin flags
-
-    def register_comm_hook(state: Any, hook: Any) -> None:
-        # DDP takes one communication hook per model, and this one came first: the user's own (fp16
-        # compression, PowerSGD), registered after watch(), would raise. It does the reduction inside ours.
-        if origin.inner is not None:
-            raise RuntimeError("register_comm_hook can only be called once (gradwatch already holds DDP's slot)")
-        origin.inner = (state, hook)
-
-    object.__setattr__(model, "register_comm_hook", register_comm_hook)
+    object.__setattr__(model, "register_comm_hook", origin.register_user_hook)
     return origin

@@ -155,3 +155,49 @@ def test_lazy_parameters_not_yet_initialised_are_left_out_with_a_warning(caplog)
     assert mon.delivered == 4 and mon.dropped == 0
     rows = _layer_rows(bodies)
     assert len(rows) == 4 and all(r["layers"]["names"] == ["0"] for r in rows)
+
+
+# --- a watched DDP model stays an ordinary DDP model --------------------------------------------------------------
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    """A one-process gloo group (DDP needs one), torn down after the test."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        yield dist
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_watched_ddp_model_can_still_be_copied_and_saved(one_rank_group, tmp_path):
+    import copy
+
+    model = nn.parallel.DistributedDataParallel(nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 1)))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    mon, bodies = _recording_monitor(model, optimizer)
+    origin = mon._nan_origin
+    assert origin is not None and origin.process_group is model.process_group
+    _train(model, optimizer, mon, steps=2)
+    # EMA copies and whole-model checkpoints: DDP pickles its hooks' states, and a process group cannot be.
+    twin = copy.deepcopy(model)
+    torch.save(model, tmp_path / "model.pt")
+    reloaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    for other in (twin, reloaded):
+        other(torch.randn(8, 4)).pow(2).mean().backward()  # the copy reduces as an unpickled DDP does
+    # The original still reduces through gradwatch's hook, and a user's hook registered later still nests in it.
+    calls = []
+
+    def user_hook(state, bucket):
+        calls.append(state)
+        fut = torch.futures.Future()
+        fut.set_result(bucket.buffer())
+        return fut
+
+    model.register_comm_hook("mine", user_hook)
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+    assert calls == ["mine"]
+    assert origin.take() is not None
+    assert [s["step"] for b in bodies for s in b["steps"]] == [0, 1]
