@@ -18,22 +18,34 @@ the worst over the probed modules, as a device value (never read here).
 Hooks exist only for the forward of a statistics step. Which modules a loop
 calls repeatedly is learned once, by counting calls during the first measured
 forward; a model with neither kind keeps no hook at all afterwards.
+
+The hooks are torch's global module hooks, dispatched here to the watched
+modules, never hooks stored on the user's modules: a module's own hooks are
+part of it, so ``torch.save(model)`` would have to pickle ours (it cannot, and
+a checkpoint should not need gradwatch to load) and ``copy.deepcopy(model)``
+(an EMA copy) would carry them into the copy.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.utils.hooks import RemovableHandle
 
 from gradwatch.agents.layout import ROOT_LAYER
 
 logger = logging.getLogger("gradwatch.agent")
+
+# torch warns when a torch.compile'd submodule runs while global module hooks exist (they fire once more,
+# for its wrapper). Ours ignore every module but the watched ones, so the warning would only alarm the user.
+warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks")
 
 #: Fewer time steps (or calls) than this are not a recurrence worth judging.
 MIN_STEPS = 8
@@ -112,6 +124,11 @@ class RecurrenceProbe:
         ]
         self._looped: list[_Probe] = []
         self._handles: list[RemovableHandle] = []
+        #: While armed: id(module) -> what runs before / after that module's forward, in order.
+        self._before: dict[int, list[Callable[[nn.Module, Any], Any]]] = {}
+        self._after: dict[int, list[Callable[[nn.Module, Any, Any], None]]] = {}
+        if isinstance(model, torch.jit.ScriptModule):  # its forward never passes through module hooks
+            self._fused, self._candidates = [], None
 
     @property
     def active(self) -> bool:
@@ -132,19 +149,23 @@ class RecurrenceProbe:
         """Hook the next forward (and its backward). Idempotent."""
         if self._handles or not self.active:
             return
-        self._handles.append(self._root.register_forward_pre_hook(self._forward_starts))
+        self._before = {id(self._root): [self._forward_starts]}
+        self._after = {}
         for probe in self._fused:
-            self._handles.append(probe.module.register_forward_pre_hook(self._fused_input(probe)))
+            self._before.setdefault(id(probe.module), []).append(self._fused_input(probe))
         for probe in self._looped:
-            self._handles.append(probe.module.register_forward_hook(self._looped_output(probe)))
+            self._after.setdefault(id(probe.module), []).append(self._looped_output(probe))
         for probe in self._candidates or []:
-            self._handles.append(probe.module.register_forward_hook(self._count(probe)))
+            self._after.setdefault(id(probe.module), []).append(self._count(probe))
+        self._handles.append(register_module_forward_pre_hook(self._dispatch_before))
+        if self._after:
+            self._handles.append(register_module_forward_hook(self._dispatch_after))
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Remove the hooks; the worst ratio and the index (in :attr:`names`) of its module, or None."""
         for handle in self._handles:
             handle.remove()
-        self._handles = []
+        self._handles, self._before, self._after = [], {}, {}
         if self._candidates is not None and any(p.calls for p in self._candidates):
             # The first measured forward only counted calls: keep the modules a loop repeats.
             self._looped = [p for p in self._candidates if p.calls >= MIN_STEPS]
@@ -162,6 +183,18 @@ class RecurrenceProbe:
         return stacked[worst], index.float()
 
     # --- hooks ---------------------------------------------------------------
+    def _dispatch_before(self, module: nn.Module, args: Any) -> Any:
+        # Called before every module's forward in the process while armed: a miss costs one lookup.
+        replaced = None
+        for hook in self._before.get(id(module), ()):
+            result = hook(module, args if replaced is None else replaced)
+            replaced = replaced if result is None else result
+        return replaced
+
+    def _dispatch_after(self, module: nn.Module, args: Any, output: Any) -> None:
+        for hook in self._after.get(id(module), ()):
+            hook(module, args, output)
+
     @_never_raises
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
         # Gradient accumulation runs several forwards per optimizer step: the last one is measured.

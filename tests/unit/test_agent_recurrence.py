@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules import module as module_hooks
 
 from gradwatch.agents import recurrence
 from gradwatch.agents.monitor import Monitor
@@ -138,16 +140,39 @@ def test_a_loop_is_found_by_counting_calls_then_measured_per_call():
     assert healthy_ratio > 1e-3
 
 
+def _global_hooks() -> int:
+    return len(module_hooks._global_forward_pre_hooks) + len(module_hooks._global_forward_hooks)
+
+
 def test_a_model_without_recurrence_keeps_no_hook_after_the_first_forward():
     model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 1))
     probe = RecurrenceProbe(model)
+    before = _global_hooks()
     probe.arm()
-    assert model[0]._forward_hooks
+    assert _global_hooks() == before + 2
     model(torch.randn(4, 3)).sum().backward()
     assert probe.take() is None
     assert not probe.active
     probe.arm()
+    assert _global_hooks() == before
+
+
+@pytest.mark.parametrize("rnn", [nn.LSTM, nn.GRU])
+def test_an_armed_model_pickles_and_copies_as_it_would_unwatched(rnn, tmp_path):
+    # A checkpoint of the whole module (torch.save(model)) or an EMA copy taken between mon.step() and the
+    # next forward: the model holds none of the probe's hooks, so it pickles, and the copy is not measured.
+    torch.manual_seed(0)
+    model = _FusedRNN(rnn)
+    probe = RecurrenceProbe(model)
+    probe.arm()
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    torch.save(model, tmp_path / "model.pt")
+    twin = copy.deepcopy(model)
+    twin(torch.randn(4, 20, 3)).pow(2).mean().backward()
+    assert probe.take() is None  # the copy's forward was not the watched model's
+    probe.arm()
+    model(torch.randn(4, 20, 3)).pow(2).mean().backward()
+    assert probe.take() is not None
 
 
 def test_a_bare_rnn_as_the_model_is_named_as_the_layer_list_names_the_root():
