@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +41,6 @@ from torch.utils.hooks import RemovableHandle
 from gradwatch.agents.layout import ROOT_LAYER
 
 logger = logging.getLogger("gradwatch.agent")
-
-# torch warns when a torch.compile'd submodule runs while global module hooks exist (they fire once more,
-# for its wrapper). Ours ignore every module but the watched ones, so the warning would only alarm the user.
-warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks")
 
 #: Fewer time steps (or calls) than this are not a recurrence worth judging.
 MIN_STEPS = 8
@@ -127,7 +122,9 @@ class RecurrenceProbe:
         #: While armed: id(module) -> what runs before / after that module's forward, in order.
         self._before: dict[int, list[Callable[[nn.Module, Any], Any]]] = {}
         self._after: dict[int, list[Callable[[nn.Module, Any, Any], None]]] = {}
-        if isinstance(model, torch.jit.ScriptModule):  # its forward never passes through module hooks
+        # A TorchScript forward never passes through module hooks. A torch.compile'd part would have to be
+        # recompiled around them, and torch warns of global hooks on every call of one while they exist.
+        if isinstance(model, torch.jit.ScriptModule) or any(hasattr(m, "_orig_mod") for m in model.modules()):
             self._fused, self._candidates = [], None
 
     @property
@@ -157,15 +154,15 @@ class RecurrenceProbe:
             self._after.setdefault(id(probe.module), []).append(self._looped_output(probe))
         for probe in self._candidates or []:
             self._after.setdefault(id(probe.module), []).append(self._count(probe))
+        # Last of all: the measured forward is over (its backward hooks are on tensors), and every other
+        # module in the process goes back to torch's fast path without hooks.
+        self._after.setdefault(id(self._root), []).append(self._forward_ends)
         self._handles.append(register_module_forward_pre_hook(self._dispatch_before))
-        if self._after:
-            self._handles.append(register_module_forward_hook(self._dispatch_after))
+        self._handles.append(register_module_forward_hook(self._dispatch_after))
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Remove the hooks; the worst ratio and the index (in :attr:`names`) of its module, or None."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles, self._before, self._after = [], {}, {}
+        self._disarm()
         if self._candidates is not None and any(p.calls for p in self._candidates):
             # The first measured forward only counted calls: keep the modules a loop repeats.
             self._looped = [p for p in self._candidates if p.calls >= MIN_STEPS]
@@ -195,9 +192,19 @@ class RecurrenceProbe:
         for hook in self._after.get(id(module), ()):
             hook(module, args, output)
 
+    def _disarm(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles, self._before, self._after = [], {}, {}
+
+    @_never_raises
+    def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
+        self._disarm()
+
     @_never_raises
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
-        # Gradient accumulation runs several forwards per optimizer step: the last one is measured.
+        # Nothing of an earlier forward may mix in. (Under gradient accumulation, several forwards per optimizer
+        # step, the first is measured: the hooks go at its end.)
         for probe in self._fused + self._looped + (self._candidates or []):
             probe.reset()
 

@@ -170,9 +170,25 @@ def test_an_armed_model_pickles_and_copies_as_it_would_unwatched(rnn, tmp_path):
     twin = copy.deepcopy(model)
     twin(torch.randn(4, 20, 3)).pow(2).mean().backward()
     assert probe.take() is None  # the copy's forward was not the watched model's
+    before = _global_hooks()
     probe.arm()
-    model(torch.randn(4, 20, 3)).pow(2).mean().backward()
+    assert _global_hooks() == before + 2
+    loss = model(torch.randn(4, 20, 3)).pow(2).mean()
+    assert _global_hooks() == before  # off once the measured forward ends: other models run without them
+    loss.backward()
     assert probe.take() is not None
+
+
+def test_a_model_with_a_compiled_part_is_not_probed(recwarn):
+    model = _FusedRNN(nn.GRU)
+    model.rnn = torch.compile(model.rnn, backend="eager")
+    probe = RecurrenceProbe(model)
+    assert not probe.active
+    before = _global_hooks()
+    probe.arm()
+    assert _global_hooks() == before
+    model(torch.randn(4, 20, 3)).pow(2).mean().backward()
+    assert not [w for w in recwarn if "global hooks" in str(w.message)]
 
 
 def test_a_bare_rnn_as_the_model_is_named_as_the_layer_list_names_the_root():
