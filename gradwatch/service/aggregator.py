@@ -345,7 +345,8 @@ class Aggregator:
     def _evaluate(self, entry: _Run, now: float) -> list[Change]:
         started = time.perf_counter()
         view = entry.state.view()
-        findings = rules.evaluate(view, self.config.rules, entry.tracker.active_symptoms())
+        settings = self.config.rules_for(entry.state.run)
+        findings = rules.evaluate(view, settings, entry.tracker.active_symptoms())
         if self._wait_for_nan_origin(entry, findings.get("nonfinite"), now):
             # Not marked seen: the next report re-evaluates this data with more ranks in.
             return []

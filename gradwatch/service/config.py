@@ -8,14 +8,20 @@
 
     [windows]
     steps = 1024
+
+    [[run_rules]]            # settings for some runs only, on top of [rules]
+    match = "ppo-*"
+    loss_spike = { enabled = false }
 """
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from gradwatch.service.rules.config import RulesConfig
 
@@ -121,12 +127,49 @@ class AlertingConfig(BaseModel):
         return value
 
 
+_SECTION = "settings of this symptom's rule to change for the matching runs (the keys of [rules.<symptom>])"
+
+
+class RunRules(BaseModel):
+    """Rule settings for the runs whose names match a pattern (a ``[[run_rules]]`` table)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    match: str = Field(
+        min_length=1,
+        description=(
+            "Shell-style pattern on the run name ('ppo-*', 'sweep-?-lr*'); case-sensitive. Every matching "
+            "table applies, in file order, later ones over earlier ones, on top of [rules]."
+        ),
+    )
+    exploding_gradient: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+    vanishing_gradient: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+    nonfinite: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+    loss_spike: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+    overfitting: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+    stagnation: dict[str, Any] = Field(default_factory=dict, description=_SECTION)
+
+    def apply(self, base: dict[str, Any]) -> dict[str, Any]:
+        """``base`` (a dumped RulesConfig) with this table's settings over it."""
+        merged = {symptom: dict(section) for symptom, section in base.items()}
+        for symptom in merged:
+            merged[symptom].update(getattr(self, symptom))
+        return merged
+
+
 class ServiceConfig(BaseModel):
     """Everything the aggregator can be told by a config file."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     rules: RulesConfig = Field(default_factory=RulesConfig)
+    run_rules: list[RunRules] = Field(
+        default_factory=list,
+        description=(
+            "Rule settings for some runs only, by run name: a PPO or DQN run whose loss jumps by design, a "
+            "fine-tune at a deliberately tiny learning rate. Checked at start-up like [rules]."
+        ),
+    )
     windows: WindowConfig = Field(default_factory=WindowConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     alerting: AlertingConfig = Field(default_factory=AlertingConfig)
@@ -166,6 +209,44 @@ class ServiceConfig(BaseModel):
         description="A symptom clears once its rule has not fired for this many optimizer steps.",
     )
 
+    #: Run name -> its rule settings, resolved once per run, and the (rules, run_rules) they were resolved
+    #: from: a model_copy shares these attributes, and one with other rules must not read the entries.
+    _rules_by_run: dict[str, RulesConfig] = PrivateAttr(default_factory=dict)
+    _rules_resolved_from: tuple[int, int] = PrivateAttr(default=(0, 0))
+
+    @model_validator(mode="after")
+    def _run_rules_are_valid(self) -> ServiceConfig:
+        # Each table on its own over [rules], so that a bad value fails at start-up and names its table.
+        base = self.rules.model_dump()
+        for index, table in enumerate(self.run_rules):
+            try:
+                RulesConfig.model_validate(table.apply(base))
+            except ValidationError as exc:
+                raise ValueError(f"run_rules[{index}] (match {table.match!r}): {describe(exc)}") from None
+        return self
+
+    def rules_for(self, run: str) -> RulesConfig:
+        """The rule settings for run ``run``: [rules], with every matching [[run_rules]] table over it."""
+        if not self.run_rules:
+            return self.rules
+        if (
+            self._rules_resolved_from != (id(self.rules), id(self.run_rules))
+            or len(self._rules_by_run) > _MAX_CACHED_RUNS
+        ):
+            self._rules_by_run, self._rules_resolved_from = {}, (id(self.rules), id(self.run_rules))
+        found = self._rules_by_run.get(run)
+        if found is None:
+            merged = self.rules.model_dump()
+            for table in self.run_rules:
+                if fnmatchcase(run, table.match):
+                    merged = table.apply(merged)
+            found = self._rules_by_run[run] = RulesConfig.model_validate(merged)
+        return found
+
+
+#: Runs whose resolved rule settings are kept, then forgotten all at once (names of long-gone runs pile up).
+_MAX_CACHED_RUNS = 10_000
+
 
 class ConfigError(ValueError):
     """The config file cannot be read or does not validate; the message says where."""
@@ -184,5 +265,14 @@ def load_config(path: str | Path | None) -> ServiceConfig:
     try:
         return ServiceConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"config file {path}: {problems}") from exc
+        raise ConfigError(f"config file {path}: {describe(exc)}") from exc
+
+
+def describe(exc: ValidationError) -> str:
+    """Each problem as ``where: what`` (``what`` alone for a check of several fields), joined by ``; ``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        what = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {what}" if where else what)
+    return "; ".join(problems)

@@ -362,3 +362,17 @@ def test_a_settled_aggregator_freezes_what_is_alive_when_it_is_built():
         assert aggregator.runs() == []
     finally:
         gc.unfreeze()
+
+
+def test_run_rules_turn_a_symptom_off_for_matching_runs_only():
+    # A PPO run's surrogate loss jumps at every rollout by design; its operator turns loss_spike off for it.
+    config = ServiceConfig.model_validate({"run_rules": [{"match": "ppo-*", "loss_spike": {"enabled": False}}]})
+    agg = Aggregator(config)
+    fired: dict[str, set[str]] = {}
+    for run in ("ppo-1", "supervised"):
+        for start in range(0, 200, 5):
+            report = _report(
+                run=run, steps=range(start, start + 5), loss=lambda s: 40.0 if s == 150 else 1.0 - s / 1000
+            )
+            fired.setdefault(run, set()).update(c.diagnosis["symptom"] for c in agg.ingest(report) if c.kind == "fired")
+    assert fired == {"ppo-1": set(), "supervised": {"loss_spike"}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -108,3 +109,83 @@ rise_rows = 3
     assert cfg.loss_spike.z_threshold == 12
     assert cfg.loss_spike.baseline_steps == 50  # untouched fields keep their defaults
     assert cfg.exploding_gradient.growth_factor == 100.0 and cfg.exploding_gradient.rise_rows == 3
+
+
+# --- settings for some runs only: [[run_rules]] ------------------------------------------------------------------
+
+
+def test_run_rules_apply_to_matching_runs_in_order_over_the_rules_table(tmp_path) -> None:
+    from gradwatch.service.config import load_config
+
+    path = tmp_path / "gradwatch.toml"
+    path.write_text(
+        "[rules.loss_spike]\nz_threshold = 12\n\n"
+        '[[run_rules]]\nmatch = "ppo-*"\nloss_spike = { enabled = false }\n\n'
+        '[[run_rules]]\nmatch = "ppo-long-*"\n[run_rules.stagnation]\nwindow_steps = 64\n'
+        "[run_rules.loss_spike]\nenabled = true\n"
+    )
+    config = load_config(path)
+    assert config.rules_for("supervised").loss_spike.z_threshold == 12
+    assert config.rules_for("supervised").loss_spike.enabled
+    assert not config.rules_for("ppo-1").loss_spike.enabled
+    assert config.rules_for("ppo-1").loss_spike.z_threshold == 12  # [rules] stays underneath
+    long_run = config.rules_for("ppo-long-3")
+    assert long_run.loss_spike.enabled and long_run.stagnation.window_steps == 64  # the later table wins
+    assert config.rules_for("PPO-1").loss_spike.enabled  # patterns are case-sensitive
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"match": "x", "loss_spike": {"z_treshold": 3}}, "run_rules[0] (match 'x'): loss_spike.z_treshold"),
+        ({"match": "x", "loss_spike": {"z_threshold": 0}}, "run_rules[0] (match 'x'): loss_spike.z_threshold"),
+        ({"match": "x", "loss_spiek": {}}, "run_rules.0.loss_spiek"),
+        ({"loss_spike": {}}, "run_rules.0.match"),
+        ({"match": "x", "loss_spike": {"min_history": 60}}, "must not exceed loss_spike.baseline_steps"),
+    ],
+)
+def test_a_bad_run_rules_table_fails_at_start_up_naming_it(tmp_path, table: dict[str, Any], message: str) -> None:
+    import tomllib
+
+    from gradwatch.service.config import ConfigError, ServiceConfig, describe, load_config
+
+    with pytest.raises(Exception) as caught:
+        ServiceConfig.model_validate({"run_rules": [table]})
+    assert message in describe(caught.value)
+    # The same through a TOML file, as `gradwatch serve --config` reads it.
+    path = tmp_path / "bad.toml"
+    lines = ["[[run_rules]]"] + [f"{k} = {_toml(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+    assert tomllib.loads(path.read_text()) == {"run_rules": [table]}
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(path)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def test_a_copy_with_other_run_rules_does_not_read_the_first_ones_resolved_settings() -> None:
+    from gradwatch.service.config import RunRules, ServiceConfig
+
+    config = ServiceConfig.model_validate({"run_rules": [{"match": "a*", "loss_spike": {"enabled": False}}]})
+    assert not config.rules_for("a1").loss_spike.enabled
+    other = config.model_copy(update={"run_rules": [RunRules(match="b*", loss_spike={"enabled": False})]})
+    assert other.rules_for("a1").loss_spike.enabled
+    assert not config.rules_for("a1").loss_spike.enabled
+
+
+def test_a_disabled_symptom_is_never_reported() -> None:
+    from rule_views import decaying_loss, make_view
+
+    from gradwatch.service.rules import evaluate
+
+    loss = decaying_loss(t=300)
+    loss[250] *= 6.0
+    view = make_view(loss, new_loss_from=245)
+    assert evaluate(view)["loss_spike"] is not None
+    off = RulesConfig.model_validate({"loss_spike": {"enabled": False}})
+    assert evaluate(view, off)["loss_spike"] is None
+    assert evaluate(view, RulesConfig.model_validate({"stagnation": {"enabled": False}}))["loss_spike"] is not None

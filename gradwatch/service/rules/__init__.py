@@ -69,7 +69,10 @@ def evaluate(
     _MASKS_WHILE_ACTIVE).
     """
     cfg = config if config is not None else RulesConfig()
-    findings = {name: _RULES[name](view, getattr(cfg, name)) for name in SYMPTOMS}
+    findings: dict[str, Finding | None] = {}
+    for name in SYMPTOMS:
+        settings = getattr(cfg, name)
+        findings[name] = _RULES[name](view, settings) if settings.enabled else None
     for cause, masked in _MASKED_BY.items():
         if findings[cause] is not None or (cause in _MASKS_WHILE_ACTIVE and cause in active):
             findings.update(dict.fromkeys(masked))

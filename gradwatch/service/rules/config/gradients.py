@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ._base import _RuleConfig
+from ._base import _SymptomConfig
 
 
-class NonfiniteConfig(_RuleConfig):
+class NonfiniteConfig(_SymptomConfig):
     """Settings of the ``nonfinite`` rule (NaN/Inf in loss, gradients or weights)."""
 
     max_layers_listed: int = Field(
@@ -22,7 +22,7 @@ class NonfiniteConfig(_RuleConfig):
     )
 
 
-class ExplodingGradientConfig(_RuleConfig):
+class ExplodingGradientConfig(_SymptomConfig):
     """Settings of the ``exploding_gradient`` rule."""
 
     growth_factor: float = Field(
@@ -145,7 +145,7 @@ class ExplodingGradientConfig(_RuleConfig):
     )
 
 
-class VanishingGradientConfig(_RuleConfig):
+class VanishingGradientConfig(_SymptomConfig):
     """Settings of the ``vanishing_gradient`` rule."""
 
     depth_ratio: float = Field(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ._base import _RuleConfig
+from ._base import _SymptomConfig
 
 
-class LossSpikeConfig(_RuleConfig):
+class LossSpikeConfig(_SymptomConfig):
     """Settings of the ``loss_spike`` rule."""
 
     z_threshold: float = Field(
@@ -120,7 +120,7 @@ class LossSpikeConfig(_RuleConfig):
         return self
 
 
-class OverfittingConfig(_RuleConfig):
+class OverfittingConfig(_SymptomConfig):
     """Settings of the ``overfitting`` rule."""
 
     min_val_points: int = Field(
@@ -164,7 +164,7 @@ class OverfittingConfig(_RuleConfig):
         return self
 
 
-class StagnationConfig(_RuleConfig):
+class StagnationConfig(_SymptomConfig):
     """Settings of the ``stagnation`` rule."""
 
     window_steps: int = Field(default=16, ge=6, description="Latest finite every-step losses judged for improvement.")
