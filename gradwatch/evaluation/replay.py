@@ -69,20 +69,22 @@ def replay_run(scenario: Scenario, seed: int, directory: Path, config: ServiceCo
         return Outcome(scenario.name, seed, RUN, 0.0, 0, {}, f"no recording at {path} (record it with --record)")
     kept = json.loads(path.read_text())
     aggregator = Aggregator(config.model_copy(update={"paced_above_load": float("inf")}))
+    # Named as the real path names its runs, so that a config's [[run_rules]] select the same ones.
+    run = f"eval-replay-{scenario.name}-s{seed}"[:128]
     error, steps, now = kept["error"], 0, 1e9
     for body in kept["bodies"]:
         # Each report a little later than the last, past evaluate_min_interval: evaluated as it arrives.
         now += 10.0
         try:
-            report = Report.model_validate_json(body)
+            report = Report.model_validate_json(body).model_copy(update={"run": run})
             aggregator.ingest(report, now=now)
             steps += len(report.steps)
         except (ValueError, IngestRefused) as exc:
             error = (error or "") + f"\na recorded report was refused: {exc}"
     aggregator.evaluate_due(now=now + 1e3)
-    fired = {item["symptom"]: item for item in aggregator.diagnoses(RUN) or []}
+    fired = {item["symptom"]: item for item in aggregator.diagnoses(run) or []}
     val_losses = [(int(step), float(value)) for step, value in kept["val_losses"]]
-    return Outcome(scenario.name, seed, RUN, float(kept["wall_seconds"]), steps, fired, error, val_losses)
+    return Outcome(scenario.name, seed, run, float(kept["wall_seconds"]), steps, fired, error, val_losses)
 
 
 def replay_suite(

@@ -55,6 +55,11 @@ def test_a_recorded_run_replays_to_the_diagnoses_of_the_real_path(tmp_path):
     strict = ServiceConfig(rules=RulesConfig(exploding_gradient=ExplodingGradientConfig(max_grad_weight_ratio=1e-9)))
     assert "exploding_gradient" not in outcome.fired
     assert "exploding_gradient" in replay_run(SCENARIO, 0, tmp_path, strict).fired
+    # Runs are named as on the real path, so [[run_rules]] select them by scenario (and seed).
+    per_run = ServiceConfig.model_validate(
+        {"run_rules": [{"match": "*-nan_from_*-s0", "nonfinite": {"enabled": False}}]}
+    )
+    assert "nonfinite" not in replay_run(SCENARIO, 0, tmp_path, per_run).fired
 
 
 def test_a_missing_recording_is_an_error_that_names_the_flag(tmp_path):
