@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, cast
@@ -153,4 +154,31 @@ def attach_nan_origin_hook(model: torch.nn.Module) -> NanOriginHook | None:
     except Exception:  # noqa: BLE001 - watch() must not fail on DDP's checks
         return None  # a hook of the user's own is registered (or an odd DDP): theirs stays, no origin flags
     object.__setattr__(model, "register_comm_hook", origin.register_user_hook)
+    object.__setattr__(model, "__getstate__", functools.partial(_state_without_gradwatch, model, origin))
     return origin
+
+
+#: What attach_nan_origin_hook sets on the DDP model itself (pickle and copy look both up on the instance).
+_INSTANCE_ATTRIBUTES = ("register_comm_hook", "__getstate__")
+
+
+def _state_without_gradwatch(model: torch.nn.Module, origin: NanOriginHook) -> dict[str, Any]:
+    """DDP's own pickled state of ``model``, as if gradwatch had never hooked it.
+
+    A copy (an EMA, ``torch.save(ddp_model)``) is a DDP model of its own: it must not need gradwatch to
+    load, and its ``register_comm_hook`` must be DDP's again (its new reducer has no gradwatch hook to
+    nest a user's hook in). The user's hook, if one was registered after watch(), stays listed.
+    """
+    state: dict[str, Any] = type(model).__getstate__(model)  # type: ignore[operator]
+    for name in _INSTANCE_ATTRIBUTES:
+        state.pop(name, None)
+    hooks = [
+        (hook, hook_state)
+        for hook, hook_state in state.get("_comm_hooks", ())
+        if getattr(hook, "__self__", None) is not origin
+    ]
+    if origin.inner is not None:
+        inner_state, inner_hook = origin.inner
+        hooks.append((inner_hook, inner_state))
+    state["_comm_hooks"] = hooks
+    return state

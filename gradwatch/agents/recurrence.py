@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +43,13 @@ from torch.utils.hooks import RemovableHandle
 from gradwatch.agents.layout import ROOT_LAYER
 
 logger = logging.getLogger("gradwatch.agent")
+
+# While the probe's global hooks exist, torch warns at each call of any torch.compile'd module in the process (a
+# compiled teacher, say) that global hooks fire once more for its wrapper. Ours ignore every module but the
+# watched ones; the warning would only alarm, and under -W error it would raise into the user's forward.
+warnings.filterwarnings(
+    "ignore", message=r"Using `torch\.compile\(module\)` when there are global hooks", category=UserWarning
+)
 
 #: Fewer time steps (or calls) than this are not a recurrence worth judging.
 MIN_STEPS = 8
@@ -118,7 +127,14 @@ class RecurrenceProbe:
             if not isinstance(m, nn.RNNBase) and next(m.parameters(recurse=False), None) is not None
         ]
         self._looped: list[_Probe] = []
+        #: The global hooks while armed; emptied in place, so that the finalizer below sees the current ones.
         self._handles: list[RemovableHandle] = []
+        # torch's global hook tables would keep this probe (and the model) alive for good if the run ends armed
+        # and its monitor is never closed: they hold it weakly, and its end takes them out.
+        weakref.finalize(self, _remove_all, self._handles)
+        #: A measured module ran without gradient inside a forward that had one: checkpointing that recomputes
+        #: it in the backward, where it is measured, so the hooks stay on until take().
+        self._recompute_expected = False
         #: While armed: id(module) -> what runs before / after that module's forward, in order.
         self._before: dict[int, list[Callable[[nn.Module, Any], Any]]] = {}
         self._after: dict[int, list[Callable[[nn.Module, Any, Any], None]]] = {}
@@ -157,8 +173,9 @@ class RecurrenceProbe:
         # Last of all: the measured forward is over (its backward hooks are on tensors), and every other
         # module in the process goes back to torch's fast path without hooks.
         self._after.setdefault(id(self._root), []).append(self._forward_ends)
-        self._handles.append(register_module_forward_pre_hook(self._dispatch_before))
-        self._handles.append(register_module_forward_hook(self._dispatch_after))
+        this = weakref.ref(self)
+        self._handles.append(register_module_forward_pre_hook(functools.partial(_dispatch_before, this)))
+        self._handles.append(register_module_forward_hook(functools.partial(_dispatch_after, this)))
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Remove the hooks; the worst ratio and the index (in :attr:`names`) of its module, or None."""
@@ -180,33 +197,24 @@ class RecurrenceProbe:
         return stacked[worst], index.float()
 
     # --- hooks ---------------------------------------------------------------
-    def _dispatch_before(self, module: nn.Module, args: Any) -> Any:
-        # Called before every module's forward in the process while armed: a miss costs one lookup.
-        replaced = None
-        for hook in self._before.get(id(module), ()):
-            result = hook(module, args if replaced is None else replaced)
-            replaced = replaced if result is None else result
-        return replaced
-
-    def _dispatch_after(self, module: nn.Module, args: Any, output: Any) -> None:
-        for hook in self._after.get(id(module), ()):
-            hook(module, args, output)
-
     def _disarm(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles, self._before, self._after = [], {}, {}
-
-    @_never_raises
-    def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
-        self._disarm()
+        _remove_all(self._handles)
+        self._before, self._after = {}, {}
 
     @_never_raises
     def _forward_starts(self, module: nn.Module, args: Any) -> None:
+        if not torch.is_grad_enabled():
+            return  # an evaluation or a rollout between steps: the training forward is still to come
         # Nothing of an earlier forward may mix in. (Under gradient accumulation, several forwards per optimizer
         # step, the first is measured: the hooks go at its end.)
+        self._recompute_expected = False
         for probe in self._fused + self._looped + (self._candidates or []):
             probe.reset()
+
+    @_never_raises
+    def _forward_ends(self, module: nn.Module, args: Any, output: Any) -> None:
+        if torch.is_grad_enabled() and not self._recompute_expected:
+            self._disarm()
 
     def _count(self, probe: _Probe) -> Any:
         @_never_raises
@@ -222,6 +230,7 @@ class RecurrenceProbe:
             probe.calls += 1
             out = _first_tensor(output)
             if out is None or not out.requires_grad:
+                self._recompute_expected |= not torch.is_grad_enabled()
                 return
 
             @_never_raises
@@ -235,8 +244,11 @@ class RecurrenceProbe:
     def _fused_input(self, probe: _Probe) -> Any:
         @_never_raises
         def hook(module: nn.Module, args: Any) -> Any:
-            if not args or not isinstance(args[0], torch.Tensor) or not torch.is_grad_enabled():
-                return None  # a PackedSequence or an evaluation forward: not measured
+            if not torch.is_grad_enabled():
+                self._recompute_expected = True  # inside a checkpoint, or an evaluation: not measured now
+                return None
+            if not args or not isinstance(args[0], torch.Tensor):
+                return None  # a PackedSequence: not measured
             x = args[0]
             if x.dim() not in (2, 3) or not x.is_floating_point():
                 return None
@@ -265,3 +277,26 @@ class RecurrenceProbe:
             return (x, *args[1:])
 
         return hook
+
+
+def _remove_all(handles: list[RemovableHandle]) -> None:
+    for handle in handles:
+        handle.remove()
+    handles.clear()
+
+
+# Module-level and holding the probe weakly (see RecurrenceProbe.__init__). Called before and after every module's
+# forward in the process while armed: a module that is not watched costs one lookup.
+def _dispatch_before(probe_ref: weakref.ref[RecurrenceProbe], module: nn.Module, args: Any) -> Any:
+    probe = probe_ref()
+    replaced = None
+    for hook in probe._before.get(id(module), ()) if probe is not None else ():
+        result = hook(module, args if replaced is None else replaced)
+        replaced = replaced if result is None else result
+    return replaced
+
+
+def _dispatch_after(probe_ref: weakref.ref[RecurrenceProbe], module: nn.Module, args: Any, output: Any) -> None:
+    probe = probe_ref()
+    for hook in probe._after.get(id(module), ()) if probe is not None else ():
+        hook(module, args, output)

@@ -184,9 +184,22 @@ def test_a_watched_ddp_model_can_still_be_copied_and_saved(one_rank_group, tmp_p
     # EMA copies and whole-model checkpoints: DDP pickles its hooks' states, and a process group cannot be.
     twin = copy.deepcopy(model)
     torch.save(model, tmp_path / "model.pt")
+    assert b"gradwatch" not in (tmp_path / "model.pt").read_bytes()  # loads where gradwatch is not installed
     reloaded = torch.load(tmp_path / "model.pt", weights_only=False)
     for other in (twin, reloaded):
         other(torch.randn(8, 4)).pow(2).mean().backward()  # the copy reduces as an unpickled DDP does
+    # A copy is DDP's own again: a hook registered on it is DDP's, and runs.
+    twin_calls = []
+
+    def twin_hook(state, bucket):
+        twin_calls.append(state)
+        fut = torch.futures.Future()
+        fut.set_result(bucket.buffer())
+        return fut
+
+    twin.register_comm_hook("twin", twin_hook)
+    twin(torch.randn(8, 4)).pow(2).mean().backward()
+    assert twin_calls == ["twin"]
     # The original still reduces through gradwatch's hook, and a user's hook registered later still nests in it.
     calls = []
 

@@ -256,3 +256,47 @@ def test_gated_recurrences_are_told_apart_from_plain_ones():
     loop_probe = RecurrenceProbe(loop)
     _measure(loop, loop_probe)
     assert loop_probe.names == ["rec"] and loop_probe.gated == [False]
+
+
+def test_a_forward_without_gradient_between_steps_leaves_the_probe_armed_for_the_training_forward():
+    # A PPO rollout, a DQN choosing actions, a validation pass: run under no_grad after mon.step().
+    torch.manual_seed(0)
+    model = _FusedRNN(nn.RNN)
+    probe = RecurrenceProbe(model)
+    probe.arm()
+    with torch.no_grad():
+        model(torch.randn(4, 20, 3))
+    model(torch.randn(4, 20, 3)).pow(2).mean().backward()
+    assert probe.take() is not None
+
+
+@pytest.mark.parametrize("where", ["root", "block"])
+def test_a_recurrence_under_reentrant_checkpointing_is_measured_in_its_recompute(where):
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    model = _FusedRNN(nn.RNN)
+    probe = RecurrenceProbe(model)
+    probe.arm()
+    x = torch.randn(4, 20, 3, requires_grad=True)  # reentrant checkpointing wants an input with a gradient
+    if where == "root":
+        out = checkpoint(model, x, use_reentrant=True)
+    else:
+        inner = model.rnn
+        out = checkpoint(lambda t: inner(t)[0], x, use_reentrant=True).sum()
+    out.pow(2).mean().backward()
+    assert probe.take() is not None
+
+
+def test_a_probe_whose_monitor_is_dropped_while_armed_takes_its_global_hooks_and_the_model_with_it():
+    import gc
+    import weakref
+
+    model = _FusedRNN(nn.GRU)
+    probe = RecurrenceProbe(model)
+    before = _global_hooks()
+    probe.arm()
+    alive = weakref.ref(model)
+    del model, probe  # a run that ends armed, its monitor never closed
+    gc.collect()
+    assert _global_hooks() == before and alive() is None
