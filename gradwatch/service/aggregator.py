@@ -22,9 +22,9 @@ from gradwatch.service.columns import ColumnarReport, LayerColumns
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change, DiagnosisTracker, alert_labels
 from gradwatch.service.load import LoadMeter
+from gradwatch.service.metrics_state import AggregatorSnapshot, RunSnapshot
 from gradwatch.service.page.series import SeriesLimits, build_series
-from gradwatch.service.rank_state import RankLatest
-from gradwatch.service.run_state import Latest, RunState
+from gradwatch.service.run_state import RunState
 from gradwatch.wire import Report, StepRecord
 
 #: A NaN reaches every data-parallel rank through the gradient all-reduce, and
@@ -56,38 +56,6 @@ class IngestRefused(Exception):
     def __reduce__(self) -> tuple[type, tuple[int, str]]:
         # Travels back from the actor as a value (one per report of a batch).
         return IngestRefused, (self.status, self.reason)
-
-
-@dataclass(frozen=True)
-class RunSnapshot:
-    """What /metrics shows of one run."""
-
-    run: str
-    latest: Latest
-    layers: tuple[str, ...]
-    active: dict[str, bool]
-    onsets: dict[str, int]
-    reports: int
-    steps_received: int
-    agent_dropped: int
-    last_report_time: float
-    ranks: int
-    finished: bool
-    #: Active diagnoses: symptom -> the labels and one-line summary alerts carry.
-    alerts: dict[str, dict[str, str]]
-    #: Every rank's own newest values, by rank.
-    per_rank: dict[int, RankLatest] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AggregatorSnapshot:
-    runs: list[RunSnapshot]
-    reports_total: int
-    steps_total: int
-    evaluations_total: int
-    evaluation_seconds_total: float
-    #: Share of recent time that evaluating every report would take (see LoadMeter).
-    load: float = 0.0
 
 
 @dataclass
@@ -123,6 +91,8 @@ class Aggregator:
         #: Share of recent time that ingesting and evaluating every report would
         #: take: below config.paced_above_load a batch is evaluated report by report.
         self._load = LoadMeter()
+        #: Each run's rule settings (config.rules_for) from its first evaluation on; never in a snapshot.
+        self._rules_of_run: dict[str, rules.RulesConfig] = {}
 
     def ping(self) -> bool:
         return True
@@ -341,11 +311,13 @@ class Aggregator:
         cutoff = now - self.config.limits.run_idle_seconds
         for name in [n for n, e in self._runs.items() if e.state.last_report_time < cutoff]:
             del self._runs[name]
+            self._rules_of_run.pop(name, None)
 
     def _evaluate(self, entry: _Run, now: float) -> list[Change]:
         started = time.perf_counter()
         view = entry.state.view()
-        settings = self.config.rules_for(entry.state.run)
+        run = entry.state.run
+        settings = self._rules_of_run.get(run) or self._rules_of_run.setdefault(run, self.config.rules_for(run))
         findings = rules.evaluate(view, settings, entry.tracker.active_symptoms())
         if self._wait_for_nan_origin(entry, findings.get("nonfinite"), now):
             # Not marked seen: the next report re-evaluates this data with more ranks in.

@@ -6,11 +6,12 @@ import asyncio
 import gc
 from typing import Any
 
-from gradwatch.service.aggregator import Aggregator, AggregatorSnapshot
+from gradwatch.service.aggregator import Aggregator
 from gradwatch.service.columns import ColumnarReport
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
 from gradwatch.service.http import BackendUnavailable
+from gradwatch.service.metrics_state import AggregatorSnapshot
 from gradwatch.service.page.series import SeriesLimits
 from gradwatch.wire import AGGREGATOR_NAMESPACE, aggregator_actor_name
 

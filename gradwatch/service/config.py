@@ -16,14 +16,17 @@
 
 from __future__ import annotations
 
+import logging
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gradwatch.service.rules.config import RulesConfig
+
+logger = logging.getLogger("gradwatch.service")
 
 
 class WindowConfig(BaseModel):
@@ -209,43 +212,47 @@ class ServiceConfig(BaseModel):
         description="A symptom clears once its rule has not fired for this many optimizer steps.",
     )
 
-    #: Run name -> its rule settings, resolved once per run, and the (rules, run_rules) they were resolved
-    #: from: a model_copy shares these attributes, and one with other rules must not read the entries.
-    _rules_by_run: dict[str, RulesConfig] = PrivateAttr(default_factory=dict)
-    _rules_resolved_from: tuple[int, int] = PrivateAttr(default=(0, 0))
-
     @model_validator(mode="after")
     def _run_rules_are_valid(self) -> ServiceConfig:
         # Each table on its own over [rules], so that a bad value fails at start-up and names its table.
         base = self.rules.model_dump()
+        problems = []
         for index, table in enumerate(self.run_rules):
             try:
                 RulesConfig.model_validate(table.apply(base))
             except ValidationError as exc:
-                raise ValueError(f"run_rules[{index}] (match {table.match!r}): {describe(exc)}") from None
+                problems.append(f"run_rules[{index}] (match {table.match!r}): {describe(exc)}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def rules_for(self, run: str) -> RulesConfig:
-        """The rule settings for run ``run``: [rules], with every matching [[run_rules]] table over it."""
-        if not self.run_rules:
-            return self.rules
-        if (
-            self._rules_resolved_from != (id(self.rules), id(self.run_rules))
-            or len(self._rules_by_run) > _MAX_CACHED_RUNS
-        ):
-            self._rules_by_run, self._rules_resolved_from = {}, (id(self.rules), id(self.run_rules))
-        found = self._rules_by_run.get(run)
-        if found is None:
-            merged = self.rules.model_dump()
-            for table in self.run_rules:
-                if fnmatchcase(run, table.match):
-                    merged = table.apply(merged)
-            found = self._rules_by_run[run] = RulesConfig.model_validate(merged)
-        return found
+        """The rule settings for run ``run``: [rules], with every matching [[run_rules]] table over it, in order.
 
-
-#: Runs whose resolved rule settings are kept, then forgotten all at once (names of long-gone runs pile up).
-_MAX_CACHED_RUNS = 10_000
+        Never raises. Tables valid alone can clash once several match one run (one sets
+        ``loss_spike.min_history`` above the ``baseline_steps`` another sets): such a table is
+        skipped for that run, with a warning, and the others still apply. Callers keep the result
+        per run (the aggregator does): resolving one takes about a tenth of a millisecond per table.
+        """
+        merged = self.rules.model_dump()
+        resolved = self.rules
+        for index, table in enumerate(self.run_rules):
+            if not fnmatchcase(run, table.match):
+                continue
+            try:
+                resolved = RulesConfig.model_validate(table.apply(merged))
+            except ValidationError as exc:
+                logger.warning(
+                    "gradwatch: run_rules[%d] (match %r) is skipped for run %r, where it clashes with the tables "
+                    "before it: %s",
+                    index,
+                    table.match,
+                    run,
+                    describe(exc),
+                )
+                continue
+            merged = resolved.model_dump()
+        return resolved
 
 
 class ConfigError(ValueError):

@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from gradwatch.service.aggregator import AggregatorSnapshot, RunSnapshot
+from gradwatch.service.metrics_state import AggregatorSnapshot, RunSnapshot
 from gradwatch.service.rules.view import SYMPTOMS
 
 _LAYER_GAUGES = (

@@ -21,11 +21,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from gradwatch.service.aggregator import AggregatorSnapshot, IngestRefused
+from gradwatch.service.aggregator import IngestRefused
 from gradwatch.service.auth import Token, token_middleware
 from gradwatch.service.columns import ColumnarReport, LayoutCache
 from gradwatch.service.config import ServiceConfig
 from gradwatch.service.diagnoses import Change
+from gradwatch.service.metrics_state import AggregatorSnapshot
 from gradwatch.service.packed import PackedError
 from gradwatch.service.packed import decode as decode_packed
 from gradwatch.service.page import ASSETS, asset

@@ -38,8 +38,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import IO
 
-from gradwatch.service.aggregator import AggregatorSnapshot
 from gradwatch.service.exposition import SnapshotCollector
+from gradwatch.service.metrics_state import AggregatorSnapshot
 
 logger = logging.getLogger("gradwatch.service")
 

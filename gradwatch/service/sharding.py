@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gradwatch.service.aggregator import AggregatorSnapshot
 from gradwatch.service.columns import ColumnarReport
 from gradwatch.service.diagnoses import Change
+from gradwatch.service.metrics_state import AggregatorSnapshot
 from gradwatch.service.page.series import SeriesLimits
 from gradwatch.wire import shard_of
 

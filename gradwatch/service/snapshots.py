@@ -49,9 +49,9 @@ SNAPSHOT_FILE = "aggregator.snapshot"
 LEGACY_SNAPSHOT_FILE = "aggregator.json"
 _MAGIC = b"gradwatch-snapshot 2\n"
 _PACKAGE = "gradwatch.service"
-#: Attributes never saved: the config comes from the constructor (it may have changed); the
-#: rest is this actor's own bookkeeping of its snapshots.
-_SKIP = frozenset({"config", "restored_from", "_path", "_background", "_child"})
+#: Attributes never saved: the config comes from the constructor (it may have changed), and each run's
+#: rule settings from the config; the rest is this actor's own bookkeeping of its snapshots.
+_SKIP = frozenset({"config", "_rules_of_run", "restored_from", "_path", "_background", "_child"})
 #: After a snapshot that blocked the actor for t seconds, the next one waits at least this many times t.
 _BUSY_FACTOR = 9.0
 #: Background writers are kept to at most this share of one core (their CPU time, from wait4).

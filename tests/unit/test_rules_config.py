@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from gradwatch.service.rules import SYMPTOMS, RulesConfig
 from gradwatch.service.rules.config import LossSpikeConfig, OverfittingConfig
@@ -165,6 +165,36 @@ def _toml(value: Any) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
     return f'"{value}"' if isinstance(value, str) else str(value)
+
+
+def test_tables_that_clash_on_one_run_skip_the_later_one_for_it_with_a_warning(caplog) -> None:
+    from gradwatch.service.config import ServiceConfig
+
+    # Each valid over [rules]; together min_history (40) would exceed baseline_steps (30).
+    config = ServiceConfig.model_validate(
+        {
+            "run_rules": [
+                {"match": "*", "loss_spike": {"min_history": 40}},
+                {"match": "ppo-*", "loss_spike": {"baseline_steps": 30}, "stagnation": {"enabled": False}},
+                {"match": "ppo-*", "nonfinite": {"enabled": False}},
+            ]
+        }
+    )
+    with caplog.at_level("WARNING", logger="gradwatch.service"):
+        settings = config.rules_for("ppo-1")  # never raises into the aggregator
+    assert settings.loss_spike.min_history == 40 and settings.loss_spike.baseline_steps == 50
+    assert settings.stagnation.enabled and not settings.nonfinite.enabled  # the clashing table alone is skipped
+    assert "run_rules[1] (match 'ppo-*') is skipped for run 'ppo-1'" in caplog.text
+    assert config.rules_for("sup").loss_spike.min_history == 40
+
+
+def test_every_bad_table_is_named_at_start_up() -> None:
+    from gradwatch.service.config import ServiceConfig, describe
+
+    tables = [{"match": "a", "loss_spike": {"z_threshold": 0}}, {"match": "b", "stagnation": {"window_steps": 1}}]
+    with pytest.raises(ValidationError) as caught:
+        ServiceConfig.model_validate({"run_rules": tables})
+    assert "run_rules[0] (match 'a')" in describe(caught.value) and "run_rules[1] (match 'b')" in describe(caught.value)
 
 
 def test_a_copy_with_other_run_rules_does_not_read_the_first_ones_resolved_settings() -> None:
