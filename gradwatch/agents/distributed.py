@@ -96,10 +96,9 @@ class NanOriginHook:
     host here; :meth:`take` hands it to the report and starts the next step's.
     It costs one read of each bucket per step, overlapped with communication.
 
-    It holds the model's process group itself and registers with no state, so
-    that ``torch.save`` and ``copy.deepcopy`` of the DDP model still work: DDP
-    keeps its hooks' states among what it pickles, and a process group cannot
-    be pickled. A copy reduces over the default group, as an unpickled DDP does.
+    It holds the model's process group itself and registers with no state: DDP
+    keeps its hooks' states among what it pickles, and a process group cannot be
+    pickled. A copy of the model leaves this hook out (:func:`_state_without_gradwatch`).
     """
 
     def __init__(self, process_group: Any = None) -> None:
@@ -107,9 +106,6 @@ class NanOriginHook:
         self._flag: torch.Tensor | None = None
         #: The user's own communication hook (state, hook), registered after this one: it does the reduction.
         self.inner: tuple[Any, Any] | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "process_group": None, "_flag": None}
 
     # No annotations on purpose: DDP rejects a hook whose annotations are not
     # exactly dist.GradBucket / Future[Tensor] (and here they would be strings).

@@ -103,11 +103,10 @@ class Monitor:
         self._sentinels = stats.sentinel_params(self._layout.groups[0]) if single and optimizer is not None else []
         self._sentinel_flag: torch.Tensor | float | None = None
         self._witness = UpdateWitness(self._sentinels) if self._sentinels else None
-        # Hooks that torch.compile would have to recompile around are not worth it on a compiled model. And
         # DataParallel over several devices runs fresh replicas of the model each forward, not the modules here.
-        compiled = getattr(model, "_orig_mod", None) is not None  # what torch.compile returns
+        # (A compiled model, or one with a compiled part, the probe itself leaves alone.)
         replicated = isinstance(model, torch.nn.DataParallel) and len(model.device_ids or ()) > 1
-        self._recurrence = None if compiled or replicated else RecurrenceProbe(unwrap_data_parallel(model))
+        self._recurrence = None if replicated else RecurrenceProbe(unwrap_data_parallel(model))
         self._recurrent: tuple[torch.Tensor, torch.Tensor] | None = None
         envelope: dict[str, Any] = {
             "run": run,
